@@ -1,0 +1,233 @@
+"""The comfy-drive command line: parse arguments, call the library, print, map errors to exit codes.
+
+Exit status: 0 success, 1 the run failed (a scene, the server), 2 bad input (file, argument, URL),
+130 interrupted. Errors print one clear message and no traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from comfy_driver import __version__
+from comfy_driver.errors import DriveError, UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn every error into one message and an exit status; tracebacks only with --debug."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except DriveError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; rerun the same command to resume", 130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+            if debug:
+                traceback.print_exc()
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", 1)
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(__version__, prog_name="comfy-drive")
+def main(debug: bool) -> None:
+    """Drive a ComfyUI server as a production line for short AI videos."""
+
+
+def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
+                port: int = 0) -> Any:
+    from comfy_driver.comfy.catalog import Catalog
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.sim.executor import Timing
+    from comfy_driver.sim.server import SimServer
+
+    lock = load_lock(MODELS_LOCK)
+    if object_info is not None:
+        info = json.loads(object_info.read_text(encoding="utf-8"))
+        catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()))
+    else:
+        catalog = bundled_catalog(lock)
+    timing = Timing.realistic(0.2) if speed == "realistic" else Timing()
+    return SimServer(root, catalog, timing=timing, host=host, port=port)
+
+
+@main.command()
+@click.argument("series_file", type=click.Path(path_type=Path))
+@click.option("--backend", help="Render every scene with this backend (workflow name).")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
+@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@click.option("--dry-run", is_flag=True, help="Render and validate every scene; submit nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
+@click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
+              help="Prompts kept queued on each server (queue-ahead).")
+@handle_errors
+def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
+        as_json: bool, depth: int) -> None:
+    """Render every scene of SERIES_FILE, download the clips and join each episode."""
+    from comfy_driver.config.series import load_series
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.pipeline.jobs import build_jobs
+    from comfy_driver.pipeline.progress import Progress
+    from comfy_driver.pipeline.runner import Runner, RunOptions, preflight
+
+    loaded = load_series(series_file)
+    jobs = build_jobs(loaded, backend)
+    if dry_run:
+        catalog = bundled_catalog(load_lock(MODELS_LOCK))
+        if servers:
+            from comfy_driver.comfy.client import ComfyClient
+
+            catalog = ComfyClient(servers[0]).catalog()
+        preflight(jobs, catalog)
+        for job in jobs:
+            click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
+                       f"  uploads {len(job.uploads)}")
+        click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
+        return
+    urls = list(servers) or loaded.series.server_urls
+    sim = None
+    sim_root = None
+    if simulate:
+        sim_root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
+        sim = _sim_server(sim_root)
+        urls = [sim.start()]
+    try:
+        progress = Progress(len(jobs), enabled=True)
+        report = Runner(loaded, jobs, urls, progress=progress, options=RunOptions(depth=depth)).run()
+    finally:
+        if sim is not None:
+            sim.stop()
+            shutil.rmtree(sim_root, ignore_errors=True)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        click.echo(report.summary())
+        click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8188, show_default=True, type=int)
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Folder for input/, output/ and temp/ (default: a temporary folder).")
+@click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True)
+@click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
+@handle_errors
+def sim(host: str, port: int, root: Path | None, speed: str, object_info: Path | None) -> None:
+    """Run the simulated ComfyUI server in the foreground."""
+    root = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
+    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port)
+    click.echo(f"simulated ComfyUI on http://{host}:{port} (files in {root}); Ctrl-C stops it", err=True)
+    try:
+        server.serve()
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("url")
+@click.option("--header", "headers", multiple=True, required=True, help="'Name: value', e.g. 'Authorization: Bearer …'.")
+@handle_errors
+def login(url: str, headers: tuple[str, ...]) -> None:
+    """Store headers (tokens) to send to the server at URL, in a file only you can read."""
+    from comfy_driver.comfy.address import save_headers
+
+    parsed = {}
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise UserError(f"--header {name.strip() or h!r}: write it as 'Name: value'")
+        parsed[name.strip()] = value.strip()
+    path = save_headers(url, parsed)
+    click.echo(f"saved {len(parsed)} header(s) for {url.split('@')[-1]} in {path} (mode 600)")
+
+
+def _client(server: str) -> Any:
+    from comfy_driver.comfy.client import ComfyClient
+
+    return ComfyClient(server)
+
+
+@main.command()
+@click.option("--server", required=True, help="ComfyUI URL.")
+@click.option("--delete", "delete", multiple=True, help="Remove this pending prompt id.")
+@click.option("--clear", is_flag=True, help="Remove every pending prompt.")
+@handle_errors
+def queue(server: str, delete: tuple[str, ...], clear: bool) -> None:
+    """Show (or prune) a server's queue."""
+    client = _client(server)
+    if clear:
+        client.clear_queue()
+    if delete:
+        client.delete_queued(list(delete))
+    running, pending = client.queued_ids()
+    click.echo(f"running: {', '.join(running) or '-'}")
+    click.echo(f"pending: {len(pending)}" + "".join(f"\n  {p}" for p in pending))
+
+
+@main.command()
+@click.option("--server", required=True, help="ComfyUI URL.")
+@click.option("--prompt-id", default=None, help="Only stop this prompt (never someone else's).")
+@handle_errors
+def interrupt(server: str, prompt_id: str | None) -> None:
+    """Interrupt the running prompt."""
+    _client(server).interrupt(prompt_id)
+    click.echo("interrupt sent")
+
+
+@main.command()
+@click.option("--server", required=True, help="ComfyUI URL.")
+@handle_errors
+def free(server: str) -> None:
+    """Ask the server to unload models and free memory."""
+    _client(server).free()
+    click.echo("models unloaded, memory freed")
+
+
+@main.command()
+@click.option("--server", required=True, help="ComfyUI URL.")
+@handle_errors
+def stats(server: str) -> None:
+    """Show the server's version and devices (and check that it is ComfyUI)."""
+    data = _client(server).system_stats()
+    system = data["system"]
+    click.echo(f"ComfyUI {system.get('comfyui_version', '?')}, Python {str(system.get('python_version', '?')).split()[0]}")
+    for dev in data.get("devices", []):
+        click.echo(f"  {dev.get('name')}: {int(dev.get('vram_free', 0)) >> 20} MiB free of "
+                   f"{int(dev.get('vram_total', 0)) >> 20} MiB")
+
+
+if __name__ == "__main__":
+    main()

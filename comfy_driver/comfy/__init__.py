@@ -1,0 +1,1 @@
+"""Talking to one ComfyUI server: HTTP + websocket client, typed events, errors, node catalogue."""

@@ -1,0 +1,312 @@
+"""The node catalogue (GET /object_info) and prompt validation exactly as ComfyUI's server does it.
+
+One piece of code serves both sides: the driver validates every scene before the first submit, and the
+simulator answers POST /prompt with it. It follows ComfyUI 0.3.64's `validate_prompt` /
+`validate_inputs` rule for rule (error types, messages, `node_errors` layout, `dependent_outputs`, the
+stop at the first broken link of a branch), and is checked against the recorded validation traces.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+# Widget options that mark an input whose value is a file the server checks in its input folder.
+UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
+
+
+class Catalog:
+    """A node catalogue: class name -> object_info entry."""
+
+    def __init__(self, object_info: dict[str, Any]) -> None:
+        self.nodes = object_info
+        self._outputs: dict[str, tuple[Any, ...]] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Catalog:
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def __contains__(self, class_type: object) -> bool:
+        return class_type in self.nodes
+
+    def output_types(self, class_type: str) -> tuple[Any, ...]:
+        types = self._outputs.get(class_type)
+        if types is None:
+            types = self._outputs[class_type] = tuple(self.nodes[class_type].get("output", []))
+        return types
+
+    def is_output_node(self, class_type: str) -> bool:
+        return bool(self.nodes.get(class_type, {}).get("output_node"))
+
+    def input_order(self, class_type: str) -> list[tuple[str, str]]:
+        """(name, category) of every declared input, in the order the GUI lays them out."""
+        node = self.nodes[class_type]
+        order = node.get("input_order") or {k: list(v) for k, v in node.get("input", {}).items()}
+        return [(name, cat) for cat in ("required", "optional", "hidden") for name in order.get(cat, [])]
+
+    def input_info(self, class_type: str, name: str) -> tuple[Any, str | None, dict[str, Any] | None]:
+        """(type, category, options) of one input, or (None, None, None) if the node has no such input."""
+        inputs = self.nodes[class_type].get("input", {})
+        for category in ("required", "optional", "hidden"):
+            spec = inputs.get(category, {}).get(name)
+            if spec is not None:
+                if isinstance(spec, str):  # hidden inputs are written as a bare type name
+                    return spec, category, {}
+                extra = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                return spec[0], category, extra
+        return None, None, None
+
+    def upload_kind(self, class_type: str, name: str) -> str | None:
+        """'image' / 'video' / 'audio' when the input names a file in the server's input folder."""
+        _, _, extra = self.input_info(class_type, name)
+        for flag, kind in UPLOAD_FLAGS.items():
+            if extra and extra.get(flag):
+                return kind
+        return None
+
+    def input_files(self) -> set[str]:
+        """The files the server's upload combos list (what its input folder holds)."""
+        files: set[str] = set()
+        for node in self.nodes.values():
+            for inputs in node.get("input", {}).values():
+                for spec in inputs.values():
+                    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and any(
+                            spec[1].get(f) for f in UPLOAD_FLAGS):
+                        options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
+                        files.update(str(o) for o in options)
+        return files
+
+    def with_files(self, files: Iterable[str]) -> Catalog:
+        """A copy whose upload combos list `files` (what the server's input folder holds)."""
+        names = sorted(files)
+        nodes = dict(self.nodes)
+        for class_type, node in self.nodes.items():
+            changed = None
+            for category, inputs in node.get("input", {}).items():
+                for name, spec in inputs.items():
+                    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and any(
+                            spec[1].get(f) for f in UPLOAD_FLAGS):
+                        if changed is None:
+                            changed = json.loads(json.dumps(node))
+                        if spec[0] == "COMBO":
+                            changed["input"][category][name][1]["options"] = names
+                        else:
+                            changed["input"][category][name][0] = names
+            if changed is not None:
+                nodes[class_type] = changed
+        return Catalog(nodes)
+
+    # ----------------------------------------------------------------------------------------------
+    def validate(self, prompt: dict[str, Any], *, partial_targets: list[str] | None = None,
+                 file_exists: Callable[[str, str], bool] | None = None) -> ValidationResult:
+        """Validate an API graph as the server's POST /prompt does.
+
+        `file_exists(kind, name)` answers the custom validation of upload inputs (LoadImage & co):
+        the simulator checks its input folder, the driver's preflight the files it is about to upload.
+        Without it those inputs are checked against their combo list like any other.
+        """
+        return _validate_prompt(self, prompt, partial_targets, file_exists)
+
+
+class ValidationResult:
+    """What validate_prompt returns: ok, the top-level error, outputs that passed, node_errors."""
+
+    __slots__ = ("ok", "error", "good_outputs", "node_errors")
+
+    def __init__(self, ok: bool, error: dict[str, Any] | None, good_outputs: list[str],
+                 node_errors: dict[str, Any]) -> None:
+        self.ok, self.error, self.good_outputs, self.node_errors = ok, error, good_outputs, node_errors
+
+    def response(self) -> dict[str, Any]:
+        """The 400 body the server sends for this result."""
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def _error(type_: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"type": type_, "message": message, "details": details, "extra_info": {}}
+
+
+def types_compatible(received: Any, expected: Any) -> bool:
+    """ComfyUI's validate_node_input: equal, '*' on either side, or overlapping comma lists."""
+    if not received != expected:
+        return True
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    got = {t.strip() for t in received.split(",")}
+    want = {t.strip() for t in expected.split(",")}
+    if "*" in got or "*" in want:
+        return True
+    return bool(got & want)
+
+
+def _validate_prompt(catalog: Catalog, prompt: dict[str, Any], partial_targets: list[str] | None,
+                     file_exists: Callable[[str, str], bool] | None) -> ValidationResult:
+    outputs: list[str] = []
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            return ValidationResult(False, _error(
+                "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
+                f"Node ID '#{node_id}'"), [], {})
+        class_type = node["class_type"]
+        if class_type not in catalog:
+            return ValidationResult(False, _error(
+                "invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
+                f"Node ID '#{node_id}'"), [], {})
+        if catalog.is_output_node(class_type) and (partial_targets is None or node_id in partial_targets):
+            outputs.append(node_id)
+    if not outputs:
+        return ValidationResult(False, _error("prompt_no_outputs", "Prompt has no outputs"), [], {})
+
+    good: list[str] = []
+    failed: list[tuple[str, list[dict[str, Any]]]] = []
+    node_errors: dict[str, Any] = {}
+    validated: dict[str, tuple[bool, list[dict[str, Any]], str]] = {}
+    for out in outputs:
+        try:
+            valid, reasons, _ = _validate_inputs(catalog, prompt, out, validated, file_exists)
+        except Exception as ex:  # noqa: BLE001 - mirrors the server, which reports any exception
+            valid = False
+            reasons = [{"type": "exception_during_validation", "message": "Exception when validating node",
+                        "details": str(ex), "extra_info": {"exception_type": _type_name(ex),
+                                                          "traceback": traceback.format_tb(ex.__traceback__)}}]
+            validated[out] = (False, reasons, out)
+        if valid:
+            good.append(out)
+            continue
+        if reasons:
+            failed.append((out, reasons))
+        for node_id, (ok, node_reasons, _) in validated.items():
+            if ok is not True and node_reasons:
+                if node_id not in node_errors:
+                    node_errors[node_id] = {"errors": node_reasons, "dependent_outputs": [],
+                                            "class_type": prompt[node_id]["class_type"]}
+                node_errors[node_id]["dependent_outputs"].append(out)
+    if not good:
+        details = "\n".join(f"{e['message']}: {e['details']}" for _, errs in failed for e in errs)
+        error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details)
+        return ValidationResult(False, error, [], node_errors)
+    return ValidationResult(True, None, good, node_errors)
+
+
+def _type_name(ex: BaseException) -> str:
+    module = type(ex).__module__
+    return type(ex).__qualname__ if module == "builtins" else f"{module}.{type(ex).__qualname__}"
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
+                     validated: dict[str, tuple[bool, list[dict[str, Any]], str]],
+                     file_exists: Callable[[str, str], bool] | None) -> tuple[bool, list[dict[str, Any]], str]:
+    if node_id in validated:
+        return validated[node_id]
+    node = prompt[node_id]
+    inputs = node.get("inputs", {})
+    class_type = node["class_type"]
+    errors: list[dict[str, Any]] = []
+    valid = True
+    custom: list[tuple[str, str]] = []  # (input, upload kind): checked after the loop, as the server does
+
+    for name, category in catalog.input_order(class_type):
+        if category == "hidden":
+            continue
+        input_type, _, extra = catalog.input_info(class_type, name)
+        extra = extra or {}
+        if name not in inputs:
+            if category == "required":
+                errors.append({"type": "required_input_missing", "message": "Required input is missing",
+                               "details": name, "extra_info": {"input_name": name}})
+            continue
+        val = inputs[name]
+        info = [input_type, extra]
+        if isinstance(val, list):
+            if len(val) != 2:
+                errors.append({"type": "bad_linked_input",
+                               "message": "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                               "details": name,
+                               "extra_info": {"input_name": name, "input_config": info, "received_value": val}})
+                continue
+            source_id = val[0]
+            source_class = prompt[source_id]["class_type"]  # KeyError for a missing node, as on the server
+            received_type = catalog.output_types(source_class)[val[1]]
+            if not types_compatible(received_type, input_type):
+                errors.append({"type": "return_type_mismatch", "message": "Return type mismatch between linked nodes",
+                               "details": f"{name}, received_type({received_type}) mismatch input_type({input_type})",
+                               "extra_info": {"input_name": name, "input_config": info,
+                                              "received_type": received_type, "linked_node": val}})
+                continue
+            try:
+                if _validate_inputs(catalog, prompt, source_id, validated, file_exists)[0] is False:
+                    valid = False
+                    continue
+            except Exception as ex:  # noqa: BLE001 - the server records any exception on the linked node
+                valid = False
+                validated[source_id] = (False, [{
+                    "type": "exception_during_inner_validation", "message": "Exception when validating inner node",
+                    "details": str(ex),
+                    "extra_info": {"input_name": name, "input_config": info, "exception_message": str(ex),
+                                   "exception_type": _type_name(ex),
+                                   "traceback": traceback.format_tb(ex.__traceback__), "linked_node": val}}],
+                    source_id)
+                continue
+            continue
+
+        if isinstance(val, dict) and "__value__" in val:
+            val = val["__value__"]
+        convert = _CONVERT.get(input_type) if isinstance(input_type, str) else None
+        if convert is not None:
+            try:
+                val = convert(val)
+            except Exception as ex:  # noqa: BLE001
+                errors.append({"type": "invalid_input_type",
+                               "message": f"Failed to convert an input value to a {input_type} value",
+                               "details": f"{name}, {val}, {ex}",
+                               "extra_info": {"input_name": name, "input_config": info, "received_value": val,
+                                              "exception_message": str(ex)}})
+                continue
+        kind = next((k for f, k in UPLOAD_FLAGS.items() if extra.get(f)), None)
+        if kind is not None and file_exists is not None:
+            custom.append((name, kind))
+            continue
+        if "min" in extra and _lt(val, extra["min"]):
+            errors.append({"type": "value_smaller_than_min",
+                           "message": f"Value {val} smaller than min of {extra['min']}", "details": name,
+                           "extra_info": {"input_name": name, "input_config": info, "received_value": val}})
+            continue
+        if "max" in extra and _lt(extra["max"], val):
+            errors.append({"type": "value_bigger_than_max",
+                           "message": f"Value {val} bigger than max of {extra['max']}", "details": name,
+                           "extra_info": {"input_name": name, "input_config": info, "received_value": val}})
+            continue
+        if isinstance(input_type, list) or input_type == "COMBO":
+            options = extra.get("options", []) if input_type == "COMBO" else input_type
+            if val not in options:
+                config: Any = info
+                listed = str(options)
+                if len(options) > 20:
+                    listed, config = f"(list of length {len(options)})", None
+                errors.append({"type": "value_not_in_list", "message": "Value not in list",
+                               "details": f"{name}: '{val}' not in {listed}",
+                               "extra_info": {"input_name": name, "input_config": config, "received_value": val}})
+                continue
+
+    for name, kind in custom:
+        value = inputs[name]
+        if not file_exists(kind, str(value)):  # type: ignore[misc]
+            errors.append({"type": "custom_validation_failed", "message": "Custom validation failed for node",
+                           "details": f"{name} - Invalid {kind} file: {value}", "extra_info": {"input_name": name}})
+
+    result = (False, errors, node_id) if errors or not valid else (True, [], node_id)
+    validated[node_id] = result
+    return result
+
+
+def _lt(a: Any, b: Any) -> bool:
+    try:
+        return bool(a < b)
+    except TypeError:
+        return False

@@ -1,0 +1,286 @@
+"""HTTP side of a ComfyUI server: submit, history, queue, uploads, downloads, control.
+
+Requests go through one keep-alive session. Idempotent reads are retried with backoff (tenacity);
+POST /prompt is never retried blindly: the caller chooses the prompt_id, so after a lost reply it
+looks in /queue and /history before posting again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from comfy_driver.comfy.address import ServerAddress
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.errors import NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
+from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.errors import RunError, UserError
+
+UPLOAD_SUBFOLDER = "comfy_drive"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Submitted:
+    prompt_id: str
+    number: float
+    node_errors: dict[str, Any]
+
+
+class _Transient(Exception):
+    """A failure worth another try (connection refused, 5xx)."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_name(path: Path, digest: str, subfolder: str = UPLOAD_SUBFOLDER) -> str:
+    """The content-addressed server name of an input file: identical bytes, identical name."""
+    name = f"{digest[:20]}{path.suffix.lower()}"
+    return f"{subfolder}/{name}" if subfolder else name
+
+
+class ComfyClient:
+    """One ComfyUI server over HTTP. Thread-safe for concurrent downloads."""
+
+    _object_info_cache: dict[str, dict[str, Any]] = {}
+    _cache_lock = threading.Lock()
+
+    def __init__(self, address: ServerAddress | str, *, timeout: float = 60.0, connect_timeout: float = 5.0,
+                 retries: int = 4) -> None:
+        self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
+        self.timeout = (connect_timeout, timeout)
+        self.retries = retries
+        self.session = requests.Session()
+        self.session.headers.update(self.address.headers)
+        self.session.headers["User-Agent"] = "comfy-drive"
+        self._known_uploads: set[str] = set()
+
+    # ---------------------------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return self.address.http + path
+
+    def _send(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", self.timeout)
+        try:
+            return self.session.request(method, self._url(path), **kw)
+        except requests.exceptions.SSLError as exc:
+            raise ServerUnreachable(f"TLS failed talking to {self.address.display}: {exc}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise _Transient(f"{self.address.display} did not answer ({type(exc).__name__})") from exc
+
+    def _request(self, method: str, path: str, *, retry_ok: bool = True, **kw: Any) -> requests.Response:
+        attempts = self.retries if retry_ok else 1
+
+        @retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=3),
+               retry=retry_if_exception_type(_Transient), reraise=True)
+        def once() -> requests.Response:
+            response = self._send(method, path, **kw)
+            if response.status_code in (502, 503, 504) and retry_ok:
+                raise _Transient(f"{self.address.display} answered {response.status_code}")
+            return response
+
+        try:
+            response = once()
+        except _Transient as exc:
+            raise ServerUnreachable(str(exc), hint="is ComfyUI running and is the URL right?") from None
+        if response.status_code in (401, 403) and path != "/view":
+            raise UserError(f"{self.address.display} refused access ({response.status_code}) on {path}",
+                            hint="set COMFY_DRIVE_TOKEN / COMFY_DRIVE_HEADERS or run comfy-drive login")
+        return response
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._request(method, path, **kw)
+        if response.status_code != 200:
+            raise ServerProtocolError(f"{self.address.display}{path} answered {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise NotComfyUI(f"{self.address.display}{path} did not answer JSON: this is not a ComfyUI server",
+                             hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
+
+    # --------------------------------------------------------------------------------------------- info
+    def system_stats(self) -> dict[str, Any]:
+        """GET /system_stats; also the check that the address is a ComfyUI server at all."""
+        try:
+            stats = self._json("GET", "/system_stats")
+        except ServerProtocolError as exc:
+            raise NotComfyUI(f"{exc}: this is not a ComfyUI server",
+                             hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
+        if not isinstance(stats, dict) or not isinstance(stats.get("system"), dict) or "devices" not in stats:
+            raise NotComfyUI(f"{self.address.display} answers, but not as ComfyUI does (/system_stats)")
+        return stats
+
+    def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
+        """GET /object_info, cached per server for the life of the process."""
+        key = self.address.http
+        with self._cache_lock:
+            if not refresh and key in self._object_info_cache:
+                return self._object_info_cache[key]
+        info = self._json("GET", "/object_info", timeout=(self.timeout[0], max(self.timeout[1], 120)))
+        if not isinstance(info, dict):
+            raise NotComfyUI(f"{self.address.display}/object_info is not a node catalogue")
+        with self._cache_lock:
+            self._object_info_cache[key] = info
+        return info
+
+    def catalog(self, *, refresh: bool = False) -> Catalog:
+        return Catalog(self.object_info(refresh=refresh))
+
+    def features(self) -> dict[str, Any]:
+        return self._json("GET", "/features")
+
+    def models(self, folder: str | None = None) -> list[str]:
+        return self._json("GET", f"/models/{folder}" if folder else "/models")
+
+    # --------------------------------------------------------------------------------------------- prompts
+    def queue_prompt(self, graph: dict[str, Any], *, client_id: str, prompt_id: str | None = None,
+                     workflow: dict[str, Any] | None = None, extra_data: dict[str, Any] | None = None,
+                     front: bool = False, partial_targets: list[str] | None = None,
+                     where: str = "") -> Submitted:
+        """POST /prompt. `workflow` (the UI graph) is embedded as the GUI does, so outputs carry it."""
+        extra = dict(extra_data or {})
+        if workflow is not None:
+            extra.setdefault("extra_pnginfo", {})["workflow"] = workflow
+        body: dict[str, Any] = {"prompt": graph, "client_id": client_id, "extra_data": extra}
+        if prompt_id:
+            body["prompt_id"] = prompt_id
+        if front:
+            body["front"] = True
+        if partial_targets:
+            body["partial_execution_targets"] = partial_targets
+        response = self._request("POST", "/prompt", retry_ok=False, data=json.dumps(body),
+                                 headers={"Content-Type": "application/json"})
+        try:
+            reply = response.json()
+        except ValueError:
+            reply = None
+        if response.status_code == 400 and isinstance(reply, dict) and "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
+            raise PromptRejected(error, reply.get("node_errors") or {}, graph, where=where)
+        if response.status_code != 200 or not isinstance(reply, dict) or "prompt_id" not in reply:
+            raise ServerProtocolError(
+                f"{self.address.display}/prompt answered {response.status_code} "
+                f"{response.text[:200]!r}", hint="the server may be overloaded or not ComfyUI")
+        return Submitted(str(reply["prompt_id"]), reply.get("number", 0), reply.get("node_errors") or {})
+
+    def history(self, prompt_id: str | None = None, *, max_items: int | None = None) -> dict[str, Any]:
+        path = f"/history/{prompt_id}" if prompt_id else "/history"
+        params = {"max_items": max_items} if max_items else None
+        return self._json("GET", path, params=params)
+
+    def queue(self) -> dict[str, list[Any]]:
+        return self._json("GET", "/queue")
+
+    def queued_ids(self) -> tuple[list[str], list[str]]:
+        """(running, pending) prompt ids."""
+        q = self.queue()
+        return ([str(item[1]) for item in q.get("queue_running", [])],
+                [str(item[1]) for item in q.get("queue_pending", [])])
+
+    def delete_queued(self, prompt_ids: list[str]) -> None:
+        self._request("POST", "/queue", json={"delete": prompt_ids})
+
+    def clear_queue(self) -> None:
+        self._request("POST", "/queue", json={"clear": True})
+
+    def delete_history(self, prompt_ids: list[str]) -> None:
+        self._request("POST", "/history", json={"delete": prompt_ids})
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """POST /interrupt; with a prompt_id only that prompt is stopped, never someone else's."""
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
+
+    def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
+        self._request("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
+
+    # --------------------------------------------------------------------------------------------- files
+    def upload(self, path: Path, *, subfolder: str = UPLOAD_SUBFOLDER, digest: str | None = None) -> str:
+        """Upload an input file under a content-addressed name; returns the value LoadImage & co take.
+
+        The name is derived from the file's sha256, so identical files share one name and a file the
+        server already holds (checked with a one-byte ranged GET /view) is not sent again.
+        """
+        value = upload_name(path, digest or file_sha256(path), subfolder)
+        name = value.rsplit("/", 1)[-1]
+        if value in self._known_uploads or self._server_has_input(name, subfolder):
+            self._known_uploads.add(value)
+            return value
+        with open(path, "rb") as fh:
+            response = self._request("POST", "/upload/image", files={"image": (name, fh)},
+                                     data={"subfolder": subfolder, "type": "input", "overwrite": "true"})
+        if response.status_code == 413:
+            raise UserError(f"{path}: too large for the server's upload limit",
+                            hint="raise ComfyUI's --max-upload-size or use a smaller file")
+        if response.status_code != 200:
+            raise ServerProtocolError(f"uploading {path.name} failed: {response.status_code} {response.text[:200]!r}")
+        reply = response.json()
+        stored = f"{reply.get('subfolder')}/{reply['name']}" if reply.get("subfolder") else reply["name"]
+        self._known_uploads.add(stored)
+        return stored
+
+    def _server_has_input(self, name: str, subfolder: str) -> bool:
+        response = self._request("GET", "/view", params={"filename": name, "subfolder": subfolder,
+                                                         "type": "input"},
+                                 headers={"Range": "bytes=0-0"}, stream=True)
+        response.close()
+        return response.status_code in (200, 206)
+
+    def download(self, file: OutputFile, dest_dir: Path, *, name: str | None = None) -> Downloaded:
+        """Stream one output from /view into dest_dir (never outside it), hashing while writing.
+
+        The file appears under its final name only once complete (temp file + rename).
+        """
+        target = safe_destination(dest_dir, "" if name else file.subfolder, name or file.filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        params = {"filename": file.filename, "subfolder": file.subfolder, "type": file.type}
+        response = self._request("GET", "/view", params=params, stream=True)
+        if response.status_code != 200:
+            response.close()
+            raise RunError(f"downloading {file.filename!r} from {self.address.display} failed "
+                           f"({response.status_code})")
+        digest = hashlib.sha256()
+        size = 0
+        tmp = target.with_name(f".{target.name}.part")
+        try:
+            with response, open(tmp, "wb") as fh:
+                for chunk in response.iter_content(_CHUNK):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            expected = response.headers.get("Content-Length")
+            if expected is not None and int(expected) != size:
+                raise RunError(f"download of {file.filename!r} was cut short ({size} of {expected} bytes)")
+            os.replace(tmp, target)
+        except (requests.exceptions.RequestException, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno == 28:
+                raise RunError(f"disk full while writing {target}", hint="free disk space and rerun") from None
+            raise RunError(f"download of {file.filename!r} failed: {exc}") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Downloaded(target, digest.hexdigest(), size)
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,189 @@
+"""Typed websocket events of a ComfyUI server, text and binary, parsed at the edge with pydantic."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @property
+    def prompt_id(self) -> str | None:  # overridden by events that carry one
+        return None
+
+
+class _PromptEvent(_Event):
+    prompt_id_: str | None = Field(default=None, alias="prompt_id")
+
+    @property
+    def prompt_id(self) -> str | None:
+        return self.prompt_id_
+
+
+class Status(_Event):
+    type: Literal["status"] = "status"
+    queue_remaining: int | None = None
+    sid: str | None = None
+
+
+class ExecutionStart(_PromptEvent):
+    type: Literal["execution_start"] = "execution_start"
+    timestamp: int | None = None
+
+
+class ExecutionCached(_PromptEvent):
+    type: Literal["execution_cached"] = "execution_cached"
+    nodes: list[str] = []
+    timestamp: int | None = None
+
+
+class Executing(_PromptEvent):
+    """`node` None means the prompt is finished and its history entry is stored."""
+
+    type: Literal["executing"] = "executing"
+    node: str | None = None
+    display_node: str | None = None
+
+
+class Progress(_PromptEvent):
+    type: Literal["progress"] = "progress"
+    value: int | float = 0
+    max: int | float = 0
+    node: str | None = None
+
+
+class ProgressState(_PromptEvent):
+    type: Literal["progress_state"] = "progress_state"
+    nodes: dict[str, dict[str, Any]] = {}
+
+
+class Executed(_PromptEvent):
+    type: Literal["executed"] = "executed"
+    node: str
+    display_node: str | None = None
+    output: dict[str, Any] | None = None
+
+
+class ExecutionSuccess(_PromptEvent):
+    type: Literal["execution_success"] = "execution_success"
+    timestamp: int | None = None
+
+
+class ExecutionError(_PromptEvent):
+    type: Literal["execution_error"] = "execution_error"
+    node_id: str | None = None
+    node_type: str | None = None
+    exception_message: str = ""
+    exception_type: str = ""
+    executed: list[str] = []
+    timestamp: int | None = None
+
+
+class ExecutionInterrupted(_PromptEvent):
+    type: Literal["execution_interrupted"] = "execution_interrupted"
+    node_id: str | None = None
+    node_type: str | None = None
+    executed: list[str] = []
+    timestamp: int | None = None
+
+
+class Unknown(_Event):
+    """A message type this driver does not know (custom node packs send their own)."""
+
+    type: str
+    data: Any = None
+
+
+class PreviewImage(_Event):
+    """Binary type 1 (JPEG/PNG preview) or 4 (preview with JSON metadata)."""
+
+    type: Literal["preview"] = "preview"
+    image_format: str
+    image: bytes
+    metadata: dict[str, Any] = {}
+
+    @property
+    def prompt_id(self) -> str | None:
+        value = self.metadata.get("prompt_id")
+        return str(value) if value is not None else None
+
+
+class BinaryText(_Event):
+    """Binary type 3: a node's text, prefixed by its node id."""
+
+    type: Literal["text"] = "text"
+    node_id: str
+    text: str
+
+
+class Disconnected(_Event):
+    """Synthetic: the websocket dropped (and is being reconnected)."""
+
+    type: Literal["disconnected"] = "disconnected"
+    reason: str = ""
+
+
+class Reconnected(_Event):
+    """Synthetic: the websocket is back; events sent in between are lost and must be recovered."""
+
+    type: Literal["reconnected"] = "reconnected"
+
+
+Event = Union[Status, ExecutionStart, ExecutionCached, Executing, Progress, ProgressState, Executed,
+              ExecutionSuccess, ExecutionError, ExecutionInterrupted, PreviewImage, BinaryText, Unknown,
+              Disconnected, Reconnected]
+
+_TEXT_TYPES: dict[str, type[_Event]] = {cls.model_fields["type"].default: cls for cls in (
+    ExecutionStart, ExecutionCached, Executing, Progress, ProgressState, Executed, ExecutionSuccess,
+    ExecutionError, ExecutionInterrupted)}
+
+_IMAGE_FORMATS = {1: "jpeg", 2: "png"}
+
+
+def parse_text(raw: str | bytes) -> Event:
+    """One text frame `{"type", "data"}` -> a typed event (Unknown for anything unrecognised)."""
+    msg = json.loads(raw)
+    kind = msg.get("type") if isinstance(msg, dict) else None
+    data = msg.get("data") if isinstance(msg, dict) else None
+    if not isinstance(kind, str):
+        return Unknown(type="invalid", data=msg)
+    if kind == "status":
+        data = data or {}
+        exec_info = (data.get("status") or {}).get("exec_info") or {}
+        return Status(queue_remaining=exec_info.get("queue_remaining"), sid=data.get("sid"))
+    cls = _TEXT_TYPES.get(kind)
+    if cls is None or not isinstance(data, dict):
+        return Unknown(type=kind, data=data)
+    try:
+        return cls.model_validate(data)
+    except ValueError:
+        return Unknown(type=kind, data=data)
+
+
+def parse_binary(raw: bytes) -> Event:
+    """A binary frame: 4-byte big-endian event type, then its payload."""
+    if len(raw) < 4:
+        return Unknown(type="binary", data=raw)
+    (kind,) = struct.unpack(">I", raw[:4])
+    body = raw[4:]
+    if kind == 1 and len(body) >= 4:
+        (fmt,) = struct.unpack(">I", body[:4])
+        return PreviewImage(image_format=_IMAGE_FORMATS.get(fmt, str(fmt)), image=body[4:])
+    if kind == 3 and len(body) >= 4:
+        (n,) = struct.unpack(">I", body[:4])
+        return BinaryText(node_id=body[4:4 + n].decode("utf-8", "replace"),
+                          text=body[4 + n:].decode("utf-8", "replace"))
+    if kind == 4 and len(body) >= 4:
+        (n,) = struct.unpack(">I", body[:4])
+        try:
+            meta = json.loads(body[4:4 + n])
+        except ValueError:
+            meta = {}
+        image_type = str(meta.get("image_type", "")).split("/")[-1] or "unknown"
+        return PreviewImage(image_format=image_type, image=body[4 + n:], metadata=meta)
+    return Unknown(type=f"binary:{kind}", data=body)

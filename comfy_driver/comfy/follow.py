@@ -1,0 +1,233 @@
+"""Following prompts to their end: exactly when each finished, and with which outputs.
+
+Rules (PROTOCOL_FACTS): the server sends `execution_success`, then stores the history entry, then
+sends `executing` with node null; so a prompt is finished at `executing: null` (or an error /
+interrupt), and its outputs are read from /history, which lists cached output nodes too. A history
+entry not there yet is polled for. After a websocket drop, or a long silence, every unfinished
+prompt is recovered from /history and /queue; one in neither is reported lost (server restarted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfy_driver.comfy.client import ComfyClient
+from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, ServerUnreachable
+from comfy_driver.comfy.events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted,
+                                        ExecutionStart, ExecutionSuccess, Executed, Executing, Progress,
+                                        Reconnected)
+from comfy_driver.comfy.outputs import OutputFile, collect_outputs
+from comfy_driver.comfy.stream import EventStream
+from comfy_driver.errors import DriveError
+
+
+@dataclass
+class PromptResult:
+    prompt_id: str
+    outputs: dict[str, Any]
+    files: list[OutputFile]
+    cached_nodes: list[str]
+    started_ms: int | None  # server timestamps (execution_start / execution_success)
+    finished_ms: int | None
+
+
+@dataclass
+class Watch:
+    """The live state of one submitted prompt."""
+
+    prompt_id: str
+    graph: dict[str, Any]
+    label: str = ""
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    node: str | None = None
+    step: tuple[float, float] | None = None
+    cached: list[str] = field(default_factory=list)
+    executed: dict[str, Any] = field(default_factory=dict)
+    failure: dict[str, Any] | None = None
+    failure_kind: str | None = None
+    done: bool = False
+    result: PromptResult | None = None
+    error: DriveError | None = None
+    last_event: float = field(default_factory=time.monotonic)
+
+    @property
+    def node_title(self) -> str:
+        if self.node is None:
+            return ""
+        node = self.graph.get(self.node, {})
+        return str((node.get("_meta") or {}).get("title") or node.get("class_type") or self.node)
+
+
+class Follower:
+    """Routes the websocket's events to the prompts it watches and tells when each is finished."""
+
+    def __init__(self, client: ComfyClient, stream: EventStream, *, poll_after: float = 30.0,
+                 history_wait: float = 10.0) -> None:
+        self.client = client
+        self.stream = stream
+        self.poll_after = poll_after
+        self.history_wait = history_wait
+        self.watches: dict[str, Watch] = {}
+        self._finished: list[Watch] = []
+
+    def watch(self, prompt_id: str, graph: dict[str, Any], label: str = "") -> Watch:
+        w = self.watches[prompt_id] = Watch(prompt_id, graph, label)
+        return w
+
+    def forget(self, prompt_id: str) -> None:
+        self.watches.pop(prompt_id, None)
+
+    @property
+    def pending(self) -> list[Watch]:
+        return [w for w in self.watches.values() if not w.done]
+
+    def next_finished(self, *, timeout: float | None = None,
+                      on_event: Callable[[Watch | None, Event], None] | None = None) -> Watch | None:
+        """Process events until a watched prompt finishes; return it (result or error set).
+
+        Returns None when `timeout` passes first. Never raises for a prompt's failure: it is in
+        `watch.error`, so the caller decides what to do per prompt.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._finished:
+                return self._finished.pop(0)
+            if not self.pending:
+                return None
+            wait = self.poll_after
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+            event = self.stream.get(timeout=wait)
+            if event is None:
+                self._recover(quiet_only=True)
+                continue
+            watch = self._apply(event)
+            if on_event is not None:
+                on_event(watch, event)
+
+    def wait(self, prompt_id: str, *, timeout: float | None = None,
+             on_event: Callable[[Watch | None, Event], None] | None = None) -> PromptResult:
+        """Follow one prompt to its end; raise its error if it failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            watch = self.watches[prompt_id]
+            if watch.done:
+                self._finished = [w for w in self._finished if w is not watch]
+                if watch.error is not None:
+                    raise watch.error
+                assert watch.result is not None
+                return watch.result
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+            self.next_finished(timeout=left, on_event=on_event)
+
+    # ---------------------------------------------------------------------------------------------
+    def _apply(self, event: Event) -> Watch | None:
+        if isinstance(event, Reconnected):
+            self._recover(quiet_only=False)
+            return None
+        pid = event.prompt_id
+        watch = self.watches.get(pid) if pid else None
+        if watch is None or watch.done:
+            return watch
+        watch.last_event = time.monotonic()
+        if isinstance(event, ExecutionStart):
+            watch.started_at = time.time()
+            watch.started_ms = event.timestamp
+        elif isinstance(event, ExecutionCached):
+            watch.cached = list(event.nodes)
+        elif isinstance(event, Executing):
+            if event.node is None:
+                self._finish_from_history(watch)
+            else:
+                watch.node, watch.step = event.node, None
+        elif isinstance(event, Progress):
+            watch.node, watch.step = event.node or watch.node, (event.value, event.max)
+        elif isinstance(event, Executed):
+            watch.executed[event.node] = event.output
+        elif isinstance(event, ExecutionSuccess):
+            watch.finished_ms = event.timestamp
+        elif isinstance(event, ExecutionError):
+            watch.failure, watch.failure_kind = event.model_dump(by_alias=True), "error"
+        elif isinstance(event, ExecutionInterrupted):
+            watch.failure, watch.failure_kind = event.model_dump(by_alias=True), "interrupted"
+        return watch
+
+    def _done(self, watch: Watch, *, result: PromptResult | None = None, error: DriveError | None = None) -> None:
+        watch.done, watch.result, watch.error = True, result, error
+        self._finished.append(watch)
+
+    def _finish_from_history(self, watch: Watch) -> None:
+        """The prompt ended: read its entry (polling through the store-after-success race)."""
+        deadline = time.monotonic() + self.history_wait
+        delay = 0.005
+        while True:
+            entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
+            if entry is not None:
+                self._finish_with(watch, entry)
+                return
+            if time.monotonic() > deadline:
+                self._check_lost(watch)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _finish_with(self, watch: Watch, entry: dict[str, Any]) -> None:
+        status = entry.get("status") or {}
+        messages = status.get("messages") or []
+        for kind, data in messages:
+            if kind == "execution_start" and watch.started_ms is None:
+                watch.started_ms = data.get("timestamp")
+            elif kind == "execution_success" and watch.finished_ms is None:
+                watch.finished_ms = data.get("timestamp")
+            elif kind == "execution_cached" and not watch.cached:
+                watch.cached = list(data.get("nodes") or [])
+            elif kind in ("execution_error", "execution_interrupted") and watch.failure is None:
+                watch.failure = data
+                watch.failure_kind = "error" if kind == "execution_error" else "interrupted"
+        if status.get("status_str") == "success" or (watch.failure is None and status.get("completed")):
+            outputs = entry.get("outputs") or {}
+            self._done(watch, result=PromptResult(watch.prompt_id, outputs, collect_outputs(outputs),
+                                                  watch.cached, watch.started_ms, watch.finished_ms))
+        elif watch.failure_kind == "interrupted":
+            self._done(watch, error=Interrupted(watch.failure or {}, watch.graph))
+        else:
+            self._done(watch, error=ExecutionFailed(watch.failure or {"exception_message": "unknown error"},
+                                                    watch.graph))
+
+    def _recover(self, *, quiet_only: bool) -> None:
+        """Ask the server about prompts we may have missed events of."""
+        now = time.monotonic()
+        for watch in self.pending:
+            if quiet_only and now - watch.last_event < self.poll_after:
+                continue
+            try:
+                entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
+            except ServerUnreachable:
+                return  # the stream reconnects when the server is back; we recover then
+            if entry is not None:
+                self._finish_with(watch, entry)
+            else:
+                self._check_lost(watch)
+            watch.last_event = now
+
+    def _check_lost(self, watch: Watch) -> None:
+        running, pending = self.client.queued_ids()
+        if watch.prompt_id in running or watch.prompt_id in pending:
+            return
+        entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
+        if entry is not None:
+            self._finish_with(watch, entry)
+            return
+        self._done(watch, error=PromptLost(
+            f"{self.client.address.display} no longer knows prompt {watch.prompt_id} "
+            "(the server restarted or its queue was cleared)"))

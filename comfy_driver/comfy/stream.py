@@ -1,0 +1,126 @@
+"""The websocket of one client id: typed events in a queue, keepalive pings, reconnects.
+
+A reader thread owns the socket. It pings whenever nothing arrived for `ping_interval` seconds, so a
+reverse proxy never sees an idle connection and a 20-minute sampler step with no messages is fine; a
+socket that answers nothing for `dead_after` seconds is treated as dropped. After a drop it reconnects
+with the same clientId and backoff, and puts Disconnected / Reconnected markers in the queue so the
+follower knows to recover what it missed from /history and /queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import websocket
+
+from comfy_driver.comfy.address import ServerAddress
+from comfy_driver.comfy.errors import ServerUnreachable
+from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
+
+
+class EventStream:
+    def __init__(self, address: ServerAddress, client_id: str, *, ping_interval: float = 20.0,
+                 dead_after: float = 90.0, connect_timeout: float = 10.0) -> None:
+        self.address = address
+        self.client_id = client_id
+        self.ping_interval = ping_interval
+        self.dead_after = dead_after
+        self.connect_timeout = connect_timeout
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self._closed = threading.Event()
+        self._ws: websocket.WebSocket | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> EventStream:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Connect now (raising ServerUnreachable if nobody answers) and start reading."""
+        try:
+            self._ws = self._connect()
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ServerUnreachable(f"cannot open the websocket of {self.address.display}: {exc}",
+                                    hint="is ComfyUI running and is the URL right?") from None
+        self.connected.set()
+        self._thread = threading.Thread(target=self._run, name="comfy-ws", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.abort()
+                ws.close(timeout=0.2)
+            except Exception:  # noqa: BLE001 - closing a dead socket may fail in many ways
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def get(self, timeout: float | None) -> Event | None:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # ---------------------------------------------------------------------------------------------
+    def _connect(self) -> websocket.WebSocket:
+        headers = [f"{k}: {v}" for k, v in self.address.headers.items()]
+        ws = websocket.create_connection(f"{self.address.ws}?clientId={self.client_id}", header=headers,
+                                         timeout=self.connect_timeout, enable_multithread=True,
+                                         skip_utf8_validation=True)
+        ws.settimeout(self.ping_interval)
+        return ws
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._read()
+            except (OSError, websocket.WebSocketException, ConnectionError) as exc:
+                if self._closed.is_set():
+                    return
+                self.connected.clear()
+                self.events.put(Disconnected(reason=f"{type(exc).__name__}: {exc}"))
+                if not self._reconnect():
+                    return
+                self.reconnects += 1
+                self.connected.set()
+                self.events.put(Reconnected())
+
+    def _read(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        last_heard = time.monotonic()
+        while not self._closed.is_set():
+            try:
+                opcode, frame = ws.recv_data_frame(True)
+            except websocket.WebSocketTimeoutException:
+                if time.monotonic() - last_heard > self.dead_after:
+                    raise ConnectionError(f"no answer for {self.dead_after:.0f} s") from None
+                ws.ping()
+                continue
+            last_heard = time.monotonic()
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                self.events.put(parse_text(frame.data))
+            elif opcode == websocket.ABNF.OPCODE_BINARY:
+                self.events.put(parse_binary(frame.data))
+            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise ConnectionError("the server closed the websocket")
+
+    def _reconnect(self) -> bool:
+        delay = 0.05
+        while not self._closed.wait(delay):
+            try:
+                self._ws = self._connect()
+                return True
+            except (OSError, websocket.WebSocketException):
+                delay = min(delay * 2, 5.0)
+        return False

@@ -1,0 +1,268 @@
+"""series.yaml: a series of episodes, each a few scenes; every error names file, line and field.
+
+Strings are jinja2 templates rendered per scene with `series`, `episode`, `scene`, `character`,
+`characters` and the user's `vars`; an undefined variable is an error, never an empty string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from comfy_driver.config.source import Located, load_yaml, validate
+from comfy_driver.errors import UserError
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+Seed = int | Literal["random"]
+
+
+def _check_id(v: str | None) -> str | None:
+    if v is not None and not _ID.match(v):
+        raise ValueError(f"{v!r}: ids may use letters, digits, '-' and '_' (up to 64), starting with a letter or digit")
+    return v
+
+
+class SceneSettings(BaseModel):
+    """What a scene can set; `defaults:` sets the same fields for every scene."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: Seed | None = None
+    reference_image: str | None = None
+    driving_video: str | None = None
+    frames: int | None = Field(default=None, ge=1, le=10000)
+    duration: float | None = Field(default=None, gt=0, le=600)
+    width: int | None = Field(default=None, ge=16, le=8192)
+    height: int | None = Field(default=None, ge=16, le=8192)
+    fps: float | None = Field(default=None, gt=0, le=240)
+    backend: str | None = None
+    params: dict[str, Any] = {}
+
+
+class Scene(SceneSettings):
+    id: str | None = None
+    character: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        return _check_id(v)
+
+
+class Episode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    title: str | None = None
+    scenes: list[Scene] = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        return _check_id(v)
+
+
+class Character(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    reference_image: str | None = None
+    description: str = ""
+
+
+class Series(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1)
+    server: str | None = None
+    servers: list[str] = []
+    backend: str = "svd"
+    output: str = "out"
+    workflows: str | None = None
+    vars: dict[str, Any] = {}
+    defaults: SceneSettings = SceneSettings()
+    characters: list[Character] = []
+    episodes: list[Episode] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _checks(self) -> Series:
+        names = [c.name for c in self.characters]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"character names must be unique: {', '.join(sorted(dup))}")
+        if self.server and self.servers:
+            raise ValueError("give either server or servers, not both")
+        return self
+
+    @property
+    def server_urls(self) -> list[str]:
+        return [self.server] if self.server else list(self.servers)
+
+
+@dataclass
+class SceneSpec:
+    """One scene, fully resolved: defaults merged, templates rendered, paths absolute."""
+
+    series: str
+    episode_id: str
+    episode_title: str
+    scene_id: str
+    index: int  # 1-based within the episode
+    backend: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    frames: int | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    reference_image: Path | None
+    driving_video: Path | None
+    params: dict[str, Any]
+    where: str  # file:line of the scene, for messages
+    explicit: set[str] = field(default_factory=set)  # fields the user set (not defaults)
+
+    @property
+    def key(self) -> str:
+        return f"{self.episode_id}/{self.scene_id}"
+
+
+@dataclass
+class LoadedSeries:
+    path: Path
+    series: Series
+    scenes: list[SceneSpec]
+
+    @property
+    def output_dir(self) -> Path:
+        return (self.path.parent / self.series.output).resolve()
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.series.title)
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return slug[:64] or "series"
+
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def _render(text: str, ctx: dict[str, Any], where: str, field_name: str) -> str:
+    try:
+        return _ENV.from_string(text).render(ctx)
+    except jinja2.UndefinedError as exc:
+        raise UserError(f"{where}: {field_name}: undefined template variable ({exc.message})",
+                        hint="known: series, episode, scene, character, characters, vars") from None
+    except jinja2.TemplateError as exc:
+        raise UserError(f"{where}: {field_name}: bad template ({exc})") from None
+
+
+def scene_seed(series: str, episode: str, scene: str) -> int:
+    """The seed of a `random` scene: fixed per scene, so a rerun renders the very same graph."""
+    digest = hashlib.sha256(f"{series}\0{episode}\0{scene}".encode()).digest()
+    return int.from_bytes(digest[:6], "big")
+
+
+def load_series(path: Path) -> LoadedSeries:
+    located = load_yaml(path, what="series file")
+    if not isinstance(located.data, dict):
+        raise UserError(f"{path}: a series file is a mapping with title, episodes, ... at the top level")
+    series = validate(Series, located)
+    return LoadedSeries(path, series, _expand(series, located))
+
+
+def _expand(series: Series, located: Located) -> list[SceneSpec]:
+    base = located.path.parent
+    chars = {c.name: c for c in series.characters}
+    out: list[SceneSpec] = []
+    seen_eps: set[str] = set()
+    for e_i, ep in enumerate(series.episodes):
+        ep_id = ep.id or f"ep{e_i + 1:02d}"
+        if ep_id in seen_eps:
+            raise UserError(f"{located.where(('episodes', e_i, 'id'))}: episode id {ep_id!r} is used twice")
+        seen_eps.add(ep_id)
+        seen: set[str] = set()
+        for s_i, sc in enumerate(ep.scenes):
+            loc = ("episodes", e_i, "scenes", s_i)
+            where = located.where(loc)
+            sc_id = sc.id or f"s{s_i + 1:02d}"
+            if sc_id in seen:
+                raise UserError(f"{located.where(loc + ('id',))}: scene id {sc_id!r} is used twice in {ep_id}")
+            seen.add(sc_id)
+            character = None
+            if sc.character is not None:
+                character = chars.get(sc.character)
+                if character is None:
+                    raise UserError(f"{located.where(loc + ('character',))}: unknown character {sc.character!r}",
+                                    hint=f"characters: {', '.join(chars) or 'none defined'}")
+            explicit = set(sc.model_fields_set) - {"id", "character"}
+            merged: dict[str, Any] = {}
+            for name in SceneSettings.model_fields:
+                value = getattr(sc, name) if name in sc.model_fields_set else getattr(series.defaults, name)
+                merged[name] = value
+            merged["params"] = {**series.defaults.params, **sc.params}
+            ctx = {"series": {"title": series.title}, "vars": series.vars,
+                   "episode": {"id": ep_id, "title": ep.title or ep_id, "index": e_i + 1},
+                   "scene": {"id": sc_id, "index": s_i + 1},
+                   "character": character.model_dump() if character else None,
+                   "characters": {n: c.model_dump() for n, c in chars.items()}}
+
+            def field_where(name: str) -> str:
+                return located.where(loc + (name,)) if name in sc.model_fields_set else \
+                    located.where(("defaults", name))
+
+            texts = {}
+            for name in ("prompt", "negative_prompt"):
+                value = merged[name]
+                texts[name] = _render(value, ctx, field_where(name), name) if value is not None else None
+            if texts["prompt"] is None:
+                raise UserError(f"{where}: scene {ep_id}/{sc_id} has no prompt",
+                                hint="set prompt: on the scene or under defaults:")
+            params = {k: _render(v, ctx, field_where("params"), f"params.{k}") if isinstance(v, str) else v
+                      for k, v in merged["params"].items()}
+            ref = merged["reference_image"] or (character.reference_image if character else None)
+            ref_where = field_where("reference_image") if merged["reference_image"] else \
+                located.where(("characters", list(chars).index(character.name), "reference_image")) \
+                if character else where
+            fps = merged["fps"]
+            frames = merged["frames"]
+            if merged["duration"] is not None:
+                if "frames" in sc.model_fields_set and "duration" in sc.model_fields_set:
+                    raise UserError(f"{where}: give frames or duration, not both")
+                if frames is None or "duration" in sc.model_fields_set:
+                    if fps is None:
+                        raise UserError(f"{field_where('duration')}: duration needs fps to become a frame count")
+                    frames = max(1, round(merged["duration"] * fps))
+            seed = merged["seed"]
+            if seed is None or seed == "random":
+                seed = scene_seed(series.title, ep_id, sc_id)
+            out.append(SceneSpec(
+                series=series.title, episode_id=ep_id, episode_title=ep.title or ep_id, scene_id=sc_id,
+                index=s_i + 1, backend=merged["backend"] or series.backend, prompt=texts["prompt"],
+                negative_prompt=texts["negative_prompt"] or "", seed=int(seed), frames=frames,
+                width=merged["width"], height=merged["height"], fps=fps,
+                reference_image=_media(base, _render(ref, ctx, ref_where, "reference_image"), ref_where)
+                if ref else None,
+                driving_video=_media(base, _render(merged["driving_video"], ctx, field_where("driving_video"),
+                                                   "driving_video"), field_where("driving_video"))
+                if merged["driving_video"] else None,
+                params=params, where=where, explicit=explicit))
+    return out
+
+
+def _media(base: Path, value: str, where: str) -> Path:
+    path = (base / value).resolve()
+    if not path.is_file():
+        raise UserError(f"{where}: file {value!r} not found (looked in {path.parent})")
+    return path

@@ -1,0 +1,1 @@
+"""Video files: probe, encode, concatenate."""

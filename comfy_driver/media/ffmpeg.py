@@ -1,0 +1,142 @@
+"""Video files through the ffmpeg binary that imageio-ffmpeg ships: encode, probe, concatenate.
+
+ffmpeg is driven directly: clips of one episode come from the same workflow, so they are joined with
+the concat demuxer without re-encoding when their streams match, and re-encoded to a common format
+only when they do not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from comfy_driver.errors import RunError, UserError
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: $COMFY_DRIVE_FFMPEG, else the one imageio-ffmpeg ships."""
+    if os.environ.get("COMFY_DRIVE_FFMPEG"):
+        return os.environ["COMFY_DRIVE_FFMPEG"]
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run(args: list[str], *, stdin: bytes | None = None, what: str) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], input=stdin,
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        if any("No space left" in line for line in tail):
+            raise RunError(f"disk full while {what}", hint="free disk space and rerun")
+        raise RunError(f"ffmpeg failed while {what}: {' | '.join(tail)}")
+    return proc
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration: float
+    codec: str
+    metadata: dict[str, str]
+
+
+_STREAM = re.compile(r"Stream #\S+.*?Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
+_FRAME = re.compile(r"frame=\s*(\d+)")
+_TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
+_META = re.compile(r"^\s{4}(\w+)\s*:\s(.*)$")
+
+
+def probe(path: Path) -> VideoInfo:
+    """Size, fps, exact frame count (decoded), duration and container metadata of a video file."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such video file")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
+                           "-f", "null", "-"], capture_output=True, check=False)
+    err = proc.stderr.decode("utf-8", "replace")
+    stream = _STREAM.search(err)
+    if proc.returncode != 0 or stream is None:
+        raise UserError(f"{path}: not a readable video file")
+    fps_match = _FPS.search(err[stream.start():])
+    frames = [int(x) for x in _FRAME.findall(err)]
+    times = _TIME.findall(err)
+    duration = 0.0
+    if times:
+        h, m, s = times[-1]
+        duration = int(h) * 3600 + int(m) * 60 + float(s)
+    metadata: dict[str, str] = {}
+    header = err[:stream.start()]
+    if "Metadata:" in header:
+        for line in header.split("Metadata:", 1)[1].splitlines():
+            if (m := _META.match(line)) is not None:
+                metadata[m.group(1)] = m.group(2)
+    return VideoInfo(width=int(stream.group(2)), height=int(stream.group(3)),
+                     fps=float(fps_match.group(1)) if fps_match else 0.0, frames=frames[-1] if frames else 0,
+                     duration=duration, codec=stream.group(1), metadata=metadata)
+
+
+def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out: Path, *,
+               metadata: dict[str, str] | None = None) -> Path:
+    """Encode raw RGB24 frames to an H.264 MP4 (yuv420p, plays everywhere)."""
+    if width % 2 or height % 2:
+        raise UserError(f"video size {width}x{height} must be even for H.264")
+    meta_args: list[str] = []
+    for key, value in (metadata or {}).items():
+        meta_args += ["-metadata", f"{key}={value}"]
+    data = b"".join(frames)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part.mp4")
+    _run(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+          "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+          "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data, what=f"encoding {out.name}")
+    os.replace(tmp, out)
+    return out
+
+
+def concat(clips: list[Path], out: Path) -> Path:
+    """Join clips into one MP4: stream copy when all match in codec, size and fps, else re-encode."""
+    if not clips:
+        raise RunError("no clips to join")
+    infos = [probe(c) for c in clips]
+    first = infos[0]
+    same = all((i.codec, i.width, i.height, i.fps) == (first.codec, first.width, first.height, first.fps)
+               for i in infos)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part.mp4")
+    if same:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, dir=out.parent) as listing:
+            for clip in clips:
+                escaped = str(clip.resolve()).replace("'", "'\\''")
+                listing.write(f"file '{escaped}'\n")
+        try:
+            _run(["-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", listing.name, "-c", "copy",
+                  "-movflags", "+faststart", str(tmp)], what=f"joining clips into {out.name}")
+        finally:
+            os.unlink(listing.name)
+    else:
+        w, h = first.width, first.height
+        fps = max(i.fps for i in infos) or 24
+        inputs: list[str] = []
+        chains = []
+        for n, clip in enumerate(clips):
+            inputs += ["-i", str(clip)]
+            chains.append(f"[{n}:v]scale={w}:{h}:force_original_aspect_ratio=decrease,"
+                          f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,fps={fps:g},format=yuv420p,setsar=1[v{n}]")
+        graph = ";".join(chains) + ";" + "".join(f"[v{n}]" for n in range(len(clips))) + \
+            f"concat=n={len(clips)}:v=1:a=0[out]"
+        _run(["-y", "-loglevel", "error", *inputs, "-filter_complex", graph, "-map", "[out]", "-c:v", "libx264",
+              "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp)],
+             what=f"re-encoding clips into {out.name}")
+    os.replace(tmp, out)
+    return out

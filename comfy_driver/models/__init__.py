@@ -1,0 +1,1 @@
+"""Model files: models.lock and where each kind of file lives in a ComfyUI models tree."""

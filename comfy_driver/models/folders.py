@@ -1,0 +1,52 @@
+"""Which node input names a model file, and in which ComfyUI models folder that file lives.
+
+ComfyUI's object_info lists a loader's choices (the files on disk) but not the folder they come from;
+this table is that missing fact, for the loaders the shipped workflows use.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+MODEL_INPUTS: dict[tuple[str, str], str] = {
+    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
+    ("ImageOnlyCheckpointLoader", "ckpt_name"): "checkpoints",
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("VAELoader", "vae_name"): "vae",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+    ("LoraLoader", "lora_name"): "loras",
+    ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("UpscaleModelLoader", "model_name"): "upscale_models",
+}
+
+
+def mark_model_inputs(object_info: dict[str, Any]) -> dict[str, Any]:
+    """A copy of object_info whose model-file inputs carry `model_folder` in their options."""
+    marked = copy.deepcopy(object_info)
+    for (class_type, name), folder in MODEL_INPUTS.items():
+        spec = marked.get(class_type, {}).get("input", {}).get("required", {}).get(name)
+        if spec is None:
+            continue
+        if len(spec) < 2:
+            spec.append({})
+        spec[1]["model_folder"] = folder
+    return marked
+
+
+def fill_model_inputs(object_info: dict[str, Any], files: Mapping[str, list[str]]) -> dict[str, Any]:
+    """A copy whose marked model inputs list `files[folder]` (what a server with these files shows)."""
+    filled = copy.deepcopy(object_info)
+    for node in filled.values():
+        for inputs in node.get("input", {}).values():
+            for spec in inputs.values():
+                if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and \
+                        "model_folder" in spec[1]:
+                    names = sorted(files.get(spec[1]["model_folder"], []))
+                    if spec[0] == "COMBO":
+                        spec[1]["options"] = names
+                    else:
+                        spec[0] = names
+    return filled

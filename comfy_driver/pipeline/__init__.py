@@ -1,0 +1,1 @@
+"""The run: jobs, scheduling on one or several servers, downloads, episodes, report."""

@@ -1,0 +1,81 @@
+"""Live progress of a run: scene i/n, node, sampler step, elapsed and ETA.
+
+On a terminal one status line is redrawn in place; elsewhere (CI logs, pipes) a line is printed
+only when a scene starts a new node, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+
+def fmt_seconds(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.stream.isatty()
+        self.started = time.monotonic()
+        self.finished = 0
+        self.scene_seconds: list[float] = []
+        self._lock = threading.Lock()
+        self._last_line = ""
+        self._last_key: tuple[str, str] | None = None
+
+    def eta(self, running_fraction: float = 0.0) -> float | None:
+        if not self.scene_seconds:
+            return None
+        avg = sorted(self.scene_seconds)[len(self.scene_seconds) // 2]
+        return max(0.0, (self.total - self.finished - running_fraction) * avg)
+
+    def update(self, index: int, key: str, node: str, step: tuple[float, float] | None, scene_start: float | None) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        parts = [f"scene {index}/{self.total} {key}"]
+        if node:
+            parts.append(node + (f" step {int(step[0])}/{int(step[1])}" if step and step[1] else ""))
+        if scene_start is not None:
+            parts.append(f"{fmt_seconds(time.time() - scene_start)} in scene")
+        parts.append(f"{fmt_seconds(now - self.started)} elapsed")
+        frac = step[0] / step[1] if step and step[1] else 0.0
+        eta = self.eta(frac)
+        if eta is not None:
+            parts.append(f"ETA {fmt_seconds(eta)}")
+        line = " | ".join(parts)
+        with self._lock:
+            if self.tty:
+                pad = max(0, len(self._last_line) - len(line))
+                self.stream.write("\r" + line + " " * pad)
+                self.stream.flush()
+                self._last_line = line
+            elif (key, node) != self._last_key:
+                self._last_key = (key, node)
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            if self.tty and self._last_line:
+                self.stream.write("\r" + " " * len(self._last_line) + "\r")
+                self._last_line = ""
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def scene_done(self, seconds: float | None) -> None:
+        with self._lock:
+            self.finished += 1
+            if seconds is not None:
+                self.scene_seconds.append(seconds)

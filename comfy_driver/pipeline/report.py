@@ -1,0 +1,93 @@
+"""The run report: per scene prompt_id, timings, outputs with sha256; JSON and a human summary."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from comfy_driver.pipeline.progress import fmt_seconds
+
+
+class OutputRecord(BaseModel):
+    path: str  # relative to the series folder
+    sha256: str
+    size: int
+    node_id: str = ""
+
+
+class SceneRecord(BaseModel):
+    key: str
+    episode: str
+    scene: str
+    backend: str
+    prompt: str
+    seed: int
+    graph_hash: str
+    status: Literal["done", "skipped", "failed", "not run"] = "not run"
+    server: str | None = None
+    prompt_id: str | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    server_ms: int | None = None  # execution time as the server's own timestamps give it
+    cached_nodes: list[str] = []
+    outputs: list[OutputRecord] = []
+    clip: str | None = None
+    error: str | None = None
+    error_kind: str | None = None  # validation | execution | oom | interrupted | lost | download | server
+
+
+class EpisodeRecord(BaseModel):
+    id: str
+    title: str
+    status: Literal["done", "incomplete", "failed"]
+    path: str | None = None
+    sha256: str | None = None
+    scenes: list[str]
+
+
+class RunReport(BaseModel):
+    series: str
+    started: str
+    finished: str | None = None
+    servers: list[str]
+    scenes: list[SceneRecord]
+    episodes: list[EpisodeRecord] = []
+
+    @property
+    def failed(self) -> list[SceneRecord]:
+        return [s for s in self.scenes if s.status == "failed"]
+
+    def write(self, folder: Path) -> Path:
+        path = folder / "report.json"
+        tmp = path.with_name(".report.json.tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def summary(self) -> str:
+        done = sum(s.status == "done" for s in self.scenes)
+        skipped = sum(s.status == "skipped" for s in self.scenes)
+        lines = [f"{self.series}: {done} scene(s) rendered, {skipped} already done, {len(self.failed)} failed"]
+        for s in self.scenes:
+            took = ""
+            if s.started_at and s.finished_at:
+                took = f" in {fmt_seconds(s.finished_at - s.started_at)}"
+            line = f"  {s.key:<20} {s.status:<8}{took}"
+            if s.clip:
+                line += f"  {s.clip}"
+            if s.error:
+                line += f"\n      {s.error.splitlines()[0]}"
+            lines.append(line)
+        for e in self.episodes:
+            lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else ""))
+        return "\n".join(lines)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+

@@ -1,0 +1,74 @@
+"""Real output files for the simulator: PNG frames and H.264 MP4s that show the scene's prompt text."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import textwrap
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
+
+from comfy_driver.media.ffmpeg import encode_rgb
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _base_color(caption: str) -> tuple[int, int, int]:
+    h = hashlib.sha256(caption.encode()).digest()
+    return (40 + h[0] % 120, 40 + h[1] % 120, 40 + h[2] % 120)
+
+
+def frame(width: int, height: int, caption: str, index: int, count: int) -> Image.Image:
+    """One frame: a colour keyed to the prompt, a bar that moves with time, the prompt text."""
+    img = Image.new("RGB", (width, height), _base_color(caption))
+    draw = ImageDraw.Draw(img)
+    if count > 1:
+        x = int((width - width // 8) * index / (count - 1))
+        draw.rectangle([x, height - max(2, height // 12), x + width // 8, height], fill=(240, 240, 240))
+    size = max(8, min(height // 10, 28))
+    cols = max(8, int(width / (size * 0.55)))
+    lines = textwrap.wrap(caption or "(no prompt)", cols)[: max(1, (height - size * 3) // (size + 2))]
+    y = size // 2
+    for line in lines:
+        draw.text((size // 2, y), line, fill=(255, 255, 255), font=_font(size))
+        y += size + 2
+    draw.text((size // 2, height - size * 2 - max(2, height // 12)), f"frame {index + 1}/{count}",
+              fill=(255, 255, 210), font=_font(size))
+    return img
+
+
+def write_png(path: Path, width: int, height: int, caption: str, *, index: int = 0, count: int = 1,
+              text: dict[str, Any] | None = None) -> None:
+    """A PNG with ComfyUI's metadata chunks ("prompt", "workflow", ... as JSON text)."""
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, json.dumps(value))
+    buf = io.BytesIO()
+    frame(width, height, caption, index, count).save(buf, format="PNG", pnginfo=info, compress_level=1)
+    path.write_bytes(buf.getvalue())
+
+
+def write_mp4(path: Path, frames: int, width: int, height: int, fps: float, caption: str, *,
+              metadata: dict[str, Any] | None = None) -> None:
+    """An H.264 MP4 with exactly `frames` frames of the given size and fps."""
+    w, h = width + width % 2, height + height % 2
+    rendered = (frame(w, h, caption, i, frames).tobytes() for i in range(frames))
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    encode_rgb(rendered, w, h, fps, path, metadata=meta)
+
+
+def write_webp(path: Path, frames: int, width: int, height: int, fps: float, caption: str) -> None:
+    images = [frame(width, height, caption, i, frames) for i in range(frames)]
+    images[0].save(path, format="WEBP", save_all=True, append_images=images[1:],
+                   duration=int(1000 / max(fps, 1)), quality=60)

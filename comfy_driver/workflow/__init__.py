@@ -1,0 +1,1 @@
+"""Graphs: workflow files, templates with parameters addressed by node title."""

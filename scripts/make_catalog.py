@@ -1,0 +1,58 @@
+"""Regenerate comfy_driver/data/catalog.json, the trimmed node catalogue comfy-drive ships.
+
+Usage: python scripts/make_catalog.py OBJECT_INFO.json
+Keeps the node classes the shipped workflows (and the simulator's test graphs) use, with types,
+defaults, ranges and options only (no tooltips or descriptions), and marks model-file inputs with
+their ComfyUI folder so their choices come from models.lock at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from comfy_driver.models.folders import mark_model_inputs  # noqa: E402
+from comfy_driver.workflow.files import workflow_class_types  # noqa: E402
+
+# Node classes the test graphs and benchmarks use beside the shipped workflows.
+EXTRA = ["EmptyImage", "ImageInvert", "ImageBlur", "ImageScale", "SaveImage", "PreviewImage", "LoadImage",
+         "LoadVideo", "CreateVideo", "SaveVideo", "SaveAnimatedWEBP", "VHS_VideoCombine", "EmptyLatentImage",
+         "KSampler", "VAEDecode", "CLIPTextEncode", "CheckpointLoaderSimple"]
+KEEP_NODE = ("input", "input_order", "output", "output_is_list", "output_name", "name", "display_name",
+             "python_module", "category", "output_node")
+DROP_OPTION = ("tooltip", "description", "placeholder")
+
+
+def trim_options(spec: object) -> object:
+    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict):
+        return [spec[0], {k: v for k, v in spec[1].items() if k not in DROP_OPTION}, *spec[2:]]
+    return spec
+
+
+def main(object_info_path: str) -> None:
+    info = mark_model_inputs(json.loads(Path(object_info_path).read_text(encoding="utf-8")))
+    wanted = set(EXTRA)
+    for wf in sorted((ROOT / "workflows").glob("*.json")):
+        wanted |= workflow_class_types(json.loads(wf.read_text(encoding="utf-8")))
+    missing = sorted(c for c in wanted if c not in info)
+    if missing:
+        sys.exit(f"not in {object_info_path}: {', '.join(missing)}")
+    out = {}
+    for name in sorted(wanted):
+        node = {k: info[name][k] for k in KEEP_NODE if k in info[name]}
+        node["input"] = {cat: {k: trim_options(v) for k, v in inputs.items()}
+                         for cat, inputs in node["input"].items()}
+        out[name] = node
+    target = ROOT / "comfy_driver" / "data" / "catalog.json"
+    target.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {target.relative_to(ROOT)}: {len(out)} node classes")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
