@@ -74,9 +74,13 @@ def safe_destination(dest_dir: Path, subfolder: str, filename: str) -> Path:
     The server's subfolder and filename are split on both slash kinds, dot-only and empty parts are
     dropped, every part is sanitised, and the resolved result is checked to stay inside dest_dir.
     """
-    parts = [p for p in re.split(r"[\\/]+", f"{subfolder}/{filename}") if p and p not in (".", "..")]
-    if not parts:
+    def parts_of(text: str) -> list[str]:
+        return [p for p in re.split(r"[\\/]+", text) if p and p not in (".", "..")]
+
+    name_parts = parts_of(filename)
+    if not name_parts:
         raise RunError(f"the server reported an output with no usable file name ({filename!r})")
+    parts = parts_of(subfolder) + name_parts
     root = dest_dir.resolve()
     target = root.joinpath(*(safe_component(p) for p in parts)).resolve()
     if not target.is_relative_to(root) or target == root:

@@ -18,6 +18,7 @@ import websocket
 from comfy_driver.comfy.address import ServerAddress
 from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
+from comfy_driver.errors import UserError
 
 
 class EventStream:
@@ -46,6 +47,12 @@ class EventStream:
         """Connect now (raising ServerUnreachable if nobody answers) and start reading."""
         try:
             self._ws = self._connect()
+        except websocket.WebSocketBadStatusException as exc:
+            if exc.status_code in (401, 403):
+                raise UserError(f"{self.address.display} refused the websocket ({exc.status_code})",
+                                hint="set COMFY_DRIVE_TOKEN / COMFY_DRIVE_HEADERS or run comfy-drive login") from None
+            raise ServerUnreachable(f"{self.address.display} refused the websocket ({exc.status_code})",
+                                    hint="is this a ComfyUI server (and the path of a reverse proxy right)?") from None
         except (OSError, websocket.WebSocketException) as exc:
             raise ServerUnreachable(f"cannot open the websocket of {self.address.display}: {exc}",
                                     hint="is ComfyUI running and is the URL right?") from None

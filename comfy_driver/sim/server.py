@@ -67,7 +67,8 @@ class SimServer:
     """A ComfyUI look-alike. `start()` runs it on a background thread; `serve()` in the foreground."""
 
     def __init__(self, root: Path, catalog: Catalog, *, timing: Timing | None = None,
-                 faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+                 faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0,
+                 auth: str | None = None) -> None:
         self.root = Path(root)
         for sub in ("input", "output", "temp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -75,6 +76,8 @@ class SimServer:
         self.timing = timing or Timing()
         self.faults = faults or Faults()
         self.host, self.port = host, port
+        self.auth = auth  # an Authorization value every request must carry, as behind a reverse proxy
+        self.uploads = 0  # files actually received by /upload/image
         self.submissions: list[str] = []  # prompt ids in POST order (tests count duplicates with it)
         self.executions: list[str] = []  # prompt ids whose run started
         self.idle_gaps: list[float] = []
@@ -183,7 +186,7 @@ class SimServer:
 
     # --------------------------------------------------------------------------------------------- app
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_UPLOAD)
+        app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[self._check_auth])
         routes = [
             web.get("/ws", self.ws_handler),
             web.post("/prompt", self.post_prompt), web.get("/prompt", self.get_prompt),
@@ -200,6 +203,12 @@ class SimServer:
         app.add_routes(routes)
         app.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes])  # type: ignore[attr-defined]
         return app
+
+    @web.middleware
+    async def _check_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.auth is not None and request.headers.get("Authorization") != self.auth:
+            return web.Response(status=401, text="401: Unauthorized")
+        return await handler(request)
 
     def catalog(self) -> Catalog:
         """The catalogue with upload combos listing what input/ holds now."""
@@ -383,6 +392,7 @@ class SimServer:
                 filename = f"{stem} ({i}){suffix}"
                 path = folder / filename
                 i += 1
+        self.uploads += 1
         if not duplicate:
             path.write_bytes(data)
             self._catalog_cache = None
@@ -602,8 +612,8 @@ class SimServer:
                     raise _Interrupted
                 if t.step:
                     await asyncio.sleep(t.step)
-                await emit("progress", {"value": k, "max": total, "prompt_id": task.prompt_id, "node": node_id})
                 await state(node_id, float(k), float(total), "running")
+                await emit("progress", {"value": k, "max": total, "prompt_id": task.prompt_id, "node": node_id})
         resolved: dict[str, Any] = {}
         for name, value in inputs.items():
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in values:

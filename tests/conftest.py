@@ -1,0 +1,69 @@
+"""Shared fixtures: the recorded ComfyUI facts in ../shared, and a simulated server on a real socket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfy_driver.comfy.client import ComfyClient
+from comfy_driver.models.catalog import bundled_catalog
+from comfy_driver.models.lock import load_lock
+from comfy_driver.paths import MODELS_LOCK, ROOT
+from comfy_driver.sim.executor import Timing
+from comfy_driver.sim.server import Faults, SimServer
+
+SHARED = ROOT.parent / "shared"
+COMFY_FIXTURES = SHARED / "fixtures" / "comfyui"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared; the test skips (naming the folder) where the folder is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path.parent} (the shared fixtures beside the project)")
+    return path
+
+
+def load_trace(name: str) -> Any:
+    return json.loads(shared_path("fixtures", "comfyui", name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def sim_factory(tmp_path: Path) -> Iterator[Any]:
+    servers: list[SimServer] = []
+
+    def make(timing: Timing | None = None, faults: Faults | None = None, catalog: Any = None,
+             **kw: Any) -> SimServer:
+        server = SimServer(tmp_path / f"sim{len(servers)}", catalog or bundled_catalog(load_lock(MODELS_LOCK)),
+                           timing=timing or Timing(), faults=faults, **kw)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def sim(sim_factory: Any) -> SimServer:
+    return sim_factory()
+
+
+@pytest.fixture
+def client(sim: SimServer) -> Iterator[ComfyClient]:
+    c = ComfyClient(sim.url)
+    yield c
+    c.close()
+
+
+IMAGE_GRAPH = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 16711680},
+          "_meta": {"title": "Blank"}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "trace/img"}},
+}

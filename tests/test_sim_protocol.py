@@ -1,0 +1,186 @@
+"""The simulator speaks the recorded protocol: same message order and shapes, same replies."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+import websocket
+
+from comfy_driver.sim.executor import Timing
+from comfy_driver.sim.server import Faults, SimServer
+
+from .conftest import IMAGE_GRAPH, load_trace
+
+
+def collect(sim: SimServer, posts: list[dict[str, Any]], *, until_done: int, client_id: str | None = None,
+            between: float = 0.0) -> list[dict[str, Any]]:
+    """Open a socket, post the prompts, return every text message until `until_done` prompts ended."""
+    cid = client_id or uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{sim.port}/ws?clientId={cid}", timeout=10)
+    for body in posts:
+        r = requests.post(f"{sim.url}/prompt", json={**body, "client_id": cid}, timeout=10)
+        assert r.status_code == 200, r.text
+        time.sleep(between)
+    messages = []
+    ended = 0
+    while ended < until_done:
+        msg = json.loads(ws.recv())
+        messages.append(msg)
+        if msg["type"] == "executing" and msg["data"]["node"] is None:
+            ended += 1
+    ws.close()
+    return messages
+
+
+def types_of(trace_messages: list[dict[str, Any]]) -> list[str]:
+    return [m["text"]["type"] for m in trace_messages if "text" in m]
+
+
+def test_success_image_message_order_and_shapes(sim: SimServer) -> None:
+    trace = load_trace("trace_success_image.json")
+    got = collect(sim, [{"prompt": IMAGE_GRAPH}], until_done=1)
+    assert [m["type"] for m in got] == types_of(trace["ws_messages"])
+    recorded = [m["text"] for m in trace["ws_messages"] if "text" in m]
+    for mine, theirs in zip(got, recorded):
+        assert set(mine["data"]) == set(theirs["data"]), mine["type"]
+    executed = next(m for m in got if m["type"] == "executed")
+    assert executed["data"]["output"] == {"images": [{"filename": "img_00001_.png", "subfolder": "trace",
+                                                      "type": "output"}]}
+
+
+def test_cached_rerun_message_order(sim: SimServer) -> None:
+    collect(sim, [{"prompt": IMAGE_GRAPH}], until_done=1)
+    got = collect(sim, [{"prompt": IMAGE_GRAPH}], until_done=1)
+    trace = load_trace("trace_cached_rerun.json")
+    assert [m["type"] for m in got] == types_of(trace["ws_messages"])
+    cached = next(m for m in got if m["type"] == "execution_cached")
+    assert cached["data"]["nodes"] == ["1", "2", "3"]
+
+
+def test_two_queued_run_back_to_back(sim_factory: Any) -> None:
+    sim = sim_factory(timing=Timing(node=0.02))
+    second = json.loads(json.dumps(IMAGE_GRAPH))
+    second["1"]["inputs"]["color"] = 2
+    got = collect(sim, [{"prompt": IMAGE_GRAPH}, {"prompt": second}], until_done=2)
+    types = [m["type"] for m in got]
+    # after the first prompt's final executing(null), the second starts with status + execution_start
+    first_end = next(i for i, m in enumerate(got) if m["type"] == "executing" and m["data"]["node"] is None)
+    assert types[first_end - 2:first_end + 3] == ["execution_success", "status", "executing", "status",
+                                                  "execution_start"]
+
+
+def test_history_entry_layout_matches_server(sim: SimServer) -> None:
+    got = collect(sim, [{"prompt": IMAGE_GRAPH, "extra_data": {"extra_pnginfo": {"workflow": {"n": 1}}}}],
+                  until_done=1)
+    pid = got[-1]["data"]["prompt_id"]
+    entry = requests.get(f"{sim.url}/history/{pid}", timeout=5).json()[pid]
+    recorded = next(iter(load_trace("trace_success_image.json")["history_immediately_after_done"].values()))
+    assert set(entry) == set(recorded)
+    assert entry["prompt"][2] == IMAGE_GRAPH and entry["prompt"][4] == ["3"]
+    assert entry["prompt"][3]["extra_pnginfo"] == {"workflow": {"n": 1}}
+    assert [m[0] for m in entry["status"]["messages"]] == [m[0] for m in recorded["status"]["messages"]]
+    assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
+
+
+def test_events_only_reach_the_owning_client(sim: SimServer) -> None:
+    other = websocket.create_connection(f"ws://127.0.0.1:{sim.port}/ws?clientId=someone-else", timeout=5)
+    collect(sim, [{"prompt": IMAGE_GRAPH}], until_done=1)
+    other.settimeout(0.3)
+    seen = []
+    try:
+        while True:
+            seen.append(json.loads(other.recv())["type"])
+    except websocket.WebSocketTimeoutException:
+        pass
+    other.close()
+    assert set(seen) == {"status"}
+
+
+def test_oom_fault_gives_execution_error_like_the_trace(sim_factory: Any) -> None:
+    sim = sim_factory(faults=Faults(error_at={"EmptyImage": "oom"}))
+    got = collect(sim, [{"prompt": IMAGE_GRAPH}], until_done=1)
+    trace = load_trace("trace_runtime_error_oom.json")
+    assert [m["type"] for m in got] == types_of(trace["ws_messages"])
+    err = next(m for m in got if m["type"] == "execution_error")["data"]
+    recorded = next(m["text"]["data"] for m in trace["ws_messages"] if m.get("text", {}).get("type") == "execution_error")
+    assert set(err) == set(recorded) and err["node_type"] == "EmptyImage"
+
+
+@pytest.mark.parametrize("case,status", [("POST /prompt bad json", 500), ("POST /prompt no prompt key", 400)])
+def test_bad_prompt_bodies(sim: SimServer, case: str, status: int) -> None:
+    recorded = load_trace("trace_misc_routes.json")[case]
+    data = b"{not json" if "bad json" in case else json.dumps({"client_id": "x"}).encode()
+    r = requests.post(f"{sim.url}/prompt", data=data, timeout=5)
+    assert r.status_code == recorded["status"] == status
+    if status == 400:
+        assert r.json() == json.loads(recorded["body"])
+
+
+@pytest.mark.parametrize("query", ["/view?filename=../../etc/passwd&type=output",
+                                   "/view?filename=passwd&subfolder=../../../etc&type=output",
+                                   "/view?filename=nothere.png&type=output"])
+def test_view_refuses_like_the_server(sim: SimServer, query: str) -> None:
+    recorded = load_trace("trace_misc_routes.json")[query]
+    assert requests.get(sim.url + query, timeout=5).status_code == recorded["status"]
+
+
+def test_upload_naming_like_the_server(sim: SimServer, tmp_path: Any) -> None:
+    recorded = load_trace("trace_validation_cases.json")["upload_same_name_different_content"]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"first")
+    b.write_bytes(b"second")
+
+    def up(path: Any, **form: str) -> dict[str, Any]:
+        with open(path, "rb") as fh:
+            r = requests.post(f"{sim.url}/upload/image", files={"image": ("same.png", fh)}, data=form, timeout=5)
+        return r.json()
+
+    assert up(a) == recorded["first"]
+    assert up(b) == recorded["second_no_overwrite"]
+    assert up(b, overwrite="true") == recorded["third_overwrite_true"]
+    assert up(b)["name"] == "same.png"  # identical content keeps its name
+    traversal = requests.post(f"{sim.url}/upload/image", files={"image": ("x.png", b"x")},
+                              data={"subfolder": "../../evil"}, timeout=5)
+    assert traversal.status_code == load_trace("trace_upload.json")["traversal_subfolder"]["status"]
+
+
+def test_queue_front_and_delete(sim_factory: Any) -> None:
+    sim = sim_factory(timing=Timing(node=0.3))
+    cid = "q"
+    ids = []
+    for color in range(3):
+        g = json.loads(json.dumps(IMAGE_GRAPH))
+        g["1"]["inputs"]["color"] = color
+        body = {"prompt": g, "client_id": cid, "front": color == 2}
+        ids.append(requests.post(f"{sim.url}/prompt", json=body, timeout=5).json())
+    q = requests.get(f"{sim.url}/queue", timeout=5).json()
+    assert [t[1] for t in q["queue_running"]] == [ids[0]["prompt_id"]]
+    assert [t[1] for t in q["queue_pending"]] == [ids[2]["prompt_id"], ids[1]["prompt_id"]]
+    assert ids[2]["number"] < 0
+    requests.post(f"{sim.url}/queue", json={"delete": [ids[1]["prompt_id"]]}, timeout=5)
+    q = requests.get(f"{sim.url}/queue", timeout=5).json()
+    assert [t[1] for t in q["queue_pending"]] == [ids[2]["prompt_id"]]
+
+
+def test_interrupt_of_another_prompt_does_nothing(sim_factory: Any) -> None:
+    sim = sim_factory(timing=Timing(node=0.2))
+    pid = requests.post(f"{sim.url}/prompt", json={"prompt": IMAGE_GRAPH, "client_id": "c"}, timeout=5).json()["prompt_id"]
+    time.sleep(0.05)
+    requests.post(f"{sim.url}/interrupt", json={"prompt_id": "someone-elses"}, timeout=5)
+    deadline = time.time() + 5
+    while pid not in requests.get(f"{sim.url}/history", timeout=5).json() and time.time() < deadline:
+        time.sleep(0.05)
+    assert requests.get(f"{sim.url}/history/{pid}", timeout=5).json()[pid]["status"]["status_str"] == "success"
+
+
+def test_misc_routes_answer(sim: SimServer) -> None:
+    for route in ("/system_stats", "/features", "/models", "/embeddings", "/extensions", "/prompt",
+                  "/object_info/SaveImage", "/api/queue", "/api/history?max_items=1"):
+        assert requests.get(sim.url + route, timeout=5).status_code == 200, route
+    assert requests.get(f"{sim.url}/models/checkpoints", timeout=5).json() == sorted(
+        ["sd_xl_turbo_1.0_fp16.safetensors", "svd_xt.safetensors"])
