@@ -129,7 +129,7 @@ def replay(name: str) -> tuple[dict[str, Any], ReplayServer]:
         while follower.pending:
             watch = follower.next_finished(timeout=15)
             assert watch is not None, "the trace's prompts did not finish"
-            results[watch.prompt_id] = watch
+            results[watch.prompt_id] = follower.resolve(watch)
     server.stop()
     return results, server
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from comfy_driver.comfy.address import ServerAddress
 from comfy_driver.comfy.catalog import Catalog
@@ -70,8 +70,13 @@ class ComfyClient:
                  retries: int = 4) -> None:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
         self.timeout = (connect_timeout, timeout)
-        self.retries = retries
+        self._retrying = Retrying(stop=stop_after_attempt(retries), wait=wait_exponential(multiplier=0.2, max=3),
+                                  retry=retry_if_exception_type(_Transient), reraise=True)
         self.session = requests.Session()
+        # Proxy settings are read from the environment once, not on every request (that costs more
+        # than a loopback round trip).
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.address.http))
+        self.session.trust_env = False
         self.session.headers.update(self.address.headers)
         self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
@@ -89,19 +94,18 @@ class ComfyClient:
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise _Transient(f"{self.address.display} did not answer ({type(exc).__name__})") from exc
 
+    def _checked(self, method: str, path: str, **kw: Any) -> requests.Response:
+        response = self._send(method, path, **kw)
+        if response.status_code in (502, 503, 504):
+            raise _Transient(f"{self.address.display} answered {response.status_code}")
+        return response
+
     def _request(self, method: str, path: str, *, retry_ok: bool = True, **kw: Any) -> requests.Response:
-        attempts = self.retries if retry_ok else 1
-
-        @retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=3),
-               retry=retry_if_exception_type(_Transient), reraise=True)
-        def once() -> requests.Response:
-            response = self._send(method, path, **kw)
-            if response.status_code in (502, 503, 504) and retry_ok:
-                raise _Transient(f"{self.address.display} answered {response.status_code}")
-            return response
-
         try:
-            response = once()
+            if retry_ok:
+                response = self._retrying(self._checked, method, path, **kw)
+            else:
+                response = self._send(method, path, **kw)
         except _Transient as exc:
             raise ServerUnreachable(str(exc), hint="is ComfyUI running and is the URL right?") from None
         if response.status_code in (401, 403) and path != "/view":

@@ -159,6 +159,8 @@ def parse_text(raw: str | bytes) -> Event:
     cls = _TEXT_TYPES.get(kind)
     if cls is None or not isinstance(data, dict):
         return Unknown(type=kind, data=data)
+    if cls is ProgressState:  # the largest and most frequent message; its node map is passed on as is
+        return ProgressState.model_construct(prompt_id_=data.get("prompt_id"), nodes=data.get("nodes") or {})
     try:
         return cls.model_validate(data)
     except ValueError:

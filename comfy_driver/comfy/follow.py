@@ -51,7 +51,8 @@ class Watch:
     executed: dict[str, Any] = field(default_factory=dict)
     failure: dict[str, Any] | None = None
     failure_kind: str | None = None
-    done: bool = False
+    ended: bool = False  # the server says it is over; `resolve` reads the outcome
+    done: bool = False  # the outcome (result or error) is known
     result: PromptResult | None = None
     error: DriveError | None = None
     last_event: float = field(default_factory=time.monotonic)
@@ -65,7 +66,11 @@ class Watch:
 
 
 class Follower:
-    """Routes the websocket's events to the prompts it watches and tells when each is finished."""
+    """Routes the websocket's events to the prompts it watches and tells when each has ended.
+
+    Event handling runs on one thread; `resolve` (history and outcome) may run on others, so a
+    caller can download one scene's outputs while events of the next keep flowing.
+    """
 
     def __init__(self, client: ComfyClient, stream: EventStream, *, poll_after: float = 30.0,
                  history_wait: float = 10.0) -> None:
@@ -85,14 +90,14 @@ class Follower:
 
     @property
     def pending(self) -> list[Watch]:
-        return [w for w in self.watches.values() if not w.done]
+        return [w for w in self.watches.values() if not w.ended]
 
     def next_finished(self, *, timeout: float | None = None,
                       on_event: Callable[[Watch | None, Event], None] | None = None) -> Watch | None:
-        """Process events until a watched prompt finishes; return it (result or error set).
+        """Process events until a watched prompt ends; return it (then `resolve` it for the outcome).
 
-        Returns None when `timeout` passes first. Never raises for a prompt's failure: it is in
-        `watch.error`, so the caller decides what to do per prompt.
+        Returns None when `timeout` passes first. Never raises for a prompt's failure: after
+        `resolve` it is in `watch.error`, so the caller decides what to do per prompt.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -119,8 +124,9 @@ class Follower:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             watch = self.watches[prompt_id]
-            if watch.done:
+            if watch.ended:
                 self._finished = [w for w in self._finished if w is not watch]
+                self.resolve(watch)
                 if watch.error is not None:
                     raise watch.error
                 assert watch.result is not None
@@ -130,6 +136,28 @@ class Follower:
                 raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
             self.next_finished(timeout=left, on_event=on_event)
 
+    def resolve(self, watch: Watch) -> Watch:
+        """Read an ended prompt's history entry: its outputs, or its error. Safe from any thread.
+
+        The entry is polled for, since a server may store it a little after it says the prompt ended.
+        """
+        if watch.done:
+            return watch
+        deadline = time.monotonic() + self.history_wait
+        delay = 0.005
+        while True:
+            entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
+            if entry is not None:
+                self._finish_with(watch, entry)
+                return watch
+            if time.monotonic() > deadline:
+                self._check_lost(watch)
+                if not watch.done:  # still queued or running after all: keep following it
+                    watch.ended = False
+                return watch
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
     # ---------------------------------------------------------------------------------------------
     def _apply(self, event: Event) -> Watch | None:
         if isinstance(event, Reconnected):
@@ -137,7 +165,7 @@ class Follower:
             return None
         pid = event.prompt_id
         watch = self.watches.get(pid) if pid else None
-        if watch is None or watch.done:
+        if watch is None or watch.ended:
             return watch
         watch.last_event = time.monotonic()
         if isinstance(event, ExecutionStart):
@@ -147,7 +175,8 @@ class Follower:
             watch.cached = list(event.nodes)
         elif isinstance(event, Executing):
             if event.node is None:
-                self._finish_from_history(watch)
+                watch.ended = True
+                self._finished.append(watch)
             else:
                 watch.node, watch.step = event.node, None
         elif isinstance(event, Progress):
@@ -164,22 +193,9 @@ class Follower:
 
     def _done(self, watch: Watch, *, result: PromptResult | None = None, error: DriveError | None = None) -> None:
         watch.done, watch.result, watch.error = True, result, error
-        self._finished.append(watch)
-
-    def _finish_from_history(self, watch: Watch) -> None:
-        """The prompt ended: read its entry (polling through the store-after-success race)."""
-        deadline = time.monotonic() + self.history_wait
-        delay = 0.005
-        while True:
-            entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
-            if entry is not None:
-                self._finish_with(watch, entry)
-                return
-            if time.monotonic() > deadline:
-                self._check_lost(watch)
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        if not watch.ended:
+            watch.ended = True
+            self._finished.append(watch)
 
     def _finish_with(self, watch: Watch, entry: dict[str, Any]) -> None:
         status = entry.get("status") or {}

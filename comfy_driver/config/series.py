@@ -10,16 +10,24 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-Seed = int | Literal["random"]
+
+
+def _seed(v: Any) -> Any:
+    if v is None or v == "random" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64):
+        return v
+    raise ValueError(f"seed must be a whole number from 0 to 2^64-1 or 'random', not {v!r}")
+
+
+Seed = Annotated[Any, BeforeValidator(_seed)]
 
 
 def _check_id(v: str | None) -> str | None:
@@ -117,7 +125,7 @@ class SceneSpec:
     scene_id: str
     index: int  # 1-based within the episode
     backend: str
-    prompt: str
+    prompt: str | None
     negative_prompt: str
     seed: int
     frames: int | None
@@ -226,9 +234,6 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
             for name in ("prompt", "negative_prompt"):
                 value = merged[name]
                 texts[name] = _render(value, ctx, field_where(name), name) if value is not None else None
-            if texts["prompt"] is None:
-                raise UserError(f"{where}: scene {ep_id}/{sc_id} has no prompt",
-                                hint="set prompt: on the scene or under defaults:")
             params = {k: _render(v, ctx, field_where("params"), f"params.{k}") if isinstance(v, str) else v
                       for k, v in merged["params"].items()}
             ref = merged["reference_image"] or (character.reference_image if character else None)

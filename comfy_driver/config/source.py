@@ -116,19 +116,21 @@ def render_errors(exc: ValidationError, located: Located, model: type[BaseModel]
 def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     """Field names (and aliases) of the model found at loc inside `model`, for did-you-mean."""
     current: Any = model
+    skip_key = False  # the next part is a key of a dict field, not a field name
     for part in loc:
         if isinstance(part, int) or current is None:
+            continue
+        if skip_key:
+            skip_key = False
             continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
+        skip_key = getattr(field.annotation, "__origin__", None) is dict
         current = _model_in(field.annotation)
     if current is None or not hasattr(current, "model_fields"):
         return []
-    names = []
-    for name, field in current.model_fields.items():
-        names.append(field.alias or name)
-    return names
+    return [field.alias or name for name, field in current.model_fields.items()]
 
 
 def _model_in(annotation: Any) -> Any:

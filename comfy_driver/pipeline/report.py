@@ -24,7 +24,7 @@ class SceneRecord(BaseModel):
     episode: str
     scene: str
     backend: str
-    prompt: str
+    prompt: str | None
     seed: int
     graph_hash: str
     status: Literal["done", "skipped", "failed", "not run"] = "not run"

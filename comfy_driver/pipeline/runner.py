@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ MANIFEST = "scene.json"
 @dataclass
 class RunOptions:
     depth: int = 2  # prompts kept on each server: the running one plus those queued behind it
+    finishers: int = 4  # threads reading histories and downloading outputs, per server (0: inline)
     max_lost_resubmits: int = 3
 
 
@@ -113,7 +115,7 @@ class Runner:
                                            backend=j.template.name, prompt=j.spec.prompt, seed=j.spec.seed,
                                            graph_hash=j.graph_hash) for j in jobs}
         self.index = {j.key: i + 1 for i, j in enumerate(jobs)}
-        self._todo: list[SceneJob] = []
+        self._todo: list[tuple[SceneJob, int]] = []  # (job, attempt)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -129,12 +131,12 @@ class Runner:
             if manifest is not None:
                 self._mark_skipped(job, folder, manifest)
             else:
-                self._todo.append(job)
+                self._todo.append((job, 1))
         clients = [ComfyClient(s) for s in self.servers]
         if self._todo:
             for client in clients:
                 client.system_stats()
-                preflight(self._todo, client.catalog(), server=client.address.display)
+                preflight([job for job, _ in self._todo], client.catalog(), server=client.address.display)
             threads = [threading.Thread(target=self._worker, args=(c,), name=f"server-{i}", daemon=True)
                        for i, c in enumerate(clients)]
             for t in threads:
@@ -168,73 +170,93 @@ class Runner:
         self.progress.scene_done(None)
         self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key}: already done, kept")
 
-    def _take(self) -> SceneJob | None:
-        with self._lock:
-            if self._stop.is_set() or not self._todo:
-                return None
-            return self._todo.pop(0)
-
     # --------------------------------------------------------------------------------------------- worker
     def _worker(self, client: ComfyClient) -> None:
+        """Keep `depth` prompts on this server; hand each ended one to a finishing thread.
+
+        This thread only submits and follows events, so the next prompt is queued while the last
+        one's history is read and its outputs downloaded.
+        """
+        finishing: set[Future[None]] = set()
         try:
-            with EventStream(client.address, self.client_id) as stream:
+            with EventStream(client.address, self.client_id) as stream, \
+                    ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish") as pool:
                 follower = Follower(client, stream)
                 inflight: dict[str, tuple[SceneJob, int]] = {}
                 while True:
-                    while len(inflight) < self.options.depth:
-                        job = self._take()
-                        if job is None:
-                            break
-                        self._submit(client, follower, inflight, job, 1)
+                    self._refill(client, follower, inflight)
+                    for future in [f for f in finishing if f.done()]:
+                        finishing.discard(future)
+                        future.result()  # a finisher's DriveError stops this server's work
                     if not inflight:
-                        return
-                    watch = follower.next_finished(on_event=self._event)
+                        if not finishing:
+                            return
+                        wait(finishing, timeout=0.5, return_when=FIRST_COMPLETED)
+                        continue
+                    watch = follower.next_finished(on_event=self._event, timeout=0.5 if finishing else None)
                     if watch is None:
                         continue
                     job, attempt = inflight.pop(watch.prompt_id)
                     follower.forget(watch.prompt_id)
-                    self._finished(client, follower, inflight, job, attempt, watch)
+                    if not self.options.finishers:  # the naive way: finish this one, then queue the next
+                        self._finish(client, follower, job, attempt, watch)
+                        continue
+                    self._refill(client, follower, inflight)  # queue the next before finishing this one
+                    finishing.add(pool.submit(self._finish, client, follower, job, attempt, watch))
         except DriveError as exc:
             self.errors.append(exc)
             self.progress.message(f"{client.address.display}: {exc}")
             self._stop.set()
 
-    def _submit(self, client: ComfyClient, follower: Follower, inflight: dict[str, tuple[SceneJob, int]],
-                job: SceneJob, attempt: int) -> None:
-        rec = self.records[job.key]
-        for name, path in job.uploads.items():
-            stored = client.upload(path)
-            if stored != name:
-                raise RunError(f"{client.address.display} stored {path.name} as {stored!r}, expected {name!r}")
-        prompt_id = job.prompt_id(attempt)
-        try:
-            client.queue_prompt(job.graph, client_id=self.client_id, prompt_id=prompt_id,
-                                where=f"{job.spec.where}: scene {job.key}: ")
-        except PromptRejected as exc:
-            rec.status, rec.error, rec.error_kind = "failed", str(exc), "validation"
-            self.progress.message(str(exc))
-            self.progress.scene_done(None)
-            return
-        rec.server, rec.prompt_id, rec.queued_at = client.address.display, prompt_id, time.time()
-        follower.watch(prompt_id, job.graph, job.key)
-        inflight[prompt_id] = (job, attempt)
+    def _take(self) -> tuple[SceneJob, int] | None:
+        with self._lock:
+            if self._stop.is_set() or not self._todo:
+                return None
+            return self._todo.pop(0)
+
+    def _refill(self, client: ComfyClient, follower: Follower, inflight: dict[str, tuple[SceneJob, int]]) -> None:
+        while len(inflight) < self.options.depth:
+            taken = self._take()
+            if taken is None:
+                return
+            job, attempt = taken
+            rec = self.records[job.key]
+            for name, path in job.uploads.items():
+                stored = client.upload(path)
+                if stored != name:
+                    raise RunError(f"{client.address.display} stored {path.name} as {stored!r}, expected {name!r}")
+            prompt_id = job.prompt_id(attempt)
+            try:
+                client.queue_prompt(job.graph, client_id=self.client_id, prompt_id=prompt_id,
+                                    where=f"{job.spec.where}: scene {job.key}: ")
+            except PromptRejected as exc:
+                rec.status, rec.error, rec.error_kind = "failed", str(exc), "validation"
+                self.progress.message(str(exc))
+                self.progress.scene_done(None)
+                continue
+            rec.server, rec.prompt_id, rec.queued_at = client.address.display, prompt_id, time.time()
+            follower.watch(prompt_id, job.graph, job.key)
+            inflight[prompt_id] = (job, attempt)
 
     def _event(self, watch: Watch | None, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(self.client_id, watch, event)
-        if watch is None or watch.done:
+        if watch is None or watch.ended:
             return
         self.progress.update(self.index.get(watch.label, 0), watch.label, watch.node_title, watch.step,
                              watch.started_at)
 
-    def _finished(self, client: ComfyClient, follower: Follower, inflight: dict[str, tuple[SceneJob, int]],
-                  job: SceneJob, attempt: int, watch: Watch) -> None:
+    def _finish(self, client: ComfyClient, follower: Follower, job: SceneJob, attempt: int, watch: Watch) -> None:
+        """On a finishing thread: the prompt's outcome, its downloads, its record."""
+        follower.resolve(watch)
         rec = self.records[job.key]
         rec.started_at = watch.started_at or rec.queued_at
         rec.finished_at = time.time()
-        if isinstance(watch.error, PromptLost) and attempt <= self.options.max_lost_resubmits:
-            self.progress.message(f"scene {job.key}: {watch.error}; submitting it again")
-            self._submit(client, follower, inflight, job, attempt + 1)
+        if not watch.done or (isinstance(watch.error, PromptLost) and attempt <= self.options.max_lost_resubmits):
+            reason = watch.error or "the server ended it without a history entry"
+            self.progress.message(f"scene {job.key}: {reason}; submitting it again")
+            with self._lock:
+                self._todo.insert(0, (job, attempt + 1))
             return
         if watch.error is not None:
             rec.status, rec.error = "failed", str(watch.error)
@@ -304,11 +326,8 @@ class Runner:
 
 
 def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | None:
-    """The scene's clip: the template's clip node's video, else the first video, else the first file."""
+    """The scene's clip: the template's clip node's video, else the first video; None for stills only."""
     videos = [f for f in files if f.is_video]
-    if clip_node is not None:
-        own = [f for f in videos if f.node_id == clip_node] or [f for f in files if f.node_id == clip_node]
-        if own:
-            return own[0]
-    return videos[0] if videos else (files[0] if files else None)
+    own = [f for f in videos if f.node_id == clip_node]
+    return (own or videos or [None])[0]
 

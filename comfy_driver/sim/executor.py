@@ -178,16 +178,26 @@ def evaluate(class_type: str, values: dict[str, Any], catalog: Catalog,
 _COUNTER = re.compile(r"_(\d{5})_?\.")
 
 
-def next_name(folder: Path, stem: str, suffix: str, *, trailing_underscore: bool = True) -> str:
-    """ComfyUI's counter naming: prefix_00001_.png (VHS: prefix_00001.mp4)."""
-    highest = 0
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if entry.name.startswith(stem + "_"):
-                m = _COUNTER.search(entry.name[len(stem):])
-                if m:
-                    highest = max(highest, int(m.group(1)))
-    return f"{stem}_{highest + 1:05d}{'_' if trailing_underscore else ''}{suffix}"
+class Counters:
+    """ComfyUI's counter naming (prefix_00001_.png; VHS: prefix_00001.mp4), scanning a folder only once."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[Path, str], int] = {}
+
+    def next_name(self, folder: Path, stem: str, suffix: str, *, trailing_underscore: bool = True) -> str:
+        key = (folder, stem)
+        if key not in self._next:
+            highest = 0
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    if entry.name.startswith(stem + "_"):
+                        m = _COUNTER.search(entry.name[len(stem):])
+                        if m:
+                            highest = max(highest, int(m.group(1)))
+            self._next[key] = highest + 1
+        n = self._next[key]
+        self._next[key] = n + 1
+        return f"{stem}_{n:05d}{'_' if trailing_underscore else ''}{suffix}"
 
 
 def split_prefix(prefix: str) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.sim import render
 from comfy_driver.sim.executor import (SAMPLERS, NodeFailure, Timing, Value, evaluate, execution_order,
-                                       model_files, next_name, signatures, split_prefix)
+                                       model_files, Counters, signatures, split_prefix)
 
 MAX_UPLOAD = 100 * 1024 * 1024
 OOM_MESSAGE = ("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 15.69 GiB "
@@ -99,6 +99,7 @@ class SimServer:
         self.cache: dict[str, tuple[tuple[Value, ...], dict[str, Any] | None]] = {}
         self.loaded_models: set[str] = set()
         self.interrupt_flag = False
+        self.counters = Counters()
         self.last_end: float | None = None
         self._wake: asyncio.Event | None = None
 
@@ -655,23 +656,23 @@ class SimServer:
         if class_type in ("SaveImage", "PreviewImage"):
             images = []
             for i in range(source.frames):
-                name = next_name(folder, stem, ".png")
+                name = self.counters.next_name(folder, stem, ".png")
                 render.write_png(folder / name, w, h, caption, index=i, count=source.frames, text=meta)
                 images.append({"filename": name, "subfolder": sub, "type": kind})
             return {"images": images}
         if class_type == "SaveVideo":
-            name = next_name(folder, stem, ".mp4")
+            name = self.counters.next_name(folder, stem, ".mp4")
             render.write_mp4(folder / name, source.frames, w, h, fps, caption, metadata=meta)
             return {"images": [{"filename": name, "subfolder": sub, "type": kind}], "animated": [True]}
         if class_type == "SaveAnimatedWEBP":
-            name = next_name(folder, stem, ".webp")
+            name = self.counters.next_name(folder, stem, ".webp")
             render.write_webp(folder / name, source.frames, w, h, fps, caption)
             return {"images": [{"filename": name, "subfolder": sub, "type": kind}], "animated": [True]}
         if class_type == "VHS_VideoCombine":
             if not inputs.get("save_output", True):
                 kind, folder = "temp", self.root / "temp" / sub
                 folder.mkdir(parents=True, exist_ok=True)
-            name = next_name(folder, stem, ".mp4", trailing_underscore=False)
+            name = self.counters.next_name(folder, stem, ".mp4", trailing_underscore=False)
             render.write_mp4(folder / name, source.frames, w, h, fps, caption,
                              metadata={"comment": {"prompt": task.prompt, **extra}})
             png = name[:-4] + ".png"

@@ -1,0 +1,144 @@
+"""series.yaml and workflow parameters: every error names the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfy_driver.config.series import load_series
+from comfy_driver.errors import UserError
+from comfy_driver.paths import EXAMPLES, WORKFLOWS
+from comfy_driver.pipeline.jobs import build_jobs
+from comfy_driver.workflow.template import load_template
+
+GOOD = """\
+title: Test Series
+backend: svd
+defaults:
+  width: 320
+  height: 192
+  fps: 8
+  frames: 8
+characters:
+  - name: Mira
+    description: a fox
+episodes:
+  - scenes:
+      - prompt: "{{ character.name }} is {{ character.description }} in {{ series.title }}"
+        character: Mira
+        seed: 5
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "series.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(UserError) as info:
+        build_jobs(load_series(path))
+    return str(info.value)
+
+
+def test_example_series_loads() -> None:
+    loaded = load_series(EXAMPLES / "series.yaml")
+    assert [s.key for s in loaded.scenes] == ["ep01/arrival", "ep01/stall", "ep02/rain"]
+    rain = loaded.scenes[2]
+    assert rain.frames == 12 and rain.prompt.startswith("Mira walks home")
+    assert loaded.scenes[1].seed == 42 and loaded.scenes[1].params["motion_bucket_id"] == 60
+
+
+def test_templates_render(tmp_path: Path) -> None:
+    loaded = load_series(write(tmp_path, GOOD))
+    (scene,) = loaded.scenes
+    assert scene.prompt == "Mira is a fox in Test Series" and scene.key == "ep01/s01"
+    (job,) = build_jobs(loaded)
+    assert job.graph["2"]["inputs"]["text"] == scene.prompt
+    assert job.graph["10"]["inputs"]["seed"] == 5 and job.graph["8"]["inputs"]["video_frames"] == 8
+    assert job.graph["12"]["inputs"]["fps"] == 8.0 and isinstance(job.graph["8"]["inputs"]["fps"], int)
+
+
+def test_random_seed_is_stable(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("seed: 5", "seed: random"))
+    assert load_series(path).scenes[0].seed == load_series(path).scenes[0].seed
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (("title: Test Series", "titel: Test Series"), "series.yaml:1: unknown key 'titel'; did you mean 'title'?"),
+    (("        seed: 5", "        sede: 5"), "series.yaml:15: unknown key 'episodes.0.scenes.0.sede'; did you mean 'seed'?"),
+    (("  width: 320", "  width: wide"), "series.yaml:4: defaults.width: Input should be a valid integer"),
+    (("{{ character.name }}", "{{ charcter.name }}"), "series.yaml:13: prompt: undefined template variable"),
+    (("        character: Mira", "        character: Bob"), "series.yaml:14: unknown character 'Bob'"),
+    (("        seed: 5", "        seed: lucky"),
+     "series.yaml:15: episodes.0.scenes.0.seed: seed must be a whole number from 0 to 2^64-1 or 'random'"),
+    (("  fps: 8", "  fps: [8"), "series.yaml:7: not valid YAML"),
+])
+def test_series_errors_name_file_line_and_field(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    text = GOOD.replace(*edit)
+    assert text != GOOD
+    assert expected in error_of(write(tmp_path, text))
+
+
+def test_empty_episode_is_an_error(tmp_path: Path) -> None:
+    text = GOOD[:GOOD.index("  - scenes:")] + "  - scenes: []\n"
+    assert "series.yaml:12: episodes.0.scenes: List should have at least 1 item" in error_of(write(tmp_path, text))
+
+
+def test_missing_reference_image_is_named(tmp_path: Path) -> None:
+    text = GOOD.replace("    description: a fox", "    description: a fox\n    reference_image: nope.png")
+    assert "series.yaml:11: file 'nope.png' not found" in error_of(write(tmp_path, text))
+
+
+def test_backend_without_reference_image_says_so(tmp_path: Path) -> None:
+    (tmp_path / "ref.png").write_bytes(b"\x89PNG")
+    text = GOOD.replace("        seed: 5", "        seed: 5\n        reference_image: ref.png")
+    assert "workflow 'svd' takes no reference image" in error_of(write(tmp_path, text))
+
+
+def test_unknown_parameter_suggests(tmp_path: Path) -> None:
+    text = GOOD.replace("        seed: 5", "        seed: 5\n        params: {motion_bucket: 3}")
+    message = error_of(write(tmp_path, text))
+    assert "series.yaml:13: unknown parameter 'motion_bucket' for workflow 'svd'; did you mean 'motion_bucket_id'?" \
+        in message
+
+
+def test_mistyped_and_out_of_range_parameters_all_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("        seed: 5", "        seed: 5\n        params: {steps: many, cfg: 99}")
+    message = error_of(write(tmp_path, text))
+    assert "parameter 'steps': expected a whole number, got 'many'" in message
+    assert "parameter 'cfg': 99.0 is above the maximum 30" in message
+
+
+def test_every_scene_error_at_once(tmp_path: Path) -> None:
+    text = GOOD + "      - prompt: x\n        params: {bogus: 1}\n      - prompt: y\n        params: {other: 2}\n"
+    message = error_of(write(tmp_path, text))
+    assert "'bogus'" in message and "'other'" in message
+
+
+def test_unknown_backend_lists_known(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, GOOD.replace("backend: svd", "backend: nope")))
+    assert "no workflow 'nope'" in message and "svd" in message
+
+
+def test_template_target_errors(tmp_path: Path) -> None:
+    (tmp_path / "w.json").write_text((WORKFLOWS / "svd.json").read_text())
+    (tmp_path / "w.params.yaml").write_text("params:\n  x:\n    type: int\n    default: 1\n"
+                                            "    targets: [Video Sampelr.seed]\n")
+    with pytest.raises(UserError, match="did you mean 'Video Sampler'"):
+        load_template("w", tmp_path)
+    (tmp_path / "w.params.yaml").write_text("params:\n  x:\n    type: int\n    default: 1\n"
+                                            "    targets: [Video Sampler.sead]\n")
+    with pytest.raises(UserError, match="has no input 'sead'"):
+        load_template("w", tmp_path)
+    (tmp_path / "w.params.yaml").write_text("params:\n  x:\n    tipe: int\n")
+    with pytest.raises(UserError, match=r"w.params.yaml:3: unknown key 'params.x.tipe'; did you mean 'type'\?"):
+        load_template("w", tmp_path)
+
+
+def test_ui_format_template_is_refused_clearly(tmp_path: Path) -> None:
+    (tmp_path / "gui.json").write_text('{"nodes": [], "links": [], "version": 0.4}')
+    with pytest.raises(UserError, match="UI format"):
+        load_template("gui", tmp_path)
