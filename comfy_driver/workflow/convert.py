@@ -1,0 +1,476 @@
+"""GUI-saved workflows (UI format) to the API format, as the ComfyUI frontend's graphToPrompt does.
+
+The rules, from how the frontend (1.27) builds its prompt:
+- every node of the graph, subgraph instances flattened into their inner nodes with ids
+  "outer:inner" (nested too), becomes one API node, except virtual nodes (notes, reroutes,
+  primitives, Set/Get helpers, subgraph instances themselves) and muted (mode 2) or bypassed (mode 4)
+  nodes;
+- its widget values are mapped to input names in the node definition's order; values the GUI
+  stores but never sends (the seed's control_after_generate mode, upload buttons) are skipped;
+- each input with a link is resolved to the real node producing it: through reroutes, Set/Get
+  pairs, bypassed nodes (to their first input of a matching type), into and out of subgraphs; a
+  link that resolves to nothing keeps the widget value, a PrimitiveNode's value is pushed into its
+  targets' widgets;
+- finally inputs that point at nodes which did not make it into the prompt are dropped.
+A node type the catalogue lacks is an error naming every such type (and the pack its node
+properties name), unless `missing="frontend"` asks for the frontend's own placeholder output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.errors import UserError
+
+MODE_NEVER = 2
+MODE_BYPASS = 4
+SUBGRAPH_INPUT_ID = -10
+SUBGRAPH_OUTPUT_ID = -20
+# Node types that exist only in the frontend (their JS registers them as virtual).
+VIRTUAL_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute", "SetNode", "GetNode"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
+# Widgets that frontend extensions add to core nodes (not in object_info), sent with an empty value.
+EXTENSION_WIDGETS = {"PreviewAny": ("preview",), "SaveGLB": ("image",), "Preview3D": ("image",),
+                     "Preview3DAnimation": ("image",)}
+
+
+class ConversionError(UserError):
+    """The workflow cannot be turned into an API graph (unknown node types, broken links)."""
+
+
+@dataclass
+class Link:
+    id: int
+    origin_id: int
+    origin_slot: int
+    target_id: int
+    target_slot: int
+    type: Any
+
+
+@dataclass
+class Graph:
+    """One graph level: the root workflow or a subgraph definition."""
+
+    nodes: dict[int, dict[str, Any]]
+    links: dict[int, Link]
+    subgraph: dict[str, Any] | None = None  # the definition, for subgraph levels
+
+
+@dataclass
+class Node:
+    """A node placed at an execution path (a DTO, in the frontend's words)."""
+
+    exec_id: str
+    data: dict[str, Any]
+    graph: Graph
+    path: tuple[int, ...]  # subgraph instance ids from the root to the containing instance
+    container: Node | None  # the subgraph instance node holding this one
+    widget_values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return str(self.data.get("type", ""))
+
+    @property
+    def mode(self) -> int:
+        return int(self.data.get("mode") or 0)
+
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return self.data.get("outputs") or []
+
+
+def _links(raw: Any) -> dict[int, Link]:
+    links: dict[int, Link] = {}
+    for item in raw or []:
+        if isinstance(item, dict):
+            link = Link(int(item["id"]), int(item["origin_id"]), int(item["origin_slot"]), int(item["target_id"]),
+                        int(item["target_slot"]), item.get("type"))
+        elif isinstance(item, list) and len(item) >= 5:
+            link = Link(int(item[0]), int(item[1]), int(item[2]), int(item[3]), int(item[4]),
+                        item[5] if len(item) > 5 else None)
+        else:
+            continue
+        links[link.id] = link
+    return links
+
+
+def _graph(data: Mapping[str, Any], subgraph: dict[str, Any] | None = None) -> Graph:
+    nodes = {int(n["id"]): n for n in data.get("nodes") or [] if "id" in n}
+    return Graph(nodes, _links(data.get("links")), subgraph)
+
+
+def _valid_connection(a: Any, b: Any) -> bool:
+    """LiteGraph.isValidConnection: '*'/'' match anything; comma lists match on any member."""
+    if a in ("", "*", None, 0):
+        a = 0
+    if b in ("", "*", None, 0):
+        b = 0
+    if not a or not b or a == b:
+        return True
+    sa, sb = str(a).lower(), str(b).lower()
+    if "," not in sa and "," not in sb:
+        return sa == sb
+    return any(_valid_connection(x, y) for x in sa.split(",") for y in sb.split(","))
+
+
+class _Converter:
+    def __init__(self, workflow: Mapping[str, Any], catalog: Catalog, missing: str) -> None:
+        self.catalog = catalog
+        self.missing = missing
+        self.definitions = {sg["id"]: sg for sg in (workflow.get("definitions") or {}).get("subgraphs") or []}
+        self.subgraph_graphs: dict[str, Graph] = {}
+        self.root = _graph(workflow)
+        self.nodes: dict[str, Node] = {}
+        self.widget_cache: dict[str, list[tuple[str, bool]]] = {}
+
+    # --------------------------------------------------------------------------------------- nodes
+    def sub_graph(self, sg_id: str) -> Graph:
+        if sg_id not in self.subgraph_graphs:
+            self.subgraph_graphs[sg_id] = _graph(self.definitions[sg_id], self.definitions[sg_id])
+        return self.subgraph_graphs[sg_id]
+
+    def flatten(self, graph: Graph, path: tuple[int, ...], container: Node | None) -> None:
+        for node_id, data in graph.nodes.items():
+            exec_id = ":".join(str(p) for p in (*path, node_id))
+            node = Node(exec_id, data, graph, path, container, inputs=data.get("inputs") or [])
+            self.nodes[exec_id] = node
+            if node.type in self.definitions:
+                node.inputs = self.instance_inputs(node)
+                self.flatten(self.sub_graph(node.type), (*path, node_id), node)
+
+    def is_subgraph(self, node: Node) -> bool:
+        return node.type in self.definitions
+
+    def is_virtual(self, node: Node) -> bool:
+        return node.type in VIRTUAL_TYPES or self.is_subgraph(node)
+
+    def node_at(self, graph: Graph, path: tuple[int, ...], node_id: int) -> Node | None:
+        return self.nodes.get(":".join(str(p) for p in (*path, node_id)))
+
+    # --------------------------------------------------------------------------------------- widgets
+    def format_widgets(self, class_type: str, name: str, value: Any) -> list[tuple[str, Any]]:
+        """Widgets a VideoHelperSuite format combo adds for the chosen format, with their defaults."""
+        _, _, options = self.catalog.input_info(class_type, name)
+        formats = (options or {}).get("formats")
+        if not isinstance(formats, dict):
+            return []
+        chosen = formats.get(value)
+        if not isinstance(chosen, list):  # some packs use 'formats' for other settings
+            return []
+        extras = []
+        for spec in chosen:
+            extra_type = spec[1]
+            extra_options = spec[2] if len(spec) > 2 and isinstance(spec[2], dict) else {}
+            extras.append((spec[0], _widget_default(extra_type, extra_options)))
+        return extras
+
+    def widget_specs(self, node: Node) -> list[tuple[str, bool, Any]]:
+        """(name, sent, default) of every widget the frontend makes for a node, in order.
+
+        The node definition's widget inputs come first (each followed by the controls the GUI adds),
+        then widgets that frontend extensions add, known by name or from the node's saved inputs.
+        """
+        class_type = node.type
+        specs = self.widget_cache.get(class_type)
+        if specs is None:
+            specs = []
+            for name, category in self.catalog.input_order(class_type):
+                if category == "hidden":
+                    continue
+                input_type, _, options = self.catalog.input_info(class_type, name)
+                options = options or {}
+                is_widget = isinstance(input_type, list) or input_type in WIDGET_TYPES
+                if not is_widget or options.get("forceInput"):
+                    continue
+                specs.append((name, True, _widget_default(input_type, options)))
+                control = options.get("control_after_generate")
+                if control is None:  # the GUI's legacy convention: INT seed inputs get a control too
+                    control = input_type == "INT" and name in ("seed", "noise_seed")
+                if control:
+                    specs.append(("control_after_generate", False, "fixed"))
+                if any(options.get(flag) for flag in UPLOAD_FLAGS):
+                    specs.append(("upload", False, None))
+            specs += [(name, True, "") for name in EXTENSION_WIDGETS.get(class_type, ())]
+            self.widget_cache[class_type] = specs
+        return specs
+
+    def widgets_of(self, node: Node) -> dict[str, Any]:
+        """The values the frontend sends for a node's widgets, by input name."""
+        raw = node.data.get("widgets_values")
+        specs = self.widget_specs(node)
+        if isinstance(raw, dict):  # VideoHelperSuite saves its widgets by name
+            values = {}
+            for name, sent, default in specs:
+                if not sent:
+                    continue
+                values[name] = raw.get(name, default)
+                for extra, extra_default in self.format_widgets(node.type, name, values[name]):
+                    values[extra] = raw.get(extra, extra_default)
+            return values
+        raw = raw or []
+        return {name: raw[i] if i < len(raw) else default
+                for i, (name, sent, default) in enumerate(specs) if sent}
+
+    # --------------------------------------------------------------------------------------- links
+    def resolve_input(self, node: Node, slot: int, visited: set[str], type_: Any = None) -> tuple[str, Any] | None:
+        """('link', [exec_id, slot]) or ('value', v) for an input, or None when nothing is connected."""
+        key = f"{node.exec_id}[I]{slot}"
+        if key in visited:
+            raise ConversionError(f"circular link at node {node.exec_id} input {slot}")
+        visited.add(key)
+        if slot >= len(node.inputs):
+            return None
+        entry = node.inputs[slot]
+        link_id = entry.get("link")
+        if link_id is None:
+            return None
+        link = node.graph.links.get(int(link_id))
+        if link is None:
+            return None
+        if node.container is not None and link.origin_id == SUBGRAPH_INPUT_ID:
+            outer = node.container
+            if link.origin_slot >= len(outer.inputs):
+                return None
+            outer_input = outer.inputs[link.origin_slot]
+            if outer_input.get("link") is None:
+                widget = (outer_input.get("widget") or {}).get("name")
+                if widget is None or widget not in outer.widget_values:
+                    return None
+                return ("value", outer.widget_values[widget])
+            return self.resolve_input(outer, link.origin_slot, visited)
+        origin = self.node_at(node.graph, node.path, link.origin_id)
+        if origin is None:
+            return None
+        return self.resolve_output(origin, link.origin_slot, type_ if type_ is not None else entry.get("type"),
+                                   visited)
+
+    def resolve_output(self, node: Node, slot: int, type_: Any, visited: set[str]) -> tuple[str, Any] | None:
+        key = f"{node.exec_id}[O]{slot}"
+        if key in visited:
+            raise ConversionError(f"circular link at node {node.exec_id} output {slot}")
+        visited.add(key)
+        if node.mode == MODE_BYPASS:
+            index = self.bypass_slot(node, slot, type_)
+            return None if index == -1 else self.resolve_input(node, index, visited)
+        if self.is_subgraph(node):
+            return self.resolve_subgraph_output(node, slot, type_, visited)
+        if node.type in VIRTUAL_TYPES:
+            if slot < len(node.inputs):
+                return self.resolve_input(node, slot, visited, type_)
+            if node.type == "GetNode":
+                setter = self.find_setter(node)
+                if setter is not None and setter.inputs and setter.inputs[0].get("link") is not None:
+                    link = node.graph.links.get(int(setter.inputs[0]["link"]))
+                    if link is not None:
+                        origin = self.node_at(node.graph, node.path, link.origin_id)
+                        if origin is not None:
+                            return self.resolve_output(origin, link.origin_slot, type_, visited)
+            return None
+        return ("link", [node.exec_id, slot])
+
+    def bypass_slot(self, node: Node, slot: int, type_: Any) -> int:
+        inputs = node.inputs
+        if type_ in ("*", ""):
+            return slot if len(inputs) > slot else 0
+        out_type = node.outputs[slot].get("type") if slot < len(node.outputs) else None
+        if slot < len(inputs):
+            opposite = inputs[slot].get("type")
+            if _valid_connection(opposite, out_type) and _valid_connection(opposite, type_):
+                return slot
+        for i, entry in enumerate(inputs):
+            if entry.get("type") == type_:
+                return i
+        for i, entry in enumerate(inputs):
+            if _valid_connection(entry.get("type"), out_type) and _valid_connection(entry.get("type"), type_):
+                return i
+        return -1
+
+    def resolve_subgraph_output(self, node: Node, slot: int, type_: Any, visited: set[str]) -> tuple[str, Any] | None:
+        inner = self.sub_graph(node.type)
+        for link in inner.links.values():
+            if link.target_id == SUBGRAPH_OUTPUT_ID and link.target_slot == slot:
+                origin = self.node_at(inner, (*node.path, int(node.data["id"])), link.origin_id)
+                if origin is None:
+                    return None
+                return self.resolve_output(origin, link.origin_slot, type_, visited)
+        return None
+
+    def find_setter(self, getter: Node) -> Node | None:
+        name = (getter.data.get("widgets_values") or [None])[0]
+        for data in getter.graph.nodes.values():
+            if data.get("type") == "SetNode" and (data.get("widgets_values") or [None])[0] == name:
+                return self.node_at(getter.graph, getter.path, int(data["id"]))
+        return None
+
+    # --------------------------------------------------------------------------------------- primitives
+    def apply_primitives(self) -> None:
+        """PrimitiveNode.applyToGraph: its value goes into the widget of every node it feeds."""
+        for node in list(self.nodes.values()):
+            if node.type != "PrimitiveNode":
+                continue
+            values = node.data.get("widgets_values") or []
+            if not values:
+                continue
+            for output in node.outputs:
+                for link_id in output.get("links") or []:
+                    link = node.graph.links.get(int(link_id))
+                    if link is None:
+                        continue
+                    target = self.node_at(node.graph, node.path, link.target_id)
+                    if target is None or link.target_slot >= len(target.inputs):
+                        continue
+                    widget = (target.inputs[link.target_slot].get("widget") or {}).get("name")
+                    if widget is not None and widget in target.widget_values:
+                        target.widget_values[widget] = self.snap(target, widget, values[0])
+
+    def snap(self, node: Node, name: str, value: Any) -> Any:
+        """A number set through a widget lands on its step grid and inside its range, as in the GUI."""
+        if node.type not in self.catalog or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        input_type, _, options = self.catalog.input_info(node.type, name)
+        options = options or {}
+        if input_type == "INT":
+            step = options.get("step") or 1
+            if step != 1:
+                shift = (options.get("min") or 0) % step
+                value = round((value - shift) / step) * step + shift
+            value = int(round(value))
+        elif input_type == "FLOAT" and options.get("round"):
+            value = round(value / options["round"]) * options["round"]
+        if options.get("max") is not None and value > options["max"]:
+            value = options["max"]
+        if options.get("min") is not None and value < options["min"]:
+            value = options["min"]
+        return value
+
+    # --------------------------------------------------------------------------------------- output
+    def check_types(self) -> None:
+        missing: dict[str, str] = {}
+        for node in self.nodes.values():
+            if self.is_virtual(node) or node.type in self.catalog:
+                continue
+            props = node.data.get("properties") or {}
+            pack = props.get("cnr_id") or props.get("aux_id") or ""
+            missing.setdefault(node.type, "" if pack in ("", "comfy-core") else str(pack))
+        if missing:
+            listed = ", ".join(f"{t} (from {p})" if p else t for t, p in sorted(missing.items()))
+            raise ConversionError(f"the workflow uses node types the server does not have: {listed}",
+                                  hint="install the custom node packs named, or update ComfyUI")
+
+    def convert(self) -> dict[str, Any]:
+        self.flatten(self.root, (), None)
+        if self.missing == "error":
+            self.check_types()
+        for node in self.nodes.values():
+            if node.type in self.catalog:
+                node.widget_values = self.widgets_of(node)
+            elif self.is_subgraph(node):
+                node.widget_values = self.subgraph_widgets(node)
+        self.apply_primitives()
+        output: dict[str, Any] = {}
+        for node in self.nodes.values():
+            if self.is_virtual(node) or node.mode in (MODE_NEVER, MODE_BYPASS):
+                continue
+            known = node.type in self.catalog
+            inputs: dict[str, Any] = {}
+            if known:
+                for name, value in node.widget_values.items():
+                    inputs[name] = {"__value__": value} if isinstance(value, list) else value
+            else:
+                for value in _placeholder_values(node.data.get("widgets_values")):
+                    inputs["UNKNOWN"] = value
+            for slot, entry in enumerate(node.inputs):
+                resolved = self.resolve_input(node, slot, set())
+                if resolved is None:
+                    continue
+                kind, value = resolved
+                if kind == "value":
+                    inputs[entry["name"]] = {"__value__": value} if isinstance(value, list) else value
+                else:
+                    inputs[entry["name"]] = value
+            api: dict[str, Any] = {"inputs": inputs}
+            title = node.data.get("title")
+            if known:
+                api["class_type"] = node.type
+                if title is None:
+                    title = (self.catalog.nodes[node.type].get("display_name")
+                             or _frontend_titles().get(node.type) or node.type)
+            api["_meta"] = {"title": title} if title is not None else {}
+            output[node.exec_id] = api
+        for api in output.values():
+            inputs = api["inputs"]
+            for name in [n for n, v in inputs.items() if isinstance(v, list) and len(v) == 2 and v[0] not in output]:
+                del inputs[name]
+        return output
+
+    def instance_inputs(self, node: Node) -> list[dict[str, Any]]:
+        """A subgraph instance's inputs: one per input of its definition, in the definition's order.
+
+        Saved instances may list only their connected inputs (the classic format does); the
+        frontend rebuilds the list from the definition and matches saved ones by name. An input
+        that feeds a widget inside gets a widget of the same name on the instance.
+        """
+        saved = {entry.get("name"): entry for entry in node.data.get("inputs") or []}
+        inner = self.sub_graph(node.type)
+        inputs = []
+        for slot, spec in enumerate(self.definitions[node.type].get("inputs") or []):
+            entry = dict(saved.get(spec["name"]) or {"name": spec["name"], "type": spec.get("type"), "link": None})
+            if "widget" not in entry:
+                for link in inner.links.values():
+                    if link.origin_id == SUBGRAPH_INPUT_ID and link.origin_slot == slot:
+                        target = inner.nodes.get(link.target_id) or {}
+                        target_inputs = target.get("inputs") or []
+                        if link.target_slot < len(target_inputs) and target_inputs[link.target_slot].get("widget"):
+                            entry["widget"] = {"name": spec["name"]}
+                        break
+            inputs.append(entry)
+        return inputs
+
+    def subgraph_widgets(self, node: Node) -> dict[str, Any]:
+        """A subgraph instance's own widget values, by the name of the input they stand for."""
+        raw = node.data.get("widgets_values") or []
+        names = [(entry.get("widget") or {}).get("name") for entry in node.inputs]
+        names = [n for n in names if n]
+        return {name: raw[i] for i, name in enumerate(names) if i < len(raw)}
+
+
+def _widget_default(input_type: Any, options: dict[str, Any]) -> Any:
+    """The value a freshly made widget holds, as the frontend sets it."""
+    if "default" in options:
+        return options["default"]
+    if isinstance(input_type, list):
+        return input_type[0] if input_type else None
+    if input_type == "COMBO":
+        choices = options.get("options") or []
+        return choices[0] if choices else None
+    return {"INT": 0, "FLOAT": 0, "BOOLEAN": False, "STRING": ""}.get(input_type)
+
+
+@lru_cache(maxsize=1)
+def _frontend_titles() -> dict[str, str]:
+    data = json.loads(resources.files("comfy_driver.data").joinpath("frontend_titles.json").read_text("utf-8"))
+    return data["titles"]
+
+
+def _placeholder_values(raw: Any) -> list[Any]:
+    """What the frontend's placeholder for a missing node type sends for its saved values."""
+    if isinstance(raw, dict):
+        raw = list(raw.values())
+    return ["null" if v is None else v for v in raw or []]
+
+
+def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog,
+              *, missing: Literal["error", "frontend"] = "error") -> dict[str, Any]:
+    """Convert a UI-format workflow (classic 0.4 or version 1) to the API format."""
+    return _Converter(workflow, catalog, missing).convert()
