@@ -98,20 +98,17 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.pipeline.runner import Runner, RunOptions, preflight
 
     loaded = load_series(series_file)
-    jobs = build_jobs(loaded, backend)
+    urls = list(servers) or loaded.series.server_urls
+    # GUI-saved templates are converted with the catalogue of the server that will run them.
+    catalog = _client(urls[0]).catalog() if urls and not simulate and (servers or not dry_run) else None
+    jobs = build_jobs(loaded, backend, catalog)
     if dry_run:
-        catalog = bundled_catalog(load_lock(MODELS_LOCK))
-        if servers:
-            from comfy_driver.comfy.client import ComfyClient
-
-            catalog = ComfyClient(servers[0]).catalog()
-        preflight(jobs, catalog)
+        preflight(jobs, catalog or bundled_catalog(load_lock(MODELS_LOCK)))
         for job in jobs:
             click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
                        f"  uploads {len(job.uploads)}")
         click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
         return
-    urls = list(servers) or loaded.series.server_urls
     sim = None
     sim_root = None
     if simulate:
@@ -132,6 +129,91 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
     if report.failed:
         sys.exit(1)
+
+
+def _catalog(server: str | None, object_info: Path | None) -> Any:
+    """The node catalogue: a server's (cached per server), an object_info file, or the bundled one."""
+    from comfy_driver.comfy.catalog import Catalog
+
+    if object_info is not None:
+        try:
+            return Catalog.from_file(object_info)
+        except ValueError as exc:
+            raise UserError(f"{object_info}: not an object_info JSON file ({exc})") from None
+    if server:
+        return _client(server).catalog()
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.paths import MODELS_LOCK
+
+    return bundled_catalog(load_lock(MODELS_LOCK))
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(path_type=Path))
+@click.option("--server", default=None, help="Use this ComfyUI server's node catalogue.")
+@click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Use a saved object_info.json as the node catalogue.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write here (default: stdout).")
+@click.option("--to", "target", type=click.Choice(["api", "ui"]), default="api", show_default=True,
+              help="api: GUI workflow -> API graph (as the frontend does); ui: API graph -> GUI workflow.")
+@handle_errors
+def convert(workflow: Path, server: str | None, object_info: Path | None, output: Path | None, target: str) -> None:
+    """Convert a GUI-saved workflow to the API format (or an API graph to a GUI workflow)."""
+    from comfy_driver.workflow.convert import ui_to_api
+    from comfy_driver.workflow.files import detect_format, load_json
+    from comfy_driver.workflow.layout import api_to_ui
+
+    data = load_json(workflow)
+    kind = detect_format(data)
+    catalog = _catalog(server, object_info)
+    if kind == "unknown":
+        raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
+    if target == "api":
+        result = data if kind == "api" else ui_to_api(data, catalog)
+    else:
+        result = data if kind == "ui" else api_to_ui(data, catalog)
+    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output} ({len(result) if target == 'api' else len(result['nodes'])} nodes)", err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--set", "sets", multiple=True, help="'Node Title.input=value' (repeatable); values are read as JSON.")
+@click.option("--server", default=None, help="ComfyUI URL.")
+@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for the outputs (default: replay-<file name>).")
+@handle_errors
+def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool, output: Path | None) -> None:
+    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    from comfy_driver.pipeline.progress import Progress
+    from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay as run_replay
+
+    if not simulate and not server:
+        raise UserError("replay needs --server URL (or --simulate)")
+    sim = sim_root = None
+    if simulate:
+        sim_root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
+        sim = _sim_server(sim_root)
+        server = sim.start()
+    try:
+        client = _client(server or "")
+        catalog = client.catalog()
+        item = load_replayable(file, catalog)
+        item.graph = apply_sets(item.graph, list(sets), catalog)
+        dest = output or Path(f"replay-{file.stem}")
+        files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
+    finally:
+        if sim is not None:
+            sim.stop()
+            shutil.rmtree(sim_root, ignore_errors=True)  # type: ignore[arg-type]
+    for got in files:
+        click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
 
 @main.command()

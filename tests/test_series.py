@@ -10,7 +10,12 @@ from comfy_driver.config.series import load_series
 from comfy_driver.errors import UserError
 from comfy_driver.paths import EXAMPLES, WORKFLOWS
 from comfy_driver.pipeline.jobs import build_jobs
+from comfy_driver.models.catalog import bundled_catalog
+from comfy_driver.models.lock import load_lock
+from comfy_driver.paths import MODELS_LOCK
 from comfy_driver.workflow.template import load_template
+
+CATALOG = bundled_catalog(load_lock(MODELS_LOCK))
 
 GOOD = """\
 title: Test Series
@@ -128,17 +133,29 @@ def test_template_target_errors(tmp_path: Path) -> None:
     (tmp_path / "w.params.yaml").write_text("params:\n  x:\n    type: int\n    default: 1\n"
                                             "    targets: [Video Sampelr.seed]\n")
     with pytest.raises(UserError, match="did you mean 'Video Sampler'"):
-        load_template("w", tmp_path)
+        load_template("w", tmp_path, CATALOG)
     (tmp_path / "w.params.yaml").write_text("params:\n  x:\n    type: int\n    default: 1\n"
                                             "    targets: [Video Sampler.sead]\n")
     with pytest.raises(UserError, match="has no input 'sead'"):
-        load_template("w", tmp_path)
+        load_template("w", tmp_path, CATALOG)
     (tmp_path / "w.params.yaml").write_text("params:\n  x:\n    tipe: int\n")
     with pytest.raises(UserError, match=r"w.params.yaml:3: unknown key 'params.x.tipe'; did you mean 'type'\?"):
-        load_template("w", tmp_path)
+        load_template("w", tmp_path, CATALOG)
 
 
-def test_ui_format_template_is_refused_clearly(tmp_path: Path) -> None:
-    (tmp_path / "gui.json").write_text('{"nodes": [], "links": [], "version": 0.4}')
-    with pytest.raises(UserError, match="UI format"):
-        load_template("gui", tmp_path)
+def test_a_file_that_is_no_workflow_is_refused_clearly(tmp_path: Path) -> None:
+    (tmp_path / "odd.json").write_text('{"hello": "world"}')
+    with pytest.raises(UserError, match="odd.json: not a ComfyUI workflow"):
+        load_template("odd", tmp_path, CATALOG)
+
+
+def test_shipped_svd_is_a_gui_workflow_and_renders(tmp_path: Path) -> None:
+    template = load_template("svd", WORKFLOWS, CATALOG)
+    assert template.workflow is not None and template.workflow["version"] == 0.4
+    assert template.graph["10"]["_meta"]["title"] == "Video Sampler"
+
+
+def test_embedded_workflow_carries_the_scene_values(tmp_path: Path) -> None:
+    (job,) = build_jobs(load_series(write(tmp_path, GOOD)))
+    sampler = next(n for n in job.workflow["nodes"] if n.get("title") == "Video Sampler")
+    assert sampler["widgets_values"][0] == 5  # the scene's seed, not the template's

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.paths import WORKFLOWS
+from comfy_driver.models.catalog import bundled_catalog
+from comfy_driver.models.lock import load_lock
+from comfy_driver.paths import MODELS_LOCK, WORKFLOWS
+from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
 
 _NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
@@ -32,6 +36,7 @@ class SceneJob:
     graph: dict[str, Any]
     uploads: dict[str, Path]  # server name -> local file
     graph_hash: str
+    workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
 
     @property
     def key(self) -> str:
@@ -48,9 +53,13 @@ def graph_hash(graph: dict[str, Any], backend: str) -> str:
 
 
 class TemplateCache:
-    """Templates by name, each loaded once; the series' own workflows folder is searched first."""
+    """Templates by name, each loaded once; the series' own workflows folder is searched first.
 
-    def __init__(self, series_dir: Path | None = None) -> None:
+    GUI-saved templates are converted with `catalog`: the server's, or the one comfy-drive ships.
+    """
+
+    def __init__(self, catalog: Catalog, series_dir: Path | None = None) -> None:
+        self.catalog = catalog
         self.dirs = [d for d in (series_dir, WORKFLOWS) if d is not None]
         self._loaded: dict[str, Template] = {}
 
@@ -58,10 +67,10 @@ class TemplateCache:
         if name not in self._loaded:
             for d in self.dirs:
                 if (d / f"{name}.json").is_file() or name.endswith(".json"):
-                    self._loaded[name] = load_template(name, d)
+                    self._loaded[name] = load_template(name, d, self.catalog)
                     break
-            else:
-                self._loaded[name] = load_template(name, self.dirs[-1])  # raises the 'known workflows' error
+            else:  # raises the 'known workflows' error
+                self._loaded[name] = load_template(name, self.dirs[-1], self.catalog)
         return self._loaded[name]
 
 
@@ -100,13 +109,14 @@ def build_job(spec: SceneSpec, templates: TemplateCache, backend: str | None = N
     if problems:
         raise UserError("\n".join(f"{spec.where}: {p}" for p in problems))
     graph = template.render(values, where=f"{spec.where}: ")
-    return SceneJob(spec, template, graph, uploads, graph_hash(graph, backend))
+    workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
+    return SceneJob(spec, template, graph, uploads, graph_hash(graph, backend), workflow)
 
 
-def build_jobs(loaded: LoadedSeries, backend: str | None = None) -> list[SceneJob]:
+def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:
     """Every scene's job; all problems of all scenes are reported together."""
     series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-    templates = TemplateCache(series_dir)
+    templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
     jobs: list[SceneJob] = []
     errors: list[str] = []
     for spec in loaded.scenes:

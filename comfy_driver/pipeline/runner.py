@@ -227,7 +227,7 @@ class Runner:
                     raise RunError(f"{client.address.display} stored {path.name} as {stored!r}, expected {name!r}")
             prompt_id = job.prompt_id(attempt)
             try:
-                client.queue_prompt(job.graph, client_id=self.client_id, prompt_id=prompt_id,
+                client.queue_prompt(job.graph, client_id=self.client_id, prompt_id=prompt_id, workflow=job.workflow,
                                     where=f"{job.spec.where}: scene {job.key}: ")
             except PromptRejected as exc:
                 rec.status, rec.error, rec.error_kind = "failed", str(exc), "validation"

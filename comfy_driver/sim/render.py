@@ -68,7 +68,14 @@ def write_mp4(path: Path, frames: int, width: int, height: int, fps: float, capt
     encode_rgb(rendered, w, h, fps, path, metadata=meta)
 
 
-def write_webp(path: Path, frames: int, width: int, height: int, fps: float, caption: str) -> None:
+def write_webp(path: Path, frames: int, width: int, height: int, fps: float, caption: str, *,
+               text: dict[str, Any] | None = None) -> None:
+    """An animated WebP with ComfyUI's EXIF metadata: 0x0110 'prompt:{json}', then 0x010f and down."""
     images = [frame(width, height, caption, i, frames) for i in range(frames)]
+    exif = images[0].getexif()
+    tag = 0x0110
+    for key, value in (text or {}).items():
+        exif[tag] = f"{key}:{json.dumps(value)}"
+        tag = 0x010F if tag == 0x0110 else tag - 1
     images[0].save(path, format="WEBP", save_all=True, append_images=images[1:],
-                   duration=int(1000 / max(fps, 1)), quality=60)
+                   duration=int(1000 / max(fps, 1)), quality=60, exif=exif)

@@ -666,7 +666,7 @@ class SimServer:
             return {"images": [{"filename": name, "subfolder": sub, "type": kind}], "animated": [True]}
         if class_type == "SaveAnimatedWEBP":
             name = self.counters.next_name(folder, stem, ".webp")
-            render.write_webp(folder / name, source.frames, w, h, fps, caption)
+            render.write_webp(folder / name, source.frames, w, h, fps, caption, text=meta)
             return {"images": [{"filename": name, "subfolder": sub, "type": kind}], "animated": [True]}
         if class_type == "VHS_VideoCombine":
             if not inputs.get("save_output", True):

@@ -132,7 +132,7 @@ class _Converter:
         self.subgraph_graphs: dict[str, Graph] = {}
         self.root = _graph(workflow)
         self.nodes: dict[str, Node] = {}
-        self.widget_cache: dict[str, list[tuple[str, bool]]] = {}
+        self.widget_cache: dict[str, list[WidgetSpec]] = {}
 
     # --------------------------------------------------------------------------------------- nodes
     def sub_graph(self, sg_id: str) -> Graph:
@@ -175,34 +175,10 @@ class _Converter:
             extras.append((spec[0], _widget_default(extra_type, extra_options)))
         return extras
 
-    def widget_specs(self, node: Node) -> list[tuple[str, bool, Any]]:
-        """(name, sent, default) of every widget the frontend makes for a node, in order.
-
-        The node definition's widget inputs come first (each followed by the controls the GUI adds),
-        then widgets that frontend extensions add, known by name or from the node's saved inputs.
-        """
-        class_type = node.type
-        specs = self.widget_cache.get(class_type)
+    def widget_specs(self, node: Node) -> list[WidgetSpec]:
+        specs = self.widget_cache.get(node.type)
         if specs is None:
-            specs = []
-            for name, category in self.catalog.input_order(class_type):
-                if category == "hidden":
-                    continue
-                input_type, _, options = self.catalog.input_info(class_type, name)
-                options = options or {}
-                is_widget = isinstance(input_type, list) or input_type in WIDGET_TYPES
-                if not is_widget or options.get("forceInput"):
-                    continue
-                specs.append((name, True, _widget_default(input_type, options)))
-                control = options.get("control_after_generate")
-                if control is None:  # the GUI's legacy convention: INT seed inputs get a control too
-                    control = input_type == "INT" and name in ("seed", "noise_seed")
-                if control:
-                    specs.append(("control_after_generate", False, "fixed"))
-                if any(options.get(flag) for flag in UPLOAD_FLAGS):
-                    specs.append(("upload", False, None))
-            specs += [(name, True, "") for name in EXTENSION_WIDGETS.get(class_type, ())]
-            self.widget_cache[class_type] = specs
+            specs = self.widget_cache[node.type] = widget_specs(self.catalog, node.type)
         return specs
 
     def widgets_of(self, node: Node) -> dict[str, Any]:
@@ -443,6 +419,36 @@ class _Converter:
         names = [(entry.get("widget") or {}).get("name") for entry in node.inputs]
         names = [n for n in names if n]
         return {name: raw[i] for i, name in enumerate(names) if i < len(raw)}
+
+
+WidgetSpec = tuple[str, bool, Any]  # (name, sent to the server, default value)
+
+
+def widget_specs(catalog: Catalog, class_type: str) -> list[WidgetSpec]:
+    """Every widget the frontend makes for a node type, in order, with whether it is sent.
+
+    The node definition's widget inputs come first, each followed by the controls the GUI adds
+    (control_after_generate, upload buttons), then the widgets frontend extensions add.
+    """
+    specs: list[WidgetSpec] = []
+    for name, category in catalog.input_order(class_type):
+        if category == "hidden":
+            continue
+        input_type, _, options = catalog.input_info(class_type, name)
+        options = options or {}
+        is_widget = isinstance(input_type, list) or input_type in WIDGET_TYPES
+        if not is_widget or options.get("forceInput"):
+            continue
+        specs.append((name, True, _widget_default(input_type, options)))
+        control = options.get("control_after_generate")
+        if control is None:  # the GUI's legacy convention: INT seed inputs get a control too
+            control = input_type == "INT" and name in ("seed", "noise_seed")
+        if control:
+            specs.append(("control_after_generate", False, "fixed"))
+        if any(options.get(flag) for flag in UPLOAD_FLAGS):
+            specs.append(("upload", False, "image"))
+    specs += [(name, True, "") for name in EXTENSION_WIDGETS.get(class_type, ())]
+    return specs
 
 
 def _widget_default(input_type: Any, options: dict[str, Any]) -> Any:

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
+from comfy_driver.workflow.convert import ui_to_api
 
 
 def detect_format(data: Any) -> str:
@@ -28,22 +30,29 @@ def load_json(path: Path) -> Any:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
 
 
-def load_api_graph(path: Path) -> dict[str, Any]:
-    """An API-format graph from a file; any other format is a clear error."""
-    data = load_json(path)
-    kind = detect_format(data)
-    if kind == "api":
-        return data
-    if kind == "ui":
-        raise UserError(f"{path}: this is a GUI-saved (UI format) workflow; templates take the API format",
-                        hint='in ComfyUI use "Export (API)" to save the workflow in API format')
-    raise UserError(f"{path}: not a ComfyUI workflow (neither API nor UI format)")
-
-
 def workflow_class_types(data: Any) -> set[str]:
+    """The node types a workflow uses (inside subgraphs too; subgraph instances themselves excluded)."""
     kind = detect_format(data)
     if kind == "api":
         return {v["class_type"] for v in data.values()}
     if kind == "ui":
-        return {n.get("type") for n in data["nodes"] if n.get("type")}
+        subgraphs = (data.get("definitions") or {}).get("subgraphs") or []
+        ids = {sg.get("id") for sg in subgraphs}
+        nodes = list(data["nodes"]) + [n for sg in subgraphs for n in sg.get("nodes") or []]
+        return {n["type"] for n in nodes if n.get("type") and n["type"] not in ids}
     return set()
+
+
+def load_workflow(path: Path, catalog: Catalog) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(API graph, UI workflow or None) from a workflow file in either format."""
+    data = load_json(path)
+    kind = detect_format(data)
+    if kind == "api":
+        return data, None
+    if kind == "ui":
+        try:
+            return ui_to_api(data, catalog), data
+        except UserError as exc:
+            raise UserError(f"{path}: {exc.message}", hint=exc.hint) from None
+    raise UserError(f"{path}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)",
+                    hint="save it from ComfyUI with Workflow > Save, or Export (API)")

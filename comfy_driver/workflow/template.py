@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.errors import UserError
-from comfy_driver.workflow.files import load_api_graph
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.workflow.files import load_workflow
 
 ParamType = Literal["int", "float", "string", "bool", "image", "video"]
 FILE_TYPES = ("image", "video")
@@ -57,9 +58,11 @@ class ParamFile(BaseModel):
 class Template:
     """A loaded template: where each parameter lands, checked against the graph once."""
 
-    def __init__(self, name: str, graph: dict[str, Any], spec: ParamFile, source: Path) -> None:
+    def __init__(self, name: str, graph: dict[str, Any], spec: ParamFile, source: Path,
+                 workflow: dict[str, Any] | None = None) -> None:
         self.name = name
         self.graph = graph
+        self.workflow = workflow  # the GUI workflow it came from, if it was saved by the GUI
         self.spec = spec
         self.source = source
         self.targets: dict[str, list[tuple[str, str]]] = {}
@@ -169,8 +172,11 @@ def coerce(param: Param, value: Any) -> Any:
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def load_template(name_or_path: str, workflows_dir: Path) -> Template:
-    """A template by name (workflows/<name>.json + <name>.params.yaml) or by path to its JSON."""
+def load_template(name_or_path: str, workflows_dir: Path, catalog: Catalog) -> Template:
+    """A template by name (workflows/<name>.json + <name>.params.yaml) or by path to its JSON.
+
+    The JSON may be a GUI-saved workflow (converted with `catalog`) or an API graph.
+    """
     path = Path(name_or_path)
     if path.suffix != ".json":
         if not _NAME.match(name_or_path):
@@ -180,8 +186,8 @@ def load_template(name_or_path: str, workflows_dir: Path) -> Template:
         known = sorted(p.stem for p in workflows_dir.glob("*.json"))
         raise UserError(f"no workflow {name_or_path!r} in {workflows_dir}",
                         hint=f"known workflows: {', '.join(known) or 'none'}")
-    graph = load_api_graph(path)
+    graph, workflow = load_workflow(path, catalog)
     params_path = path.with_name(path.stem + ".params.yaml")
     spec = validate(ParamFile, load_yaml(params_path, what="parameter file")) if params_path.exists() \
         else ParamFile()
-    return Template(path.stem, graph, spec, params_path)
+    return Template(path.stem, graph, spec, params_path, workflow)

@@ -1,0 +1,118 @@
+"""Replaying one saved workflow headlessly: a GUI or API JSON, or an output file that embeds one."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.client import ComfyClient, Downloaded
+from comfy_driver.comfy.errors import PromptRejected
+from comfy_driver.comfy.follow import Follower
+from comfy_driver.comfy.stream import EventStream
+from comfy_driver.errors import UserError
+from comfy_driver.pipeline.progress import Progress
+from comfy_driver.workflow.convert import ui_to_api
+from comfy_driver.workflow.files import detect_format, load_json
+from comfy_driver.workflow.layout import with_values
+from comfy_driver.workflow.metadata import read_embedded
+
+
+@dataclass
+class Replayable:
+    graph: dict[str, Any]
+    workflow: dict[str, Any] | None  # the GUI workflow, when known, to embed again
+
+
+def load_replayable(path: Path, catalog: Catalog) -> Replayable:
+    """The graph to run from FILE: a UI/API JSON, or a PNG/WebP/MP4 that ComfyUI saved.
+
+    From an output file the embedded API prompt (exactly what ran) is preferred; a file that
+    carries only the GUI workflow is converted.
+    """
+    if path.suffix.lower() == ".json":
+        data = load_json(path)
+        kind = detect_format(data)
+        if kind == "api":
+            return Replayable(data, None)
+        if kind == "ui":
+            return Replayable(ui_to_api(data, catalog), data)
+        raise UserError(f"{path}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
+    embedded = read_embedded(path)
+    prompt, workflow = embedded["prompt"], embedded["workflow"]
+    if detect_format(prompt) == "api":
+        return Replayable(prompt, workflow if detect_format(workflow) == "ui" else None)
+    if detect_format(workflow) == "ui":
+        return Replayable(ui_to_api(workflow, catalog), workflow)
+    raise UserError(f"{path}: carries no ComfyUI workflow", hint="was it saved by ComfyUI with metadata on?")
+
+
+def parse_set(text: str) -> tuple[str, str, Any]:
+    """'Node Title.input=value' -> (title, input, value); the value is read as JSON when it is JSON."""
+    target, sep, raw = text.partition("=")
+    title, dot, name = target.rpartition(".")
+    if not sep or not dot or not title or not name:
+        raise UserError(f"--set {text!r}: write it as 'Node Title.input=value'")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return title, name, value
+
+
+def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict[str, Any]:
+    """The graph with each --set applied, by node title (or node id); every problem reported."""
+    graph = json.loads(json.dumps(graph))
+    titles: dict[str, list[str]] = {}
+    for node_id, node in graph.items():
+        titles.setdefault(str((node.get("_meta") or {}).get("title") or ""), []).append(node_id)
+    errors = []
+    for text in sets:
+        title, name, value = parse_set(text)
+        ids = titles.get(title) or ([title] if title in graph else [])
+        if not ids:
+            guess = difflib.get_close_matches(title, [t for t in titles if t], n=1)
+            errors.append(f"--set {text!r}: no node is titled {title!r}" + (f"; did you mean {guess[0]!r}?" if guess else ""))
+            continue
+        if len(ids) > 1:
+            errors.append(f"--set {text!r}: {len(ids)} nodes are titled {title!r} (ids {', '.join(ids)}); use a node id")
+            continue
+        node = graph[ids[0]]
+        known = set(node["inputs"])
+        if node["class_type"] in catalog:
+            known |= {n for n, cat in catalog.input_order(node["class_type"]) if cat != "hidden"}
+        if name not in known:
+            guess = difflib.get_close_matches(name, sorted(known), n=1)
+            errors.append(f"--set {text!r}: node {title!r} ({node['class_type']}) has no input {name!r}"
+                          + (f"; did you mean {guess[0]!r}?" if guess else ""))
+            continue
+        node["inputs"][name] = value
+    if errors:
+        raise UserError("\n".join(errors))
+    return graph
+
+
+def replay(client: ComfyClient, item: Replayable, dest: Path, catalog: Catalog, *,
+           progress: Progress | None = None) -> list[Downloaded]:
+    """Validate, submit, follow and download one graph's outputs into dest."""
+    result = catalog.validate(item.graph)
+    if not result.ok:
+        raise PromptRejected(result.error or {}, result.node_errors, item.graph, where="replay: ")
+    workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None
+    client_id = uuid.uuid4().hex
+    progress = progress or Progress(1, enabled=False)
+    with EventStream(client.address, client_id) as stream:
+        follower = Follower(client, stream)
+        submitted = client.queue_prompt(item.graph, client_id=client_id, workflow=workflow)
+        follower.watch(submitted.prompt_id, item.graph, "replay")
+
+        def show(watch: Any, event: Any) -> None:
+            if watch is not None and not watch.ended:
+                progress.update(1, "replay", watch.node_title, watch.step, watch.started_at)
+
+        outcome = follower.wait(submitted.prompt_id, on_event=show)
+    return [client.download(f, dest) for f in outcome.files]
