@@ -216,6 +216,133 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
 
+def _lock_path(lock: Path | None) -> Path:
+    from comfy_driver.paths import MODELS_LOCK
+
+    return lock or MODELS_LOCK
+
+
+@main.command()
+@click.option("--backend", "backends", multiple=True, help="Only the models these backends use (repeatable).")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A ComfyUI models folder (holding checkpoints/, loras/, ...).")
+@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A ComfyUI folder (its models/ and extra_model_paths.yaml are used).")
+@click.option("--extra-model-paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="ComfyUI's extra_model_paths.yaml: files found there are not downloaded again.")
+@click.option("--lock", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The models.lock to use (default: the project's).")
+@click.option("--dry-run", is_flag=True, help="List what would be downloaded, and the total size.")
+@click.option("--jobs", default=3, show_default=True, type=click.IntRange(1, 16), help="Files downloaded at once.")
+@handle_errors
+def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | None, extra_model_paths: Path | None,
+          lock: Path | None, dry_run: bool, jobs: int) -> None:
+    """Download the pinned model files of models.lock into a ComfyUI models tree, verified."""
+    from comfy_driver.models.fetch import fetch as run_fetch
+    from comfy_driver.models.fetch import human, plan
+    from comfy_driver.models.lock import read_lock
+    from comfy_driver.models.tree import ModelsTree
+
+    lockfile = read_lock(_lock_path(lock))
+    entries = lockfile.lock.for_backends(list(backends))
+    tree = None
+    if models_dir or comfyui or not dry_run:
+        tree = ModelsTree.locate(models_dir, comfyui, extra_model_paths)
+    if dry_run:
+        items = plan(lockfile, entries, tree, None)
+        total, unknown = 0, 0
+        for item in items:
+            size = human(item.entry.size) if item.entry.size is not None else "size not pinned yet"
+            click.echo(f"{item.status:<8} {item.entry.folder}/{item.entry.name}  ({size})  <- "
+                       f"{item.entry.repo}/{item.entry.path}")
+            if item.status == "missing":
+                total += item.entry.size or 0
+                unknown += item.entry.size is None
+        missing = sum(i.status == "missing" for i in items)
+        note = f" + {unknown} file(s) whose size the Hub gives on first fetch" if unknown else ""
+        click.echo(f"{missing} of {len(items)} file(s) to download: {human(total)}{note}")
+        return
+    assert tree is not None
+    report = run_fetch(lockfile, entries, tree, jobs=jobs)
+    for name in report.pinned:
+        click.echo(f"pinned {name} in {lockfile.path}", err=True)
+    for item in report.items:
+        line = f"{item.status:<10} {item.entry.folder}/{item.entry.name}"
+        if item.present is not None and item.present != item.target:
+            line += f"  (found at {item.present})"
+        click.echo(line + (f"\n  {item.message}" if item.message else ""))
+    click.echo(f"downloaded {human(report.bytes_downloaded)}")
+    refused = [i for i in report.items if i.status == "refused"]
+    if refused:
+        sys.exit(2)
+    if report.failed:
+        sys.exit(1)
+
+
+@main.group()
+def lock() -> None:
+    """Add or update entries of models.lock."""
+
+
+@lock.command("add")
+@click.argument("ref")
+@click.option("--folder", default=None, help="ComfyUI models folder (guessed from the repo path when it names one).")
+@click.option("--name", default=None, help="File name in the folder (default: the repo file's name).")
+@click.option("--backend", "backends", multiple=True, help="Backend(s) that use it.")
+@click.option("--allow-pickle", is_flag=True, help="Accept a pickle-based file (.ckpt/.pt/.pth/.bin) you trust.")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@handle_errors
+def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str, ...], allow_pickle: bool,
+             lock_file: Path | None) -> None:
+    """Add a Hub file (URL or OWNER/REPO/PATH), pinned to its revision, size and sha256."""
+    from comfy_driver.models.add import add_to_lock, parse_ref
+
+    entry, what = add_to_lock(_lock_path(lock_file), parse_ref(ref), folder=folder, name=name,
+                              backends=list(backends), allow_pickle=allow_pickle)
+    click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision} ({entry.size} bytes, sha256 {entry.sha256})")
+
+
+@lock.command("from-workflow")
+@click.argument("workflow", type=click.Path(path_type=Path))
+@click.option("--backend", "backends", multiple=True, help="Backend(s) that use these models.")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@handle_errors
+def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Path | None) -> None:
+    """Add the models a GUI-saved workflow names in its nodes' properties.models."""
+    from comfy_driver.models.add import add_to_lock, parse_ref, workflow_models
+    from comfy_driver.workflow.files import detect_format, load_json
+
+    data = load_json(workflow)
+    if detect_format(data) != "ui":
+        raise UserError(f"{workflow}: not a GUI-saved workflow (only those list their models)")
+    models = workflow_models(data)
+    if not models:
+        raise UserError(f"{workflow}: no node lists models (properties.models)")
+    for model in models:
+        entry, what = add_to_lock(_lock_path(lock_file), parse_ref(model["url"]), folder=model.get("directory"),
+                                  name=model["name"], backends=list(backends))
+        click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision}")
+
+
+@main.command()
+@click.option("--server", default=None, help="Also check what this ComfyUI server has.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@handle_errors
+def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None) -> None:
+    """Which backends can run: model files here and on the server, custom node packs, what to run to fix it."""
+    from comfy_driver.models.doctor import diagnose
+    from comfy_driver.models.lock import read_lock
+    from comfy_driver.models.tree import ModelsTree
+
+    tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
+    client = _client(server) if server else None
+    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo)
+    if problems:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8188, show_default=True, type=int)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from comfy_driver.config.source import load_yaml, validate
+from comfy_driver.config.source import Located, load_yaml, validate
+from comfy_driver.errors import UserError
 
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_encoders", "clip",
            "clip_vision", "upscale_models", "controlnet", "model_patches", "audio_encoders", "sam2")
@@ -58,11 +62,33 @@ class ModelEntry(BaseModel):
         return v
 
 
+    @property
+    def pickled(self) -> bool:
+        """A pickle-based format: loading it can run arbitrary code."""
+        return Path(self.name).suffix.lower() in PICKLE_SUFFIXES or Path(self.path).suffix.lower() in PICKLE_SUFFIXES
+
+    @property
+    def pinned(self) -> bool:
+        return self.revision is not None and self.size is not None and self.sha256 is not None
+
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
 class ModelsLock(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = 1
     models: list[ModelEntry] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModelsLock:
+        seen: set[tuple[str, str]] = set()
+        for m in self.models:
+            if (m.folder, m.name) in seen:
+                raise ValueError(f"{m.folder}/{m.name} is listed twice")
+            seen.add((m.folder, m.name))
+        return self
 
     def by_folder(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -70,6 +96,94 @@ class ModelsLock(BaseModel):
             out.setdefault(m.folder, []).append(m.name)
         return out
 
+    def for_backends(self, backends: list[str]) -> list[ModelEntry]:
+        """The entries the named backends need (all entries when none are named)."""
+        if not backends:
+            return list(self.models)
+        known = {b for m in self.models for b in m.backends}
+        unknown = [b for b in backends if b not in known]
+        if unknown:
+            raise UserError(f"no model in models.lock is used by backend {', '.join(map(repr, unknown))}",
+                            hint=f"backends in models.lock: {', '.join(sorted(known))}")
+        return [m for m in self.models if set(m.backends) & set(backends)]
+
+
+@dataclass
+class LockFile:
+    """models.lock as loaded, with the line of every field, so pins can be written back in place."""
+
+    path: Path
+    lock: ModelsLock
+    located: Located
+
+    def line(self, index: int, field: str | None = None) -> int | None:
+        return self.located.lines.get(("models", index, field) if field else ("models", index))
+
 
 def load_lock(path: Path) -> ModelsLock:
-    return validate(ModelsLock, load_yaml(path, what="models.lock"))
+    return read_lock(path).lock
+
+
+def read_lock(path: Path) -> LockFile:
+    located = load_yaml(path, what="models.lock")
+    return LockFile(path, validate(ModelsLock, located), located)
+
+
+def write_pins(lockfile: LockFile, pins: dict[int, dict[str, object]]) -> None:
+    """Write pinned values (revision, size, sha256, ...) into models.lock, keeping its comments.
+
+    A field already present has its line rewritten; a missing one is added after the entry's name.
+    """
+    lines = lockfile.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    inserts: list[tuple[int, str]] = []
+    for index, fields in pins.items():
+        name_line = lockfile.line(index, "name")
+        assert name_line is not None
+        indent = re.match(r"\s*(?:- )?", lines[name_line - 1])
+        pad = " " * (indent.end() if indent else 4)
+        for field, value in fields.items():
+            text = f"{field}: {_yaml_scalar(value)}"
+            line = lockfile.line(index, field)
+            if line is not None:
+                old = lines[line - 1]
+                lead = old[:len(old) - len(old.lstrip())]
+                if old.lstrip().startswith("- "):
+                    lead += "- "
+                lines[line - 1] = f"{lead}{text}\n"
+            else:
+                inserts.append((name_line, f"{pad}{text}\n"))
+    for after, text in sorted(inserts, key=lambda x: -x[0]):
+        lines.insert(after, text)
+    tmp = lockfile.path.with_name(f".{lockfile.path.name}.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, lockfile.path)
+
+
+def append_entry(path: Path, entry: ModelEntry) -> None:
+    """Add an entry at the end of models.lock, in the file's own style."""
+    text = path.read_text(encoding="utf-8")
+    fields = entry.model_dump()
+    block = [f"  - name: {_yaml_scalar(fields.pop('name'))}"]
+    for key in ("repo", "path", "folder", "revision", "size", "sha256", "license", "backends", "allow_pickle"):
+        value = fields[key]
+        if key == "allow_pickle" and not value:
+            continue
+        block.append(f"    {key}: {_yaml_scalar(value)}")
+    text = re.sub(r"(?m)^models:\s*\[\]\s*$", "models:", text)
+    if not text.endswith("\n"):
+        text += "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n".join(block) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _yaml_scalar(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    return json.dumps(str(value)) if re.search(r"[:#\[\]{},&*!|>'\"%@`]|^\s|\s$|^$", str(value)) else str(value)

@@ -1,0 +1,69 @@
+"""`comfy-drive doctor`: per backend, which model files and node packs are missing, and the fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from comfy_driver.comfy.client import ComfyClient
+from comfy_driver.models.catalog import bundled_catalog
+from comfy_driver.models.lock import ModelsLock
+from comfy_driver.models.tree import ModelsTree
+from comfy_driver.paths import WORKFLOWS
+from comfy_driver.workflow.files import workflow_class_types
+
+
+def pack_of(class_type: str) -> str:
+    """The custom node pack that provides a node class (from the catalogue comfy-drive ships)."""
+    node = bundled_catalog().nodes.get(class_type) or {}
+    module = str(node.get("python_module") or "")
+    if module.startswith("custom_nodes."):
+        return module.split(".", 1)[1]
+    return "ComfyUI itself (update ComfyUI)" if module else "an unknown pack"
+
+
+def diagnose(lock: ModelsLock, tree: ModelsTree | None, client: ComfyClient | None,
+             echo: Callable[[str], None]) -> int:
+    """Print a report; return the number of problems found."""
+    problems = 0
+    server_files: dict[str, set[str]] = {}
+    catalog = client.catalog() if client is not None else None
+    backends = sorted({b for m in lock.models for b in m.backends})
+    for backend in backends:
+        echo(f"{backend}:")
+        missing_here, missing_there = [], []
+        for entry in lock.for_backends([backend]):
+            here = ""
+            if tree is not None:
+                found = next((p for p in tree.candidates(entry) if p.is_file()), None)
+                here = "present here" if found else "missing here"
+                if not found:
+                    missing_here.append(entry.name)
+            there = ""
+            if client is not None:
+                if entry.folder not in server_files:
+                    server_files[entry.folder] = set(client.models(entry.folder))
+                there = "on the server" if entry.name in server_files[entry.folder] else "NOT on the server"
+                if entry.name not in server_files[entry.folder]:
+                    missing_there.append(entry.name)
+            status = ", ".join(s for s in (here, there) if s) or "listed"
+            echo(f"  model {entry.folder}/{entry.name}: {status}")
+        workflow = WORKFLOWS / f"{backend}.json"
+        missing_nodes: dict[str, list[str]] = {}
+        if catalog is not None and workflow.is_file():
+            for class_type in sorted(workflow_class_types(json.loads(workflow.read_text(encoding="utf-8")))):
+                if class_type not in catalog:
+                    missing_nodes.setdefault(pack_of(class_type), []).append(class_type)
+        for pack, classes in missing_nodes.items():
+            echo(f"  node pack missing on the server: {pack} ({', '.join(classes)})")
+        if missing_here:
+            echo(f"  fix: comfy-drive fetch --backend {backend} " +
+                 (f"--models-dir {tree.root}" if tree else "--comfyui DIR"))
+        if missing_there and client is not None:
+            echo(f"  fix: on the server, run comfy-drive fetch --backend {backend} --comfyui <its ComfyUI folder>")
+        if missing_nodes:
+            echo(f"  fix: install {', '.join(missing_nodes)} on the server (ComfyUI-Manager or git clone into "
+                 "custom_nodes/), then restart ComfyUI")
+        problems += len(missing_here) + len(missing_there) + sum(len(v) for v in missing_nodes.values())
+    echo("all backends ready" if not problems else f"{problems} problem(s) found")
+    return problems

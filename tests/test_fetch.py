@@ -1,0 +1,253 @@
+"""`comfy-drive fetch` with the real huggingface_hub against a local fake Hub."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from comfy_driver.cli import main
+from comfy_driver.errors import UserError
+from comfy_driver.models.fetch import fetch
+from comfy_driver.models.lock import read_lock
+from comfy_driver.models.tree import ModelsTree
+from comfy_driver.paths import MODELS_LOCK
+
+from .fakehub import FakeHub
+
+REPO = "acme/video-models"
+UNPINNED = """\
+# test lock
+version: 1
+models:
+  - name: small.safetensors
+    repo: acme/video-models
+    path: split_files/vae/small.safetensors
+    folder: vae
+    revision: null
+    size: null
+    sha256: null
+    backends: [demo]
+  - name: big.safetensors
+    repo: acme/video-models
+    path: big.safetensors
+    folder: diffusion_models
+    backends: [demo, other]
+"""
+
+
+def payload(n: int, seed: int) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB of a pattern per seed
+    return (block * (n // len(block) + 1))[:n]
+
+
+@pytest.fixture
+def hub(monkeypatch: Any) -> Iterator[FakeHub]:
+    fake = FakeHub()
+    fake.add(REPO, "split_files/vae/small.safetensors", payload(300_000, 1))
+    fake.add(REPO, "big.safetensors", payload(3_000_000, 2))
+    url = fake.start()
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")  # no saved token from the machine
+    yield fake
+    fake.stop()
+
+
+def lock_file(tmp_path: Path, text: str = UNPINNED) -> Path:
+    path = tmp_path / "models.lock"
+    path.write_text(text)
+    return path
+
+
+def run_fetch(lock: Path, models: Path, **kw: Any) -> Any:
+    lockfile = read_lock(lock)
+    return fetch(lockfile, lockfile.lock.for_backends(kw.pop("backends", [])), ModelsTree(models), **kw)
+
+
+def test_fresh_download_pins_and_verifies(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path)
+    report = run_fetch(lock, tmp_path / "models")
+    assert [i.status for i in report.items] == ["downloaded", "downloaded"]
+    small = tmp_path / "models" / "vae" / "small.safetensors"
+    assert small.read_bytes() == hub.files[(REPO, "split_files/vae/small.safetensors")].data
+    assert report.bytes_downloaded == 3_300_000
+    pinned = read_lock(lock).lock.models
+    assert pinned[0].revision == hub.commit and pinned[0].size == 300_000
+    assert pinned[1].sha256 == hub.files[(REPO, "big.safetensors")].sha256
+    assert "# test lock" in lock.read_text()  # comments kept
+    assert not list((tmp_path / "models").glob("*/*.part"))
+
+
+def test_rerun_downloads_nothing(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path)
+    run_fetch(lock, tmp_path / "models")
+    sent = hub.bytes_sent
+    again = run_fetch(lock, tmp_path / "models")
+    assert [i.status for i in again.items] == ["present", "present"]
+    assert again.bytes_downloaded == 0 and hub.bytes_sent == sent
+
+
+def test_only_the_backends_asked_for(hub: FakeHub, tmp_path: Path) -> None:
+    report = run_fetch(lock_file(tmp_path), tmp_path / "models", backends=["other"])
+    assert [i.entry.name for i in report.items] == ["big.safetensors"]
+    with pytest.raises(UserError, match="no model in models.lock is used by backend 'nope'"):
+        run_fetch(lock_file(tmp_path), tmp_path / "models", backends=["nope"])
+
+
+def test_resume_after_the_process_is_killed(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path)
+    models = tmp_path / "models"
+    hub.chunk_delay = 0.03
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "comfy_driver.cli", "fetch", "--lock", str(lock),
+                             "--models-dir", str(models), "--backend", "other"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    part_dir = models / ".comfy-drive" / "partial" / "diffusion_models"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        parts = list(part_dir.glob("*.part")) if part_dir.is_dir() else []
+        if parts and parts[0].stat().st_size > 1_000_000:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    output = proc.communicate()[0]
+    assert parts, output
+    kept = parts[0].stat().st_size
+    assert 1_000_000 < kept < 3_000_000
+    hub.chunk_delay = 0
+    before = hub.bytes_sent
+    report = run_fetch(lock, models, backends=["other"])
+    assert report.items[0].status == "downloaded"
+    assert hub.bytes_sent - before == 3_000_000 - kept
+    assert hub.requests[-1][2] == f"bytes={kept}-"
+    target = models / "diffusion_models" / "big.safetensors"
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == hub.files[(REPO, "big.safetensors")].sha256
+
+
+def test_corrupted_bytes_are_quarantined(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path)
+    hub.files[(REPO, "big.safetensors")].served = payload(3_000_000, 99)
+    report = run_fetch(lock, tmp_path / "models")
+    big = report.items[1]
+    assert big.status == "mismatch" and "does not match models.lock" in big.message
+    assert not (tmp_path / "models" / "diffusion_models" / "big.safetensors").exists()
+    assert len(list((tmp_path / "models" / ".comfy-drive" / "quarantine").iterdir())) == 1
+    result = CliRunner().invoke(main, ["fetch", "--lock", str(lock), "--models-dir", str(tmp_path / "models")])
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("setup,expected", [
+    (lambda hub: hub.gated.add(REPO), "gated"),
+    (lambda hub: hub.private.update({REPO: "tok"}), "HF_TOKEN"),
+    (lambda hub: hub.files.pop((REPO, "big.safetensors")), "no such file in the repo"),
+])
+def test_hub_refusals_are_clear(hub: FakeHub, tmp_path: Path, setup: Any, expected: str) -> None:
+    setup(hub)
+    result = CliRunner().invoke(main, ["fetch", "--lock", str(lock_file(tmp_path)),
+                                       "--models-dir", str(tmp_path / "models")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert f"{tmp_path / 'models.lock'}:" in result.output  # names the entry's line
+
+
+def test_token_opens_a_private_repo(hub: FakeHub, tmp_path: Path, monkeypatch: Any) -> None:
+    hub.private[REPO] = "s3cret"
+    monkeypatch.setenv("HF_TOKEN", "s3cret")
+    report = run_fetch(lock_file(tmp_path), tmp_path / "models")
+    assert all(i.status == "downloaded" for i in report.items)
+
+
+def test_wrong_pin_is_an_error(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path, UNPINNED.replace("    size: null\n", "    size: 12\n", 1))
+    with pytest.raises(UserError, match="models.lock says size 12, the Hub says 300000"):
+        run_fetch(lock, tmp_path / "models")
+
+
+def test_disk_space_is_checked_first(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not enough disk space"):
+        run_fetch(lock_file(tmp_path), tmp_path / "models", disk_free=lambda path: 1_000_000)
+    assert hub.bytes_sent == 0
+
+
+def test_pickles_are_refused_unless_allowed(hub: FakeHub, tmp_path: Path) -> None:
+    hub.add(REPO, "old.ckpt", b"pickle")
+    text = UNPINNED + "  - name: old.ckpt\n    repo: acme/video-models\n    path: old.ckpt\n    folder: checkpoints\n"
+    result = CliRunner().invoke(main, ["fetch", "--lock", str(lock_file(tmp_path, text)),
+                                       "--models-dir", str(tmp_path / "models")])
+    assert result.exit_code == 2 and "pickle-based file" in result.output and "allow_pickle" in result.output
+    report = run_fetch(lock_file(tmp_path, text + "    allow_pickle: true\n"), tmp_path / "models")
+    assert report.items[2].status == "downloaded"
+
+
+def test_offline_reports_what_is_missing(hub: FakeHub, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    report = run_fetch(lock_file(tmp_path), tmp_path / "models")
+    assert [i.status for i in report.items] == ["missing", "missing"] and "offline" in report.items[0].message
+    assert hub.requests == []
+
+
+def test_extra_model_paths_count_as_present(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path)
+    run_fetch(lock, tmp_path / "elsewhere")
+    extra = tmp_path / "extra_model_paths.yaml"
+    extra.write_text(f"mine:\n  base_path: {tmp_path / 'elsewhere'}\n  vae: vae\n  diffusion_models: |\n"
+                     "    diffusion_models\n")
+    tree = ModelsTree.locate(tmp_path / "models", None, extra)
+    lockfile = read_lock(lock)
+    sent = hub.bytes_sent
+    report = fetch(lockfile, lockfile.lock.models, tree)
+    assert [i.status for i in report.items] == ["present", "present"] and hub.bytes_sent == sent
+
+
+def test_dry_run_of_the_shipped_lock_needs_no_network() -> None:
+    result = CliRunner().invoke(main, ["fetch", "--backend", "wan22_animate", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "diffusion_models/Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors" in result.output
+    assert "loras/WanAnimate_relight_lora_fp16.safetensors" in result.output
+    assert "6 of 6 file(s) to download" in result.output
+
+
+def test_lock_add_and_from_workflow(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path, "version: 1\nmodels: []\n")
+    url = f"{hub_url(hub)}/{REPO}/resolve/main/split_files/vae/small.safetensors"
+    result = CliRunner().invoke(main, ["lock", "add", url, "--lock", str(lock), "--backend", "demo"])
+    assert result.exit_code == 0, result.output
+    entry = read_lock(lock).lock.models[0]
+    assert (entry.folder, entry.size, entry.revision) == ("vae", 300_000, hub.commit)
+    workflow = {"nodes": [{"id": 1, "type": "UNETLoader", "properties": {"models": [
+        {"name": "big.safetensors", "url": f"https://huggingface.co/{REPO}/resolve/main/big.safetensors",
+         "directory": "diffusion_models"}]}}], "links": [], "version": 0.4}
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(workflow))
+    result = CliRunner().invoke(main, ["lock", "from-workflow", str(wf), "--lock", str(lock)])
+    assert result.exit_code == 0, result.output
+    models = read_lock(lock).lock.models
+    assert [m.name for m in models] == ["small.safetensors", "big.safetensors"]
+    assert models[1].sha256 == hub.files[(REPO, "big.safetensors")].sha256
+    again = CliRunner().invoke(main, ["lock", "add", url, "--lock", str(lock), "--backend", "demo"])
+    assert "same:" in again.output and len(read_lock(lock).lock.models) == 2
+
+
+def hub_url(hub: FakeHub) -> str:
+    return f"http://127.0.0.1:{hub.port}"
+
+
+def test_doctor_against_the_simulator(sim: Any) -> None:
+    result = CliRunner().invoke(main, ["doctor", "--server", sim.url, "--lock", str(MODELS_LOCK)])
+    assert "svd:" in result.output
+    assert "model checkpoints/svd_xt.safetensors: on the server" in result.output
+    assert "NOT on the server" in result.output  # the Wan models are not in the simulator's catalogue
+    assert result.exit_code == 1
