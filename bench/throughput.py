@@ -54,7 +54,7 @@ def start_sim(root: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def series(folder: Path, scenes: int, size: int, offset: int) -> Path:
-    lines = [f"title: bench\nbackend: tiny\noutput: out\nworkflows: {HERE / 'workflows'}\nepisodes:\n  - id: e\n"
+    lines = [f"title: bench\nbackend: tiny\noutput: out\nworkflows: {HERE.parent / 'tests' / 'workflows'}\nepisodes:\n  - id: e\n"
              "    scenes:"]
     for i in range(scenes):
         lines.append(f"      - {{id: s{i}, seed: {offset + i}, params: {{width: {size}, height: {size}}}}}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -57,7 +58,7 @@ def main(debug: bool) -> None:
 
 
 def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
-                port: int = 0) -> Any:
+                port: int = 0, time_scale: float = 0.2) -> Any:
     from comfy_driver.comfy.catalog import Catalog
     from comfy_driver.models.catalog import bundled_catalog
     from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
@@ -72,7 +73,7 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
         catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()))
     else:
         catalog = bundled_catalog(lock)
-    timing = Timing.realistic(0.2) if speed == "realistic" else Timing()
+    timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
     return SimServer(root, catalog, timing=timing, host=host, port=port)
 
 
@@ -85,17 +86,26 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Prompts kept queued on each server (queue-ahead).")
+@click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
+@click.option("--server-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 86400),
+              help="Seconds a server may be unreachable before the run stops (resumable).")
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
-        as_json: bool, depth: int) -> None:
-    """Render every scene of SERIES_FILE, download the clips and join each episode."""
+        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float) -> None:
+    """Render every scene of SERIES_FILE, download the clips and join each episode.
+
+    Rerunning it resumes: finished scenes are kept, prompts still on a server are re-attached.
+    Ctrl-C (or SIGTERM) once: nothing more is queued, the running scene finishes; twice: it is
+    interrupted too. Either way the next run picks up where this one stopped.
+    """
     from comfy_driver.config.series import load_series
     from comfy_driver.models.catalog import bundled_catalog
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import MODELS_LOCK
     from comfy_driver.pipeline.jobs import build_jobs
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.runner import Runner, RunOptions, preflight
+    from comfy_driver.pipeline.preflight import preflight
+    from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
 
     loaded = load_series(series_file)
     urls = list(servers) or loaded.series.server_urls
@@ -115,10 +125,23 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         sim_root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
         sim = _sim_server(sim_root)
         urls = [sim.start()]
+    known = {job.key for job in jobs}
+    unknown = [f for f in force if f != "all" and f not in known]
+    if unknown:
+        raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
+    progress = Progress(len(jobs), enabled=True)
+    runner = Runner(loaded, jobs, urls, progress=progress,
+                    options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
+    previous = _stop_on_signals(runner, progress)
     try:
-        progress = Progress(len(jobs), enabled=True)
-        report = Runner(loaded, jobs, urls, progress=progress, options=RunOptions(depth=depth)).run()
+        report = runner.run()
+    except StopRun as exc:
+        if runner.stop.is_set() and not runner.errors:
+            raise UserInterrupt(exc.message, hint=exc.hint) from None
+        raise
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if sim is not None:
             sim.stop()
             shutil.rmtree(sim_root, ignore_errors=True)  # type: ignore[arg-type]
@@ -343,19 +366,44 @@ def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lo
         sys.exit(1)
 
 
+class UserInterrupt(DriveError):
+    """The user stopped the run (Ctrl-C / SIGTERM)."""
+
+    exit_code = 130
+
+
+def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
+    """First Ctrl-C / SIGTERM: stop queueing, let the running scene finish; second: interrupt it."""
+    def handler(signum: int, frame: Any) -> None:
+        if not runner.stop.is_set():
+            runner.stop.set()
+            progress.message("stopping: nothing more is queued, the running scene finishes "
+                             "(press Ctrl-C again to interrupt it)")
+        else:
+            runner.interrupt.set()
+            progress.message("interrupting the running scene")
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8188, show_default=True, type=int)
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder for input/, output/ and temp/ (default: a temporary folder).")
 @click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True)
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100),
+              help="Multiply the realistic durations (0.1: ten times faster).")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
 @handle_errors
-def sim(host: str, port: int, root: Path | None, speed: str, object_info: Path | None) -> None:
+def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None) -> None:
     """Run the simulated ComfyUI server in the foreground."""
     root = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port)
+    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale)
     click.echo(f"simulated ComfyUI on http://{host}:{port} (files in {root}); Ctrl-C stops it", err=True)
     try:
         server.serve()

@@ -52,6 +52,8 @@ class Watch:
     failure: dict[str, Any] | None = None
     failure_kind: str | None = None
     ended: bool = False  # the server says it is over; `resolve` reads the outcome
+    succeeded_before: bool = False  # an earlier run saw it succeed (its outputs are in `executed`)
+    output_nodes: frozenset[str] = frozenset()  # when all of these reported `executed`, every file exists
     done: bool = False  # the outcome (result or error) is known
     result: PromptResult | None = None
     error: DriveError | None = None
@@ -220,11 +222,15 @@ class Follower:
             self._done(watch, error=ExecutionFailed(watch.failure or {"exception_message": "unknown error"},
                                                     watch.graph))
 
-    def _recover(self, *, quiet_only: bool) -> None:
+    def recover(self, prompt_id: str | None = None) -> None:
+        """Ask the server now about one watched prompt (or all): ended, still queued, or lost."""
+        self._recover(quiet_only=False, only=prompt_id)
+
+    def _recover(self, *, quiet_only: bool, only: str | None = None) -> None:
         """Ask the server about prompts we may have missed events of."""
         now = time.monotonic()
         for watch in self.pending:
-            if quiet_only and now - watch.last_event < self.poll_after:
+            if (quiet_only and now - watch.last_event < self.poll_after) or (only and watch.prompt_id != only):
                 continue
             try:
                 entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
@@ -243,6 +249,14 @@ class Follower:
         entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
         if entry is not None:
             self._finish_with(watch, entry)
+            return
+        all_written = bool(watch.output_nodes) and watch.output_nodes <= set(watch.executed)
+        if (watch.finished_ms is not None or watch.succeeded_before or all_written) and watch.failure is None:
+            # It succeeded (or wrote all its files), but the server lost its history (a restart): its
+            # `executed` events name the files, which a restart does not delete.
+            outputs = {node: out for node, out in watch.executed.items() if out}
+            self._done(watch, result=PromptResult(watch.prompt_id, outputs, collect_outputs(outputs), watch.cached,
+                                                  watch.started_ms, watch.finished_ms))
             return
         self._done(watch, error=PromptLost(
             f"{self.client.address.display} no longer knows prompt {watch.prompt_id} "

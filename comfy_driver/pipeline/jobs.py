@@ -37,6 +37,7 @@ class SceneJob:
     uploads: dict[str, Path]  # server name -> local file
     graph_hash: str
     workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
+    output_nodes: frozenset[str] = frozenset()  # the nodes that write files
 
     @property
     def key(self) -> str:
@@ -110,7 +111,8 @@ def build_job(spec: SceneSpec, templates: TemplateCache, backend: str | None = N
         raise UserError("\n".join(f"{spec.where}: {p}" for p in problems))
     graph = template.render(values, where=f"{spec.where}: ")
     workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
-    return SceneJob(spec, template, graph, uploads, graph_hash(graph, backend), workflow)
+    outputs = frozenset(n for n, node in graph.items() if templates.catalog.is_output_node(node["class_type"]))
+    return SceneJob(spec, template, graph, uploads, graph_hash(graph, backend), workflow, outputs)
 
 
 def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:

@@ -35,10 +35,12 @@ class SceneRecord(BaseModel):
     finished_at: float | None = None
     server_ms: int | None = None  # execution time as the server's own timestamps give it
     cached_nodes: list[str] = []
+    attempts: int = 0
     outputs: list[OutputRecord] = []
     clip: str | None = None
     error: str | None = None
     error_kind: str | None = None  # validation | execution | oom | interrupted | lost | download | server
+    history: list[str] = []  # every submission, loss, failure and fallback, in order
 
 
 class EpisodeRecord(BaseModel):

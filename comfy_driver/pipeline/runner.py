@@ -1,99 +1,86 @@
-"""Running a series: preflight, queue-ahead submission on every server, downloads, episodes, report.
+"""Running a series: resume, queue-ahead submission on every server, downloads, episodes, report.
 
-Each server gets a worker that keeps `depth` prompts on it (one running, the next already queued), so
-the GPU never waits for the driver's round trip. Workers take scenes from one shared list, so several
-servers stay busy together. A scene whose files are already on disk with an unchanged graph hash is
-not rendered again.
+Each server gets a worker thread that keeps `depth` prompts on it (one running, the next already
+queued), so the GPU never waits for the driver's round trip; ended prompts are read and downloaded
+on finishing threads. Workers take scenes from one shared list, so several servers stay busy
+together. Every transition is written to the state store, so a run stopped at any point (Ctrl-C,
+SIGKILL, a dead server) is resumed by running it again: finished scenes are kept, prompts still on
+a server are re-attached, lost ones are submitted again.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import ComfyClient, file_sha256
-from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, PromptRejected, format_node_errors
+from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, PromptLost, PromptRejected,
+                                       ServerUnreachable)
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Follower, Watch
 from comfy_driver.comfy.outputs import OutputFile, safe_component
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import DriveError, RunError, UserError
-from comfy_driver.media.ffmpeg import concat
+from comfy_driver.pipeline.episodes import stitch_episodes
 from comfy_driver.pipeline.jobs import SceneJob
-from comfy_driver.pipeline.progress import Progress
-from comfy_driver.pipeline.report import EpisodeRecord, OutputRecord, RunReport, SceneRecord, now_iso
+from comfy_driver.pipeline.preflight import preflight
+from comfy_driver.pipeline.progress import Progress, fmt_seconds
+from comfy_driver.pipeline.report import OutputRecord, RunReport, SceneRecord, now_iso
+from comfy_driver.pipeline.state import DONE, FAILED, SUBMITTED, StateStore
 
-MANIFEST = "scene.json"
+# What to do when a scene fails: a replacement job (another backend, smaller settings) or None.
+Fallback = Callable[[SceneJob, DriveError], "SceneJob | None"]
 
 
 @dataclass
 class RunOptions:
     depth: int = 2  # prompts kept on each server: the running one plus those queued behind it
     finishers: int = 4  # threads reading histories and downloading outputs, per server (0: inline)
-    max_lost_resubmits: int = 3
+    max_lost_resubmits: int = 3  # a prompt lost to a server restart is submitted again this often
+    server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
+    download_retries: int = 4
+    force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    fallback: Fallback | None = None
 
 
-def preflight(jobs: list[SceneJob], catalog: Catalog, *, server: str = "") -> None:
-    """Validate every scene's graph as the server would, reporting every error of every scene at once."""
-    inputs = catalog.input_files()
-    problems: list[str] = []
-    for job in jobs:
-        uploads = set(job.uploads)
-        result = catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads or name in inputs)
-        if not result.ok or result.node_errors:
-            error = result.error or {}
-            head = f"{job.spec.where}: scene {job.key} ({job.template.name}) would be rejected" + \
-                (f" by {server}" if server else "")
-            lines = format_node_errors(result.node_errors, job.graph)
-            if not lines:
-                lines = [f"{error.get('message', '')} {error.get('details', '')}".strip()]
-            problems.append("\n".join([head + ":", *("  " + line for line in lines)]))
-    if problems:
-        raise UserError("\n".join(problems), hint=_preflight_hint(problems))
-
-
-def _preflight_hint(problems: list[str]) -> str | None:
-    text = "\n".join(problems)
-    if "Value not in list" in text and (".safetensors" in text or ".ckpt" in text):
-        return "a model file is missing on the server: run comfy-drive fetch there, or fix the name in models.lock"
-    if "does not exist" in text:
-        return "install the missing custom node pack on the server"
-    return None
+class StopRun(RunError):
+    """The run stopped before the end (a signal, a server gone); everything is resumable."""
 
 
 def scene_dir(root: Path, job: SceneJob) -> Path:
     return root / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id)
 
 
-def finished_before(folder: Path, job: SceneJob) -> dict[str, Any] | None:
-    """The manifest of a scene already rendered with this very graph, if its files are intact."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if manifest.get("graph_hash") != job.graph_hash:
-        return None
-    for out in manifest.get("outputs", []):
-        path = folder / out["file"]
-        if not path.is_file() or path.stat().st_size != out["size"] or file_sha256(path) != out["sha256"]:
-            return None
-    return manifest
+def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | None:
+    """The scene's clip: the template's clip node's video, else the first video; None for stills only."""
+    videos = [f for f in files if f.is_video]
+    own = [f for f in videos if f.node_id == clip_node]
+    return (own or videos or [None])[0]
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _error_kind(error: BaseException) -> str:
+    if isinstance(error, ExecutionFailed):
+        return "oom" if error.is_oom else "execution"
+    if isinstance(error, Interrupted):
+        return "interrupted"
+    if isinstance(error, PromptRejected):
+        return "validation"
+    return "lost" if isinstance(error, PromptLost) else "server"
+
+
+@dataclass
+class _Task:
+    job: SceneJob
+    attempt: int
+    prompt_id: str | None = None  # set when re-attaching to a prompt a previous run submitted
+    server: str | None = None
+    made: dict[str, object] | None = None  # that prompt's outputs, if a previous run saw it succeed
 
 
 class Runner:
@@ -111,132 +98,228 @@ class Runner:
         self.on_event = on_event
         self.root = loaded.output_dir / loaded.slug
         self.client_id = uuid.uuid4().hex
-        self.records = {j.key: SceneRecord(key=j.key, episode=j.spec.episode_id, scene=j.spec.scene_id,
-                                           backend=j.template.name, prompt=j.spec.prompt, seed=j.spec.seed,
-                                           graph_hash=j.graph_hash) for j in jobs}
         self.index = {j.key: i + 1 for i, j in enumerate(jobs)}
-        self._todo: list[tuple[SceneJob, int]] = []  # (job, attempt)
+        self.current: dict[str, SceneJob] = {j.key: j for j in jobs}  # the job each scene is rendered with
+        self.skipped: set[str] = set()
+        self._todo: list[_Task] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.errors: list[BaseException] = []
+        self.stop = threading.Event()  # first Ctrl-C / SIGTERM: queue nothing more, finish what runs
+        self.interrupt = threading.Event()  # second: interrupt what runs too
+        self.errors: list[DriveError] = []
+        self.download_failed: dict[str, str] = {}
+        self.state: StateStore | None = None
 
-    # ---------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------- run
     def run(self) -> RunReport:
-        report = RunReport(series=self.loaded.series.title, started=now_iso(), servers=[
-            ComfyClient(s).address.display for s in self.servers], scenes=list(self.records.values()))
         self.root.mkdir(parents=True, exist_ok=True)
-        for job in self.jobs:
-            folder = scene_dir(self.root, job)
-            manifest = finished_before(folder, job)
-            if manifest is not None:
-                self._mark_skipped(job, folder, manifest)
-            else:
-                self._todo.append((job, 1))
-        clients = [ComfyClient(s) for s in self.servers]
-        if self._todo:
-            for client in clients:
-                client.system_stats()
-                preflight([job for job, _ in self._todo], client.catalog(), server=client.address.display)
-            threads = [threading.Thread(target=self._worker, args=(c,), name=f"server-{i}", daemon=True)
-                       for i, c in enumerate(clients)]
-            for t in threads:
-                t.start()
-            try:
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.2)
-            except KeyboardInterrupt:
-                self._stop.set()
-                raise
-        report.episodes = self._episodes()
-        report.finished = now_iso()
-        report.write(self.root)
-        for c in clients:
-            c.close()
-        if self.errors and not any(r.status == "done" for r in self.records.values()):
-            err = self.errors[0]
-            if isinstance(err, DriveError):
-                raise err
+        self.state = state = StateStore(self.root / "state.db")
+        report = RunReport(series=self.loaded.series.title, started=now_iso(),
+                           servers=[ComfyClient(s).address.display for s in self.servers], scenes=[])
+        try:
+            for job in self.jobs:
+                self._classify(job)
+            clients = [ComfyClient(s) for s in self.servers]
+            if self._todo:
+                for client in clients:
+                    client.system_stats()
+                    preflight([t.job for t in self._todo], client.catalog(), server=client.address.display)
+                self._work(clients)
+            report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
+            report.scenes = [self._record(job) for job in self.jobs]
+            report.finished = now_iso()
+            report.write(self.root)
+            for c in clients:
+                c.close()
+        finally:
+            state.close()
+        if self.stop.is_set():
+            raise StopRun("the run was stopped; finished scenes are kept",
+                          hint="run the same command again to resume")
+        gone = [e for e in self.errors if isinstance(e, StopRun)]
+        if gone:
+            raise gone[0]
         return report
 
-    def _mark_skipped(self, job: SceneJob, folder: Path, manifest: dict[str, Any]) -> None:
-        rec = self.records[job.key]
-        rec.status = "skipped"
-        rec.prompt_id = manifest.get("prompt_id")
-        rec.server = manifest.get("server")
-        rec.outputs = [OutputRecord(path=(folder / o["file"]).relative_to(self.root).as_posix(), sha256=o["sha256"],
-                                    size=o["size"], node_id=o.get("node_id", "")) for o in manifest["outputs"]]
-        rec.clip = (folder / manifest["clip"]).relative_to(self.root).as_posix() if manifest.get("clip") else None
-        self.progress.scene_done(None)
-        self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key}: already done, kept")
+    def _classify(self, job: SceneJob) -> None:
+        """Done before (files intact), to re-attach (still on a server), or to do."""
+        state = self.state
+        assert state is not None
+        st = state.ensure(job.key, job.spec.episode_id, job.spec.scene_id, job.template.name, job.graph_hash)
+        if "all" in self.options.force or job.key in self.options.force:
+            state.reset(job.key, "--force")
+            st = state.ensure(job.key, job.spec.episode_id, job.spec.scene_id, job.template.name, job.graph_hash)
+        if st.status == DONE:
+            if self._intact(job, st.outputs):
+                self.skipped.add(job.key)
+                self.progress.scene_done(None)
+                self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key}: already done, kept")
+                return
+            state.reset(job.key, "a finished output file is missing or changed on disk")
+        if st.status == SUBMITTED and st.prompt_id:
+            self._todo.append(_Task(job, st.attempts, st.prompt_id, st.server, st.server_outputs))
+        else:
+            self._todo.append(_Task(job, st.attempts + 1))
+
+    def _intact(self, job: SceneJob, outputs: list[dict[str, object]]) -> bool:
+        folder = scene_dir(self.root, job)
+        for out in outputs:
+            path = folder / str(out["file"])
+            if not path.is_file() or path.stat().st_size != out["size"] or file_sha256(path) != out["sha256"]:
+                return False
+        return bool(outputs)
+
+    def _work(self, clients: list[ComfyClient]) -> None:
+        threads = [threading.Thread(target=self._worker, args=(c,), name=f"server-{i}", daemon=True)
+                   for i, c in enumerate(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+
+    def _take(self, server: str) -> _Task | None:
+        """The next task for this server: its own re-attachments first, then anything to do."""
+        with self._lock:
+            if self.stop.is_set():
+                return None
+            for i, task in enumerate(self._todo):
+                if task.prompt_id is None or task.server == server or task.server not in self._servers():
+                    return self._todo.pop(i)
+            return None
+
+    def _servers(self) -> set[str]:
+        return {ComfyClient(s).address.display for s in self.servers}
+
+    def _requeue(self, task: _Task) -> None:
+        with self._lock:
+            self._todo.insert(0, task)
 
     # --------------------------------------------------------------------------------------------- worker
     def _worker(self, client: ComfyClient) -> None:
-        """Keep `depth` prompts on this server; hand each ended one to a finishing thread.
-
-        This thread only submits and follows events, so the next prompt is queued while the last
-        one's history is read and its outputs downloaded.
-        """
+        """Keep `depth` prompts on this server; hand each ended one to a finishing thread."""
         finishing: set[Future[None]] = set()
+        server = client.address.display
         try:
             with EventStream(client.address, self.client_id) as stream, \
                     ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish") as pool:
                 follower = Follower(client, stream)
-                inflight: dict[str, tuple[SceneJob, int]] = {}
+                inflight: dict[str, _Task] = {}
+                stopped = interrupted = False
                 while True:
-                    self._refill(client, follower, inflight)
-                    for future in [f for f in finishing if f.done()]:
-                        finishing.discard(future)
-                        future.result()  # a finisher's DriveError stops this server's work
-                    if not inflight:
-                        if not finishing:
-                            return
-                        wait(finishing, timeout=0.5, return_when=FIRST_COMPLETED)
-                        continue
-                    watch = follower.next_finished(on_event=self._event, timeout=0.5 if finishing else None)
-                    if watch is None:
-                        continue
-                    job, attempt = inflight.pop(watch.prompt_id)
-                    follower.forget(watch.prompt_id)
-                    if not self.options.finishers:  # the naive way: finish this one, then queue the next
-                        self._finish(client, follower, job, attempt, watch)
-                        continue
-                    self._refill(client, follower, inflight)  # queue the next before finishing this one
-                    finishing.add(pool.submit(self._finish, client, follower, job, attempt, watch))
+                    try:
+                        if self.stop.is_set() and not stopped:
+                            stopped = True
+                            self._unqueue(client, follower, inflight)
+                        if self.interrupt.is_set() and not interrupted:
+                            interrupted = True
+                            for pid in list(inflight):
+                                client.interrupt(pid)
+                        self._refill(client, follower, inflight)
+                        for future in [f for f in finishing if f.done()]:
+                            finishing.discard(future)
+                            future.result()
+                        if not inflight:
+                            if not finishing and not self._has_work(server):
+                                return
+                            wait(finishing, timeout=0.2, return_when=FIRST_COMPLETED)
+                            continue
+                        watch = follower.next_finished(on_event=self._event, timeout=0.5)
+                        if watch is None:
+                            if not stream.connected.is_set():
+                                self._wait_for(client, inflight)
+                            continue
+                        task = inflight.pop(watch.prompt_id)
+                        follower.forget(watch.prompt_id)
+                        if not self.options.finishers:  # the naive way: finish this one, then queue the next
+                            self._finish(client, follower, task, watch)
+                            continue
+                        self._refill(client, follower, inflight)  # queue the next before finishing this one
+                        finishing.add(pool.submit(self._finish, client, follower, task, watch))
+                    except ServerUnreachable:
+                        self._wait_for(client, inflight)
+                        follower.recover()
         except DriveError as exc:
             self.errors.append(exc)
-            self.progress.message(f"{client.address.display}: {exc}")
-            self._stop.set()
+            self.progress.message(f"{server}: {exc}")
+            if not isinstance(exc, StopRun):
+                self.stop.set()
 
-    def _take(self) -> tuple[SceneJob, int] | None:
+    def _has_work(self, server: str) -> bool:
         with self._lock:
-            if self._stop.is_set() or not self._todo:
-                return None
-            return self._todo.pop(0)
+            return any(t.prompt_id is None or t.server == server or t.server not in self._servers()
+                       for t in self._todo) and not self.stop.is_set()
 
-    def _refill(self, client: ComfyClient, follower: Follower, inflight: dict[str, tuple[SceneJob, int]]) -> None:
-        while len(inflight) < self.options.depth:
-            taken = self._take()
-            if taken is None:
-                return
-            job, attempt = taken
-            rec = self.records[job.key]
-            for name, path in job.uploads.items():
-                stored = client.upload(path)
-                if stored != name:
-                    raise RunError(f"{client.address.display} stored {path.name} as {stored!r}, expected {name!r}")
-            prompt_id = job.prompt_id(attempt)
+    def _wait_for(self, client: ComfyClient, inflight: dict[str, _Task]) -> None:
+        """The server stopped answering: wait for it, visibly, up to server_timeout."""
+        since = time.monotonic()
+        shown = 0.0
+        while True:
             try:
+                client.system_stats()
+                if time.monotonic() - since > 1:
+                    self.progress.message(f"{client.address.display} is back after {fmt_seconds(time.monotonic() - since)}")
+                return
+            except ServerUnreachable:
+                down = time.monotonic() - since
+                if down > self.options.server_timeout:
+                    raise StopRun(f"{client.address.display} has not answered for {fmt_seconds(down)}; the run "
+                                  f"stopped with {len(inflight)} scene(s) still submitted there; finished scenes "
+                                  "are kept", hint="start the server (or pass another --server) and run the same "
+                                  "command again to resume") from None
+                if down - shown >= 5 or shown == 0:
+                    shown = down or 0.001
+                    self.progress.message(f"waiting for {client.address.display} (unreachable for {fmt_seconds(down)};"
+                                          f" giving up after {fmt_seconds(self.options.server_timeout)})")
+                if self.stop.wait(0.5):
+                    raise StopRun("stopped while waiting for the server") from None
+
+    def _unqueue(self, client: ComfyClient, follower: Follower, inflight: dict[str, _Task]) -> None:
+        """A clean stop: take this run's prompts that have not started off the server's queue."""
+        assert self.state is not None
+        _, pending = client.queued_ids()
+        ours = [pid for pid in inflight if pid in pending]
+        if ours:
+            client.delete_queued(ours)
+        for pid in ours:
+            task = inflight.pop(pid)
+            follower.forget(pid)
+            self.state.unsubmitted(task.job.key, "the run was stopped before this scene started")
+
+    def _refill(self, client: ComfyClient, follower: Follower, inflight: dict[str, _Task]) -> None:
+        assert self.state is not None
+        while len(inflight) < self.options.depth:
+            task = self._take(client.address.display)
+            if task is None:
+                return
+            job = task.job
+            if task.prompt_id is not None:  # a prompt a previous run left on this server
+                watch = follower.watch(task.prompt_id, job.graph, job.key)
+                watch.output_nodes = job.output_nodes
+                if task.made is not None:  # it had succeeded: only its downloads are left
+                    watch.succeeded_before, watch.executed = True, dict(task.made)
+                inflight[task.prompt_id] = task
+                follower.recover(task.prompt_id)
+                self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key}: re-attached to "
+                                      f"{task.prompt_id}")
+                continue
+            try:
+                for name, path in job.uploads.items():
+                    stored = client.upload(path)
+                    if stored != name:
+                        raise RunError(f"{client.address.display} stored {path.name} as {stored!r}, expected {name!r}")
+                prompt_id = job.prompt_id(task.attempt)
+                self.state.submitted(job.key, prompt_id, client.address.display, task.attempt, job.template.name)
                 client.queue_prompt(job.graph, client_id=self.client_id, prompt_id=prompt_id, workflow=job.workflow,
                                     where=f"{job.spec.where}: scene {job.key}: ")
             except PromptRejected as exc:
-                rec.status, rec.error, rec.error_kind = "failed", str(exc), "validation"
-                self.progress.message(str(exc))
-                self.progress.scene_done(None)
+                self._failed(task, exc)
                 continue
-            rec.server, rec.prompt_id, rec.queued_at = client.address.display, prompt_id, time.time()
-            follower.watch(prompt_id, job.graph, job.key)
-            inflight[prompt_id] = (job, attempt)
+            except ServerUnreachable:
+                self._requeue(task)
+                raise
+            task.prompt_id = prompt_id
+            follower.watch(prompt_id, job.graph, job.key).output_nodes = job.output_nodes
+            inflight[prompt_id] = task
 
     def _event(self, watch: Watch | None, event: Event) -> None:
         if self.on_event is not None:
@@ -246,88 +329,107 @@ class Runner:
         self.progress.update(self.index.get(watch.label, 0), watch.label, watch.node_title, watch.step,
                              watch.started_at)
 
-    def _finish(self, client: ComfyClient, follower: Follower, job: SceneJob, attempt: int, watch: Watch) -> None:
-        """On a finishing thread: the prompt's outcome, its downloads, its record."""
-        follower.resolve(watch)
-        rec = self.records[job.key]
-        rec.started_at = watch.started_at or rec.queued_at
-        rec.finished_at = time.time()
-        if not watch.done or (isinstance(watch.error, PromptLost) and attempt <= self.options.max_lost_resubmits):
-            reason = watch.error or "the server ended it without a history entry"
-            self.progress.message(f"scene {job.key}: {reason}; submitting it again")
-            with self._lock:
-                self._todo.insert(0, (job, attempt + 1))
+    # --------------------------------------------------------------------------------------------- finishing
+    def _finish(self, client: ComfyClient, follower: Follower, task: _Task, watch: Watch) -> None:
+        """On a finishing thread: the prompt's outcome, its downloads, its state."""
+        assert self.state is not None
+        job = task.job
+        try:
+            follower.resolve(watch)
+        except ServerUnreachable:
+            self._requeue(task)  # still submitted: re-attached once the server answers again
             return
-        if watch.error is not None:
-            rec.status, rec.error = "failed", str(watch.error)
-            rec.error_kind = ("oom" if isinstance(watch.error, ExecutionFailed) and watch.error.is_oom else
-                              "execution" if isinstance(watch.error, ExecutionFailed) else
-                              "interrupted" if isinstance(watch.error, Interrupted) else "lost")
-            self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key} failed: {watch.error}")
-            self.progress.scene_done(None)
+        if not watch.done:
+            self._requeue(task)
+            return
+        error = watch.error
+        if isinstance(error, PromptLost) and task.attempt <= self.options.max_lost_resubmits:
+            self.progress.message(f"scene {job.key}: {error}; submitting it again")
+            self.state.event(job.key, "lost", str(error))
+            self._requeue(_Task(job, task.attempt + 1))
+            return
+        if isinstance(error, Interrupted) and self.stop.is_set():
+            self.state.unsubmitted(job.key, "interrupted by the user")
+            return
+        if error is not None:
+            self._failed(task, error, started_at=watch.started_at)
             return
         result = watch.result
         assert result is not None
-        if result.started_ms and result.finished_ms:
-            rec.server_ms = result.finished_ms - result.started_ms
-        rec.cached_nodes = result.cached_nodes
+        self.state.ended(job.key, result.outputs, watch.started_at)
         try:
-            self._download(client, job, rec, result.files)
-        except DriveError as exc:
-            rec.status, rec.error, rec.error_kind = "failed", str(exc), "download"
-            self.progress.message(f"scene {job.key}: {exc}")
+            outputs, clip = self._download(client, job, result.files)
+        except DriveError as exc:  # the outputs are still on the server: the next run downloads them
+            self.download_failed[job.key] = str(exc)
+            self.state.event(job.key, "download failed", str(exc))
+            self.progress.message(f"scene {job.key}: {exc} (the next run downloads it again, without rendering)")
             self.progress.scene_done(None)
             return
-        rec.status = "done"
-        self.progress.scene_done(rec.finished_at - rec.started_at if rec.started_at else None)
+        finished = time.time()
+        started = watch.started_at or finished
+        server_ms = result.finished_ms - result.started_ms if result.started_ms and result.finished_ms else None
+        self.state.done(job.key, started_at=started, finished_at=finished, server_ms=server_ms,
+                        cached_nodes=result.cached_nodes, clip=clip, outputs=outputs)
+        self.progress.scene_done(finished - started)
         self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key} done"
-                              + (f": {rec.clip}" if rec.clip else ""))
+                              + (f": {job.spec.episode_id}/{job.spec.scene_id}/{clip}" if clip else ""))
 
-    def _download(self, client: ComfyClient, job: SceneJob, rec: SceneRecord, files: list[OutputFile]) -> None:
+    def _failed(self, task: _Task, error: DriveError, *, started_at: float | None = None) -> None:
+        """Record a failure; a configured fallback (another backend, smaller settings) gets a try."""
+        assert self.state is not None
+        job, kind = task.job, _error_kind(error)
+        self.state.failed(job.key, str(error), kind, started_at=started_at)
+        replacement = self.options.fallback(job, error) if self.options.fallback else None
+        if replacement is not None:
+            self.state.event(job.key, "fallback", f"{kind} on {job.template.name}: trying {replacement.template.name}")
+            self.progress.message(f"scene {job.key}: {kind} on {job.template.name}; trying {replacement.template.name}")
+            with self._lock:
+                self.current[job.key] = replacement
+            self._requeue(_Task(replacement, task.attempt + 1))
+            return
+        self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key} failed: {error}")
+        self.progress.scene_done(None)
+
+    def _download(self, client: ComfyClient, job: SceneJob,
+                  files: list[OutputFile]) -> tuple[list[dict[str, object]], str | None]:
         folder = scene_dir(self.root, job)
         folder.mkdir(parents=True, exist_ok=True)
         clip = pick_clip(files, job.template.clip_node)
-        outputs = []
+        outputs: list[dict[str, object]] = []
+        clip_name = None
         for f in files:
-            name = f"clip{Path(f.filename).suffix.lower()}" if f is clip else None
-            got = client.download(f, folder, name=name or safe_component(Path(f.filename).name))
-            outputs.append({"file": got.path.relative_to(folder).as_posix(), "sha256": got.sha256,
-                            "size": got.size, "node_id": f.node_id})
+            name = f"clip{Path(f.filename).suffix.lower()}" if f is clip else safe_component(Path(f.filename).name)
+            for attempt in range(self.options.download_retries):
+                try:
+                    got = client.download(f, folder, name=name)
+                    break
+                except (RunError, ServerUnreachable):
+                    if attempt + 1 == self.options.download_retries:
+                        raise
+                    time.sleep(0.2 * 2 ** attempt)
+            outputs.append({"file": got.path.relative_to(folder).as_posix(), "sha256": got.sha256, "size": got.size,
+                            "node_id": f.node_id})
             if f is clip:
-                rec.clip = got.path.relative_to(self.root).as_posix()
-        rec.outputs = [OutputRecord(path=(folder / o["file"]).relative_to(self.root).as_posix(), sha256=o["sha256"],
-                                    size=o["size"], node_id=o["node_id"]) for o in outputs]
-        _write_json(folder / MANIFEST, {"graph_hash": job.graph_hash, "prompt_id": rec.prompt_id,
-                                        "server": rec.server, "outputs": outputs,
-                                        "clip": Path(rec.clip).name if rec.clip else None})
+                clip_name = got.path.name
+        return outputs, clip_name
 
-    # --------------------------------------------------------------------------------------------- episodes
-    def _episodes(self) -> list[EpisodeRecord]:
-        episodes: dict[str, list[SceneJob]] = {}
-        for job in self.jobs:
-            episodes.setdefault(job.spec.episode_id, []).append(job)
-        out = []
-        for ep_id, jobs in episodes.items():
-            recs = [self.records[j.key] for j in jobs]
-            title = jobs[0].spec.episode_title
-            keys = [r.key for r in recs]
-            if any(r.status not in ("done", "skipped") or not r.clip for r in recs):
-                status = "failed" if all(r.status == "failed" for r in recs) else "incomplete"
-                out.append(EpisodeRecord(id=ep_id, title=title, status=status, scenes=keys))
-                continue
-            target = self.root / safe_component(ep_id) / f"{safe_component(ep_id)}.mp4"
-            clips = [self.root / r.clip for r in recs if r.clip]
-            concat(clips, target)
-            out.append(EpisodeRecord(id=ep_id, title=title, status="done",
-                                     path=target.relative_to(self.root).as_posix(), sha256=file_sha256(target),
-                                     scenes=keys))
-            self.progress.message(f"episode {ep_id}: {target}")
-        return out
-
-
-def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | None:
-    """The scene's clip: the template's clip node's video, else the first video; None for stills only."""
-    videos = [f for f in files if f.is_video]
-    own = [f for f in videos if f.node_id == clip_node]
-    return (own or videos or [None])[0]
-
+    # --------------------------------------------------------------------------------------------- report
+    def _record(self, job: SceneJob) -> SceneRecord:
+        assert self.state is not None
+        st = self.state.scene(job.key)
+        assert st is not None
+        current = self.current[job.key]
+        base = f"{job.spec.episode_id}/{job.spec.scene_id}"
+        status = "skipped" if job.key in self.skipped else {DONE: "done", FAILED: "failed"}.get(st.status, "not run")
+        error, error_kind = st.error, st.error_kind
+        if job.key in self.download_failed:
+            status, error, error_kind = "failed", self.download_failed[job.key], "download"
+        return SceneRecord(
+            key=job.key, episode=job.spec.episode_id, scene=job.spec.scene_id, backend=current.template.name,
+            prompt=job.spec.prompt, seed=job.spec.seed, graph_hash=st.graph_hash, status=status, server=st.server,
+            prompt_id=st.prompt_id, queued_at=st.queued_at, started_at=st.started_at, finished_at=st.finished_at,
+            server_ms=st.server_ms, cached_nodes=st.cached_nodes, attempts=st.attempts,
+            outputs=[OutputRecord(path=f"{base}/{o['file']}", sha256=o["sha256"], size=o["size"],
+                                  node_id=o["node_id"]) for o in st.outputs],
+            clip=f"{base}/{st.clip}" if st.clip else None, error=error, error_kind=error_kind,
+            history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in self.state.events(job.key)])

@@ -79,6 +79,8 @@ class SimServer:
         self.auth = auth  # an Authorization value every request must carry, as behind a reverse proxy
         self.uploads = 0  # files actually received by /upload/image
         self.submissions: list[str] = []  # prompt ids in POST order (tests count duplicates with it)
+        self.submission_log: list[dict[str, Any]] = []  # {prompt_id, graph: hash, t}: survives crashes
+        self.finished_log: list[dict[str, Any]] = []  # {prompt_id, graph, status, t}
         self.executions: list[str] = []  # prompt ids whose run started
         self.idle_gaps: list[float] = []
         self._reset_state()
@@ -203,7 +205,23 @@ class SimServer:
         ]
         app.add_routes(routes)
         app.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes])  # type: ignore[attr-defined]
+        # Simulator-only routes (no ComfyUI has them): what it saw, and faults to inject from outside.
+        app.add_routes([web.get("/sim/stats", self.sim_stats), web.post("/sim/faults", self.sim_faults),
+                        web.post("/sim/crash", self.sim_crash)])
         return app
+
+    async def sim_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"submissions": self.submission_log, "finished": self.finished_log,
+                                  "idle_gaps": self.idle_gaps})
+
+    async def sim_faults(self, request: web.Request) -> web.Response:
+        self.faults = Faults(**(await request.json()))
+        return web.json_response({"ok": True})
+
+    async def sim_crash(self, request: web.Request) -> web.Response:
+        down_for = float((await request.json()).get("down_for", 1.0))
+        asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._crash(down_for)))
+        return web.json_response({"ok": True})
 
     @web.middleware
     async def _check_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -299,6 +317,7 @@ class SimServer:
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
         self.submissions.append(prompt_id)
+        self.submission_log.append({"prompt_id": prompt_id, "graph": _graph_key(prompt), "t": time.time()})
         self.pending.append(_Task(number, prompt_id, prompt, extra, result.good_outputs))
         self.pending.sort(key=lambda t: t.number)
         await self._status()
@@ -571,6 +590,8 @@ class SimServer:
 
     async def _finish(self, task: _Task, outputs: dict[str, Any], messages: list[list[Any]], status: str,
                       *, completed: bool) -> None:
+        self.finished_log.append({"prompt_id": task.prompt_id, "graph": _graph_key(task.prompt), "status": status,
+                                  "t": time.time()})
         self.history[task.prompt_id] = {
             "prompt": task.as_list(), "outputs": outputs,
             "status": {"status_str": status, "completed": completed, "messages": messages},
@@ -684,3 +705,7 @@ class SimServer:
 
 def _ms() -> int:
     return int(time.time() * 1000)
+
+
+def _graph_key(prompt: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]

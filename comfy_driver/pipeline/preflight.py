@@ -1,0 +1,36 @@
+"""Validating every scene against a server's node catalogue before the first submit."""
+
+from __future__ import annotations
+
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.errors import format_node_errors
+from comfy_driver.errors import UserError
+from comfy_driver.pipeline.jobs import SceneJob
+
+
+def preflight(jobs: list[SceneJob], catalog: Catalog, *, server: str = "") -> None:
+    """Validate every scene's graph as the server would, reporting every error of every scene at once."""
+    inputs = catalog.input_files()
+    problems: list[str] = []
+    for job in jobs:
+        uploads = set(job.uploads)
+        result = catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads or name in inputs)
+        if not result.ok or result.node_errors:
+            error = result.error or {}
+            head = f"{job.spec.where}: scene {job.key} ({job.template.name}) would be rejected" + \
+                (f" by {server}" if server else "")
+            lines = format_node_errors(result.node_errors, job.graph)
+            if not lines:
+                lines = [f"{error.get('message', '')} {error.get('details', '')}".strip()]
+            problems.append("\n".join([head + ":", *("  " + line for line in lines)]))
+    if problems:
+        raise UserError("\n".join(problems), hint=_preflight_hint(problems))
+
+
+def _preflight_hint(problems: list[str]) -> str | None:
+    text = "\n".join(problems)
+    if "Value not in list" in text and (".safetensors" in text or ".ckpt" in text):
+        return "a model file is missing on the server: run comfy-drive fetch there, or fix the name in models.lock"
+    if "does not exist" in text:
+        return "install the missing custom node pack on the server"
+    return None
