@@ -257,17 +257,35 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
                 index=s_i + 1, backend=merged["backend"] or series.backend, prompt=texts["prompt"],
                 negative_prompt=texts["negative_prompt"] or "", seed=int(seed), frames=frames,
                 width=merged["width"], height=merged["height"], fps=fps,
-                reference_image=_media(base, _render(ref, ctx, ref_where, "reference_image"), ref_where)
+                reference_image=_media(base, _render(ref, ctx, ref_where, "reference_image"), ref_where, "image")
                 if ref else None,
                 driving_video=_media(base, _render(merged["driving_video"], ctx, field_where("driving_video"),
-                                                   "driving_video"), field_where("driving_video"))
+                                                   "driving_video"), field_where("driving_video"), "video")
                 if merged["driving_video"] else None,
                 params=params, where=where, explicit=explicit))
     return out
 
 
-def _media(base: Path, value: str, where: str) -> Path:
+def _media(base: Path, value: str, where: str, kind: str) -> Path:
+    """An input file, checked to exist and to be what it claims (an image, a video)."""
     path = (base / value).resolve()
     if not path.is_file():
         raise UserError(f"{where}: file {value!r} not found (looked in {path.parent})")
+    if kind == "image":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise UserError(f"{where}: {value!r} is not an image ComfyUI can load",
+                            hint="use a PNG, JPEG or WebP file") from None
+    else:
+        from comfy_driver.media.ffmpeg import probe
+
+        try:
+            probe(path)
+        except UserError:
+            raise UserError(f"{where}: {value!r} is not a video ffmpeg can read",
+                            hint="use an MP4 (H.264) or WebM file") from None
     return path
