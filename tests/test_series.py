@@ -98,7 +98,9 @@ def test_missing_reference_image_is_named(tmp_path: Path) -> None:
 
 
 def test_backend_without_reference_image_says_so(tmp_path: Path) -> None:
-    (tmp_path / "ref.png").write_bytes(b"\x89PNG")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "ref.png")
     text = GOOD.replace("        seed: 5", "        seed: 5\n        reference_image: ref.png")
     assert "workflow 'svd' takes no reference image" in error_of(write(tmp_path, text))
 
