@@ -99,6 +99,19 @@ def test_out_of_memory_is_recorded_and_does_not_stop_the_rest(sim_factory: Any, 
     assert again.scenes[0].attempts == 2
 
 
+def test_out_of_memory_retries_with_the_configured_smaller_settings(sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(faults=Faults(error_at={"SVD_img2vid_Conditioning": "oom"}, error_times=1))
+    text = VIDEO_SERIES + "on_oom: {{frames: 2, params: {{steps: 1}}}}\n"
+    report = run(write_series(tmp_path, text), [sim.url], depth=1)
+    assert [s.status for s in report.scenes] == ["done"] * 4
+    first = report.scenes[0]
+    assert any(h.startswith("fallback: oom on svd") for h in first.history), first.history
+    from comfy_driver.media.ffmpeg import probe
+
+    assert probe(tmp_path / "out" / "reliable" / first.clip).frames == 2
+    assert probe(tmp_path / "out" / "reliable" / report.scenes[1].clip).frames == 4
+
+
 def test_slow_and_failing_downloads(sim_factory: Any, tmp_path: Path) -> None:
     sim = sim_factory(faults=Faults(slow_view=0.2, fail_view=3))
     report = run(write_series(tmp_path), [sim.url])

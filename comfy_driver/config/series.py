@@ -86,6 +86,18 @@ class Character(BaseModel):
     description: str = ""
 
 
+class OnOutOfMemory(BaseModel):
+    """Tried once when a scene runs out of GPU memory: another backend and/or smaller settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str | None = None
+    width: int | None = Field(default=None, ge=16, le=8192)
+    height: int | None = Field(default=None, ge=16, le=8192)
+    frames: int | None = Field(default=None, ge=1, le=10000)
+    params: dict[str, Any] = {}
+
+
 class Series(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -99,6 +111,7 @@ class Series(BaseModel):
     defaults: SceneSettings = SceneSettings()
     characters: list[Character] = []
     episodes: list[Episode] = Field(min_length=1)
+    on_oom: OnOutOfMemory | None = None
 
     @model_validator(mode="after")
     def _checks(self) -> Series:

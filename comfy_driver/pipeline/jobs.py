@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class SceneJob:
     graph_hash: str
     workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
     output_nodes: frozenset[str] = frozenset()  # the nodes that write files
+    on_oom: SceneJob | None = None  # what to render instead after an out-of-memory (series on_oom:)
 
     @property
     def key(self) -> str:
@@ -121,9 +122,16 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
     jobs: list[SceneJob] = []
     errors: list[str] = []
+    on_oom = loaded.series.on_oom
     for spec in loaded.scenes:
         try:
-            jobs.append(build_job(spec, templates, backend))
+            job = build_job(spec, templates, backend)
+            if on_oom is not None:
+                smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
+                                  frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
+                                  where=f"{spec.where} (on_oom)")
+                job.on_oom = build_job(smaller, templates, on_oom.backend or backend)
+            jobs.append(job)
         except UserError as exc:
             errors.append(str(exc))
     if errors:

@@ -34,10 +34,6 @@ from comfy_driver.pipeline.progress import Progress, fmt_seconds
 from comfy_driver.pipeline.report import OutputRecord, RunReport, SceneRecord, now_iso
 from comfy_driver.pipeline.state import DONE, FAILED, SUBMITTED, StateStore
 
-# What to do when a scene fails: a replacement job (another backend, smaller settings) or None.
-Fallback = Callable[[SceneJob, DriveError], "SceneJob | None"]
-
-
 @dataclass
 class RunOptions:
     depth: int = 2  # prompts kept on each server: the running one plus those queued behind it
@@ -46,7 +42,6 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
-    fallback: Fallback | None = None
 
 
 class StopRun(RunError):
@@ -122,7 +117,8 @@ class Runner:
             if self._todo:
                 for client in clients:
                     client.system_stats()
-                    preflight([t.job for t in self._todo], client.catalog(), server=client.address.display)
+                    checked = [t.job for t in self._todo] + [t.job.on_oom for t in self._todo if t.job.on_oom]
+                    preflight(checked, client.catalog(), server=client.address.display)
                 self._work(clients)
             report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
@@ -375,11 +371,12 @@ class Runner:
                               + (f": {job.spec.episode_id}/{job.spec.scene_id}/{clip}" if clip else ""))
 
     def _failed(self, task: _Task, error: DriveError, *, started_at: float | None = None) -> None:
-        """Record a failure; a configured fallback (another backend, smaller settings) gets a try."""
+        """Record a failure. After an out-of-memory the series' on_oom (another backend, smaller
+        settings) gets one try; other errors are not retried blindly."""
         assert self.state is not None
         job, kind = task.job, _error_kind(error)
         self.state.failed(job.key, str(error), kind, started_at=started_at)
-        replacement = self.options.fallback(job, error) if self.options.fallback else None
+        replacement = job.on_oom if kind == "oom" else None
         if replacement is not None:
             self.state.event(job.key, "fallback", f"{kind} on {job.template.name}: trying {replacement.template.name}")
             self.progress.message(f"scene {job.key}: {kind} on {job.template.name}; trying {replacement.template.name}")
