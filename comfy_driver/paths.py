@@ -1,4 +1,4 @@
-"""Where the project's own files are: the shipped workflows and models.lock at the repository root.
+"""Where the project's own files are: workflows, models.lock and backends.yaml at the repository root.
 
 comfy-drive is installed from its checkout (`pip install -e .`), so these are found beside the package.
 """
@@ -10,4 +10,5 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 MODELS_LOCK = ROOT / "models.lock"
+BACKENDS = ROOT / "backends.yaml"
 EXAMPLES = ROOT / "examples"

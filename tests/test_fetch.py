@@ -245,9 +245,19 @@ def hub_url(hub: FakeHub) -> str:
     return f"http://127.0.0.1:{hub.port}"
 
 
-def test_doctor_against_the_simulator(sim: Any) -> None:
-    result = CliRunner().invoke(main, ["doctor", "--server", sim.url, "--lock", str(MODELS_LOCK)])
-    assert "svd:" in result.output
+def test_doctor_against_the_simulator(sim_factory: Any, tmp_path: Path) -> None:
+    from comfy_driver.comfy.catalog import Catalog
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+
+    nodes = dict(bundled_catalog(load_lock(MODELS_LOCK)).nodes)
+    del nodes["ImageUpscaleWithModelBatched"]  # a server without the KJNodes pack
+    sim = sim_factory(catalog=Catalog(nodes))
+    lock = tmp_path / "models.lock"
+    lock.write_text(MODELS_LOCK.read_text() + "  - name: extra.safetensors\n    repo: acme/x\n    path: extra.safetensors\n"
+                    "    folder: loras\n    backends: [svd]\n")
+    result = CliRunner().invoke(main, ["doctor", "--server", sim.url, "--lock", str(lock)])
     assert "model checkpoints/svd_xt.safetensors: on the server" in result.output
-    assert "NOT on the server" in result.output  # the Wan models are not in the simulator's catalogue
+    assert "model loras/extra.safetensors: NOT on the server" in result.output
+    assert "node pack missing on the server: ComfyUI-KJNodes (ImageUpscaleWithModelBatched)" in result.output
     assert result.exit_code == 1

@@ -97,12 +97,24 @@ def test_missing_reference_image_is_named(tmp_path: Path) -> None:
     assert "series.yaml:11: file 'nope.png' not found" in error_of(write(tmp_path, text))
 
 
-def test_backend_without_reference_image_says_so(tmp_path: Path) -> None:
+def test_reference_image_makes_svd_animate_it(tmp_path: Path) -> None:
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "ref.png")
     text = GOOD.replace("        seed: 5", "        seed: 5\n        reference_image: ref.png")
-    assert "workflow 'svd' takes no reference image" in error_of(write(tmp_path, text))
+    (job,) = build_jobs(load_series(write(tmp_path, text)))
+    assert job.template.name == "svd_from_image"
+    (name,) = job.uploads
+    assert job.graph["1"]["inputs"]["image"] == name and name.startswith("comfy_drive/")
+
+
+def test_workflow_without_reference_image_says_so(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "ref.png")
+    text = GOOD.replace("backend: svd", f"backend: tiny\nworkflows: {Path(__file__).parent / 'workflows'}")
+    text = text.replace("        seed: 5", "        seed: 5\n        reference_image: ref.png")
+    assert "workflow 'tiny' takes no reference image" in error_of(write(tmp_path, text))
 
 
 def test_unknown_parameter_suggests(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import jinja2
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from comfy_driver.config.backends import Backends
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
 
@@ -104,7 +105,7 @@ class Series(BaseModel):
     title: str = Field(min_length=1)
     server: str | None = None
     servers: list[str] = []
-    backend: str = "svd"
+    backend: str = "wan22_animate"
     output: str = "out"
     workflows: str | None = None
     vars: dict[str, Any] = {}
@@ -112,6 +113,7 @@ class Series(BaseModel):
     characters: list[Character] = []
     episodes: list[Episode] = Field(min_length=1)
     on_oom: OnOutOfMemory | None = None
+    backends: Backends | None = None  # additions to / overrides of backends.yaml
 
     @model_validator(mode="after")
     def _checks(self) -> Series:

@@ -21,8 +21,8 @@ def stitch_episodes(root: Path, jobs: list[SceneJob], state: StateStore, progres
         episodes.setdefault(job.spec.episode_id, []).append(job)
     records = []
     for ep_id, ep_jobs in episodes.items():
-        states = [state.scene(j.key) for j in ep_jobs]
-        keys = [j.key for j in ep_jobs]
+        states = [state.scene(j.spec.key) for j in ep_jobs]
+        keys = [j.spec.key for j in ep_jobs]
         title = ep_jobs[0].spec.episode_title
         if any(s is None or s.status != DONE or not s.clip for s in states):
             status = "failed" if all(s is not None and s.status == FAILED for s in states) else "incomplete"

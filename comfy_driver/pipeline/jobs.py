@@ -10,17 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
+from comfy_driver.comfy.outputs import safe_component
+from comfy_driver.config.backends import Backends, load_backends
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import MODELS_LOCK, WORKFLOWS
+from comfy_driver.paths import BACKENDS, MODELS_LOCK, WORKFLOWS
 from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
 
@@ -38,11 +41,21 @@ class SceneJob:
     graph_hash: str
     workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
     output_nodes: frozenset[str] = frozenset()  # the nodes that write files
-    on_oom: SceneJob | None = None  # what to render instead after an out-of-memory (series on_oom:)
+    on_oom: SceneJob | None = None  # what to render instead after a failure of a fallback_on kind
+    fallback_on: tuple[str, ...] = ()
+    stage: int = 0  # which prompt of the scene this is (windows and stages follow the first)
+    stages: int = 1
+    stage_label: str = ""
+    scene_hash: str = ""  # the scene as a whole: its steps and their settings
+    backend: str = ""
+    next: Callable[[Path | None], SceneJob] | None = None  # the next prompt, from this one's clip
 
     @property
     def key(self) -> str:
-        return self.spec.key
+        """The state key of this prompt: the scene's, or the scene's plus the step for chained ones."""
+        if self.stages == 1:
+            return self.spec.key
+        return f"{self.spec.key}:{self.stage}-{safe_component(self.stage_label).replace(' ', '-')}"
 
     def prompt_id(self, attempt: int = 1) -> str:
         """Deterministic per scene, graph and attempt: a lost reply can be looked up, not re-posted."""
@@ -76,8 +89,27 @@ class TemplateCache:
         return self._loaded[name]
 
 
-def scene_values(spec: SceneSpec, template: Template) -> tuple[dict[str, Any], list[str]]:
-    """The template parameter values of a scene, and the problems found (all of them)."""
+PLACEHOLDER_CLIP = "comfy_drive/" + "0" * 20 + ".mp4"  # stands for a clip not made yet, when validating
+
+
+@dataclass(frozen=True)
+class Step:
+    """One prompt of a scene: a workflow, its extra values, and whether it takes the previous clip."""
+
+    workflow: str
+    label: str
+    values: dict[str, Any]
+    takes_clip: bool
+    stage: str | None = None  # the stage name, for 'stage.param' values
+
+
+def scene_values(spec: SceneSpec, template: Template, *, strict: bool,
+                 stage: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The template parameter values of a scene, and the problems found (all of them).
+
+    Strict (a backend's own workflow): a scene field the workflow cannot use is an error. A stage
+    takes only the scene fields it declares, and the scene's 'stage.param' values.
+    """
     values: dict[str, Any] = {}
     problems: list[str] = []
     for name in SCENE_FIELDS:
@@ -85,6 +117,8 @@ def scene_values(spec: SceneSpec, template: Template) -> tuple[dict[str, Any], l
         if value is None:
             continue
         if name not in template.params:
+            if not strict or name in template.spec.ignores:
+                continue
             if name in ("reference_image", "driving_video"):
                 problems.append(f"workflow {template.name!r} takes no {name.replace('_', ' ')}; "
                                 "remove it from the scene or choose a backend that uses one")
@@ -93,17 +127,78 @@ def scene_values(spec: SceneSpec, template: Template) -> tuple[dict[str, Any], l
             continue
         values[name] = value
     for name, value in spec.params.items():
-        values[name] = value
+        owner, dot, param = name.partition(".")
+        if dot and owner == stage:
+            values[param] = value
+        elif not dot and stage is None:
+            values[name] = value
     return values, problems
 
 
-def build_job(spec: SceneSpec, templates: TemplateCache, backend: str | None = None) -> SceneJob:
+def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
+    """The prompts a scene takes: its backend's workflow (the variant its inputs call for), more
+    windows when it is longer than one, then the stages named after '+'."""
+    base, stages = backends.parse(backend)
+    spec_backend = backends.backend(base)
+    problems = []
+    for name in spec.params:
+        owner, dot, _ = name.partition(".")
+        if dot and owner not in stages:
+            problems.append(f"parameter {name!r} is for stage {owner!r}, which backend {backend!r} does not have")
+    if spec.driving_video is not None and base in backends.backends and not spec_backend.takes_driving_video:
+        problems.append(f"backend {base!r} cannot follow a driving video; backends that can: "
+                        f"{', '.join(backends.takers_of_driving_video()) or 'none'}")
+    if problems:
+        raise UserError("\n".join(f"{spec.where}: {p}" for p in problems))
+    workflow, extend = spec_backend.workflow, spec_backend.extend
+    if spec.driving_video is None and spec_backend.without_driving_video:
+        workflow = spec_backend.without_driving_video
+        extend = spec_backend.extend_without_driving_video or extend
+    if spec.reference_image is not None and spec_backend.with_reference_image:
+        workflow = spec_backend.with_reference_image
+    steps = [Step(workflow, base, {}, False)]
+    window = spec_backend.window_frames
+    if extend and window and spec.frames and spec.frames > window:
+        carry = int(spec.params.get("continue_motion_frames", 5))
+        steps = [Step(workflow, base, {"frames": window}, False)]
+        done = window
+        while done < spec.frames:
+            length = min(window, spec.frames - done + carry)
+            steps.append(Step(extend, f"{base} window {len(steps) + 1}",
+                              {"frames": length, "video_frame_offset": done - carry}, True))
+            done += length - carry
+    for stage in stages:
+        steps.append(Step(backends.stages[stage].workflow, stage, {}, True, stage))
+    return steps
+
+
+def build_job(spec: SceneSpec, templates: TemplateCache, backend: str | None = None, *,
+              backends: Backends | None = None) -> SceneJob:
+    """The first prompt of a scene; each job knows how to build the next from its clip."""
     backend = backend or spec.backend
-    template = templates.get(backend)
-    values, problems = scene_values(spec, template)
-    uploads: dict[str, Path] = {}
+    backends = backends or load_backends(BACKENDS)
+    steps = plan_steps(spec, backends, backend)
+    for step in steps:  # every problem of every step now, before anything runs
+        templates.get(step.workflow)
+    scene_hash = graph_hash({"steps": [[s.workflow, s.values] for s in steps]}, backend)
+    return _step_job(spec, templates, steps, 0, None, backend, scene_hash)
+
+
+def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], index: int, clip: Path | None,
+              backend: str, scene_hash: str) -> SceneJob:
+    step = steps[index]
+    template = templates.get(step.workflow)
+    values, problems = scene_values(spec, template, strict=step.stage is None, stage=step.stage)
+    values.update(step.values)
+    uploads: dict[str, Path | None] = {}
+    if step.takes_clip:
+        if clip is None:
+            uploads[PLACEHOLDER_CLIP] = None
+            values["clip"] = PLACEHOLDER_CLIP
+        else:
+            values["clip"] = str(clip)
     for name, param in template.params.items():
-        if param.type in FILE_TYPES and name in values:
+        if param.type in FILE_TYPES and name in values and values[name] != PLACEHOLDER_CLIP:
             path = Path(values[name])
             server_name = upload_name(path, file_sha256(path))
             uploads[server_name] = path
@@ -113,24 +208,39 @@ def build_job(spec: SceneSpec, templates: TemplateCache, backend: str | None = N
     graph = template.render(values, where=f"{spec.where}: ")
     workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
     outputs = frozenset(n for n, node in graph.items() if templates.catalog.is_output_node(node["class_type"]))
-    return SceneJob(spec, template, graph, uploads, graph_hash(graph, backend), workflow, outputs)
+    job = SceneJob(spec, template, graph, uploads, graph_hash(graph, f"{backend}#{index}"), workflow, outputs)  # type: ignore[arg-type]
+    job.stage, job.stage_label, job.stages, job.scene_hash, job.backend = index, step.label, len(steps), scene_hash, backend
+    if index + 1 < len(steps):
+        job.next = lambda made: _step_job(spec, templates, steps, index + 1, made, backend, scene_hash)
+    return job
 
 
 def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:
-    """Every scene's job; all problems of all scenes are reported together."""
+    """Every scene's first job; all problems of all scenes are reported together."""
     series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
     templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
+    backends = load_backends(BACKENDS).merged(loaded.series.backends)
     jobs: list[SceneJob] = []
     errors: list[str] = []
     on_oom = loaded.series.on_oom
     for spec in loaded.scenes:
         try:
-            job = build_job(spec, templates, backend)
+            chosen = backend or spec.backend
+            job = build_job(spec, templates, chosen, backends=backends)
             if on_oom is not None:
                 smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
                                   frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
                                   where=f"{spec.where} (on_oom)")
-                job.on_oom = build_job(smaller, templates, on_oom.backend or backend)
+                job.on_oom = build_job(smaller, templates, on_oom.backend or chosen, backends=backends)
+                job.fallback_on = ("oom",)
+            else:
+                fallback = backends.backend(backends.parse(chosen)[0]).fallback
+                if fallback:
+                    stages = chosen.split("+")[1:]
+                    if spec.driving_video is not None and not backends.backend(fallback).takes_driving_video:
+                        spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
+                    job.on_oom = build_job(spec, templates, "+".join([fallback, *stages]), backends=backends)
+                    job.fallback_on = tuple(backends.fallback_on)
             jobs.append(job)
         except UserError as exc:
             errors.append(str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import format_node_errors
 from comfy_driver.errors import UserError
+from comfy_driver.models.doctor import pack_of
 from comfy_driver.pipeline.jobs import SceneJob
 
 
@@ -12,6 +13,16 @@ def preflight(jobs: list[SceneJob], catalog: Catalog, *, server: str = "") -> No
     """Validate every scene's graph as the server would, reporting every error of every scene at once."""
     inputs = catalog.input_files()
     problems: list[str] = []
+    missing: dict[str, set[str]] = {}
+    for job in jobs:
+        for node in job.graph.values():
+            if node["class_type"] not in catalog:
+                missing.setdefault(pack_of(node["class_type"]), set()).add(node["class_type"])
+    if missing:
+        packs = "; ".join(f"{pack} ({', '.join(sorted(classes))})" for pack, classes in sorted(missing.items()))
+        raise UserError(f"{server or 'the server'} lacks the node types these workflows use: {packs}",
+                        hint="install those custom node packs (ComfyUI-Manager, or git clone into custom_nodes/) "
+                             "and restart ComfyUI; comfy-drive doctor --server URL lists what each backend needs")
     for job in jobs:
         uploads = set(job.uploads)
         result = catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads or name in inputs)

@@ -49,7 +49,9 @@ class StopRun(RunError):
 
 
 def scene_dir(root: Path, job: SceneJob) -> Path:
-    return root / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id)
+    """A scene's folder; each prompt of a chained scene writes into a subfolder of its own."""
+    folder = root / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id)
+    return folder / job.key.rsplit(":", 1)[1] if job.stages > 1 else folder
 
 
 def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | None:
@@ -93,8 +95,8 @@ class Runner:
         self.on_event = on_event
         self.root = loaded.output_dir / loaded.slug
         self.client_id = uuid.uuid4().hex
-        self.index = {j.key: i + 1 for i, j in enumerate(jobs)}
-        self.current: dict[str, SceneJob] = {j.key: j for j in jobs}  # the job each scene is rendered with
+        self.index = {j.spec.key: i + 1 for i, j in enumerate(jobs)}
+        self.current: dict[str, SceneJob] = {j.spec.key: j for j in jobs}  # the job each scene is rendered with
         self.skipped: set[str] = set()
         self._todo: list[_Task] = []
         self._lock = threading.Lock()
@@ -117,8 +119,8 @@ class Runner:
             if self._todo:
                 for client in clients:
                     client.system_stats()
-                    checked = [t.job for t in self._todo] + [t.job.on_oom for t in self._todo if t.job.on_oom]
-                    preflight(checked, client.catalog(), server=client.address.display)
+                    preflight(_chain_previews([t.job for t in self._todo]), client.catalog(),
+                              server=client.address.display)
                 self._work(clients)
             report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
@@ -137,27 +139,47 @@ class Runner:
         return report
 
     def _classify(self, job: SceneJob) -> None:
-        """Done before (files intact), to re-attach (still on a server), or to do."""
+        """Done before (files intact), to re-attach (still on a server), or to do.
+
+        A chained scene (windows, stages) resumes at its first prompt not done.
+        """
         state = self.state
         assert state is not None
-        st = state.ensure(job.key, job.spec.episode_id, job.spec.scene_id, job.template.name, job.graph_hash)
-        if "all" in self.options.force or job.key in self.options.force:
-            state.reset(job.key, "--force")
-            st = state.ensure(job.key, job.spec.episode_id, job.spec.scene_id, job.template.name, job.graph_hash)
-        if st.status == DONE:
-            if self._intact(job, st.outputs):
-                self.skipped.add(job.key)
-                self.progress.scene_done(None)
-                self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key}: already done, kept")
+        scene = job.spec.key
+        forced = "all" in self.options.force or scene in self.options.force
+        if job.stages > 1:
+            st = state.ensure(scene, job.spec.episode_id, job.spec.scene_id, job.backend, job.scene_hash)
+            if forced:
+                state.reset(scene, "--force")
+            elif st.status == DONE and self._intact(scene_dir(self.root, job).parent, st.outputs):
+                self._kept(scene)
                 return
-            state.reset(job.key, "a finished output file is missing or changed on disk")
-        if st.status == SUBMITTED and st.prompt_id:
-            self._todo.append(_Task(job, st.attempts, st.prompt_id, st.server, st.server_outputs))
-        else:
-            self._todo.append(_Task(job, st.attempts + 1))
+        while True:
+            st = state.ensure(job.key, job.spec.episode_id, job.spec.scene_id, job.template.name, job.graph_hash)
+            if forced:
+                state.reset(job.key, "--force")
+                st = state.ensure(job.key, job.spec.episode_id, job.spec.scene_id, job.template.name, job.graph_hash)
+            if st.status == DONE and self._intact(scene_dir(self.root, job), st.outputs):
+                if job.next is None:
+                    self._kept(scene)
+                    return
+                assert st.clip is not None
+                job = job.next(scene_dir(self.root, job) / st.clip)
+                continue
+            if st.status == DONE:
+                state.reset(job.key, "a finished output file is missing or changed on disk")
+            if st.status == SUBMITTED and st.prompt_id:
+                self._todo.append(_Task(job, st.attempts, st.prompt_id, st.server, st.server_outputs))
+            else:
+                self._todo.append(_Task(job, st.attempts + 1))
+            return
 
-    def _intact(self, job: SceneJob, outputs: list[dict[str, object]]) -> bool:
-        folder = scene_dir(self.root, job)
+    def _kept(self, scene: str) -> None:
+        self.skipped.add(scene)
+        self.progress.scene_done(None)
+        self.progress.message(f"scene {self.index[scene]}/{len(self.jobs)} {scene}: already done, kept")
+
+    def _intact(self, folder: Path, outputs: list[dict[str, object]]) -> bool:
         for out in outputs:
             path = folder / str(out["file"])
             if not path.is_file() or path.stat().st_size != out["size"] or file_sha256(path) != out["sha256"]:
@@ -295,11 +317,12 @@ class Runner:
                     watch.succeeded_before, watch.executed = True, dict(task.made)
                 inflight[task.prompt_id] = task
                 follower.recover(task.prompt_id)
-                self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key}: re-attached to "
+                self.progress.message(f"scene {self.index[job.spec.key]}/{len(self.jobs)} {job.key}: re-attached to "
                                       f"{task.prompt_id}")
                 continue
             try:
                 for name, path in job.uploads.items():
+                    assert path is not None, "a placeholder clip is never submitted"
                     stored = client.upload(path)
                     if stored != name:
                         raise RunError(f"{client.address.display} stored {path.name} as {stored!r}, expected {name!r}")
@@ -322,7 +345,7 @@ class Runner:
             self.on_event(self.client_id, watch, event)
         if watch is None or watch.ended:
             return
-        self.progress.update(self.index.get(watch.label, 0), watch.label, watch.node_title, watch.step,
+        self.progress.update(self.index.get(watch.label.split(":")[0], 0), watch.label, watch.node_title, watch.step,
                              watch.started_at)
 
     # --------------------------------------------------------------------------------------------- finishing
@@ -366,9 +389,27 @@ class Runner:
         server_ms = result.finished_ms - result.started_ms if result.started_ms and result.finished_ms else None
         self.state.done(job.key, started_at=started, finished_at=finished, server_ms=server_ms,
                         cached_nodes=result.cached_nodes, clip=clip, outputs=outputs)
+        where = f"scene {self.index[job.spec.key]}/{len(self.jobs)} {job.key}"
+        if job.next is not None:
+            if clip is None:
+                self.state.failed(job.spec.key, f"{job.key} made no video for the next step", "execution")
+                self.progress.message(f"{where}: made no video for the next step")
+                return
+            following = job.next(scene_dir(self.root, job) / clip)
+            st = self.state.ensure(following.key, job.spec.episode_id, job.spec.scene_id, following.template.name,
+                                   following.graph_hash)
+            self.progress.message(f"{where} done; next: {following.stage_label}")
+            self._requeue(_Task(following, st.attempts + 1))
+            return
+        if job.stages > 1:  # the last prompt of a chained scene: its clip is the scene's
+            sub = scene_dir(self.root, job).name
+            self.state.done(job.spec.key, started_at=started, finished_at=finished, server_ms=server_ms,
+                            cached_nodes=result.cached_nodes, clip=f"{sub}/{clip}" if clip else None,
+                            outputs=[{**o, "file": f"{sub}/{o['file']}"} for o in outputs])
         self.progress.scene_done(finished - started)
-        self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key} done"
-                              + (f": {job.spec.episode_id}/{job.spec.scene_id}/{clip}" if clip else ""))
+        if clip:
+            clip = (scene_dir(self.root, job) / clip).relative_to(self.root).as_posix()
+        self.progress.message(f"{where} done" + (f": {clip}" if clip else ""))
 
     def _failed(self, task: _Task, error: DriveError, *, started_at: float | None = None) -> None:
         """Record a failure. After an out-of-memory the series' on_oom (another backend, smaller
@@ -376,15 +417,23 @@ class Runner:
         assert self.state is not None
         job, kind = task.job, _error_kind(error)
         self.state.failed(job.key, str(error), kind, started_at=started_at)
-        replacement = job.on_oom if kind == "oom" else None
+        if job.key != job.spec.key:
+            self.state.failed(job.spec.key, f"{job.key}: {error}", kind, started_at=started_at)
+        replacement = job.on_oom if kind in job.fallback_on else None
         if replacement is not None:
-            self.state.event(job.key, "fallback", f"{kind} on {job.template.name}: trying {replacement.template.name}")
-            self.progress.message(f"scene {job.key}: {kind} on {job.template.name}; trying {replacement.template.name}")
+            what = f"{kind} on {job.backend}: trying {replacement.backend}"
+            self.state.event(job.spec.key, "fallback", what)
+            self.progress.message(f"scene {job.spec.key}: {what}")
             with self._lock:
-                self.current[job.key] = replacement
-            self._requeue(_Task(replacement, task.attempt + 1))
+                self.current[job.spec.key] = replacement
+            if replacement.stages > 1:
+                self.state.ensure(job.spec.key, job.spec.episode_id, job.spec.scene_id, replacement.backend,
+                                  replacement.scene_hash)
+            st = self.state.ensure(replacement.key, job.spec.episode_id, job.spec.scene_id,
+                                   replacement.template.name, replacement.graph_hash)
+            self._requeue(_Task(replacement, max(st.attempts, task.attempt) + 1))
             return
-        self.progress.message(f"scene {self.index[job.key]}/{len(self.jobs)} {job.key} failed: {error}")
+        self.progress.message(f"scene {self.index[job.spec.key]}/{len(self.jobs)} {job.key} failed: {error}")
         self.progress.scene_done(None)
 
     def _download(self, client: ComfyClient, job: SceneJob,
@@ -413,20 +462,36 @@ class Runner:
     # --------------------------------------------------------------------------------------------- report
     def _record(self, job: SceneJob) -> SceneRecord:
         assert self.state is not None
-        st = self.state.scene(job.key)
+        key = job.spec.key
+        st = self.state.scene(key)
         assert st is not None
-        current = self.current[job.key]
+        current = self.current[key]
         base = f"{job.spec.episode_id}/{job.spec.scene_id}"
-        status = "skipped" if job.key in self.skipped else {DONE: "done", FAILED: "failed"}.get(st.status, "not run")
+        status = "skipped" if key in self.skipped else {DONE: "done", FAILED: "failed"}.get(st.status, "not run")
         error, error_kind = st.error, st.error_kind
-        if job.key in self.download_failed:
-            status, error, error_kind = "failed", self.download_failed[job.key], "download"
+        failed_downloads = [v for k, v in self.download_failed.items() if k.split(":")[0] == key]
+        if failed_downloads:
+            status, error, error_kind = "failed", failed_downloads[0], "download"
         return SceneRecord(
-            key=job.key, episode=job.spec.episode_id, scene=job.spec.scene_id, backend=current.template.name,
+            key=key, episode=job.spec.episode_id, scene=job.spec.scene_id, backend=current.backend or current.template.name,
             prompt=job.spec.prompt, seed=job.spec.seed, graph_hash=st.graph_hash, status=status, server=st.server,
             prompt_id=st.prompt_id, queued_at=st.queued_at, started_at=st.started_at, finished_at=st.finished_at,
             server_ms=st.server_ms, cached_nodes=st.cached_nodes, attempts=st.attempts,
             outputs=[OutputRecord(path=f"{base}/{o['file']}", sha256=o["sha256"], size=o["size"],
                                   node_id=o["node_id"]) for o in st.outputs],
             clip=f"{base}/{st.clip}" if st.clip else None, error=error, error_kind=error_kind,
-            history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in self.state.events(job.key)])
+            history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in self.state.events(key)])
+
+
+def _chain_previews(jobs: list[SceneJob]) -> list[SceneJob]:
+    """Every prompt a run may submit, to validate before the first: later steps of chained scenes
+    (with a placeholder for the clip they will take) and fallbacks too."""
+    out: list[SceneJob] = []
+    for job in jobs:
+        chain: SceneJob | None = job
+        while chain is not None:
+            out.append(chain)
+            chain = chain.next(None) if chain.next is not None else None
+        if job.on_oom is not None and job.stage == 0:
+            out += _chain_previews([job.on_oom])
+    return out

@@ -175,9 +175,10 @@ class StateStore:
                             (key, time.time(), kind, detail))
 
     def events(self, key: str) -> list[tuple[float, str, str | None]]:
+        """A scene's events, those of its chained prompts ('key:1-denoise') included."""
         with self._lock:
-            return list(self.db.execute("SELECT at, kind, detail FROM events WHERE scene_key = ? ORDER BY id",
-                                        (key,)))
+            return list(self.db.execute("SELECT at, kind, detail FROM events WHERE scene_key = ? "
+                                        "OR scene_key LIKE ? ORDER BY id", (key, key + ":%")))
 
     # ---------------------------------------------------------------------------------------------
     def episode(self, episode_id: str) -> tuple[str | None, str | None, str | None]:

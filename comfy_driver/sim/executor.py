@@ -33,6 +33,7 @@ class Value:
     height: int = 512
     fps: float = 0.0
     caption: str = ""
+    number: float | None = None  # the value of an INT / FLOAT output, where the simulator knows it
 
 
 @dataclass
@@ -144,35 +145,63 @@ def _caption(values: dict[str, Any]) -> str:
     return ""
 
 
+def number(value: Any) -> float | None:
+    """A widget number, or the known number a linked INT / FLOAT output carries."""
+    if isinstance(value, Value):
+        return value.number
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
 def evaluate(class_type: str, values: dict[str, Any], catalog: Catalog,
-             image_size: Any = None) -> tuple[Value, ...]:
-    """The abstract outputs of one node, from its inputs (links already replaced by Values)."""
+             media: Value | None = None) -> tuple[Value, ...]:
+    """The abstract outputs of one node, from its inputs (links already replaced by Values).
+
+    `media` describes the file a loader node reads (an image's size, a video's frames and fps).
+    """
     out_types = [t if isinstance(t, str) else "COMBO" for t in catalog.output_types(class_type)]
     caption = _caption(values)
     src = _first(values, VISUAL, ("samples", "latent_image", "images", "image", "pixels", "video", "init_image",
-                                  "start_image", "reference_image"))
+                                  "start_image", "reference_image", "image1"))
     base = src or Value("IMAGE", caption=caption)
     width = _int(values, "width", "target_width")
     height = _int(values, "height", "target_height")
     frames = _int(values, "length", "video_frames", "num_frames", "frame_count", "batch_size", "frame_load_cap")
-    fps = values.get("fps", values.get("frame_rate"))
-    if class_type in ("LoadImage", "LoadImageMask") and image_size is not None:
-        width, height = image_size
-        frames = 1
+    fps = number(values.get("fps", values.get("frame_rate")))
+    numbers: dict[int, float] = {}
+    if media is not None:
+        base, width, height, frames, fps = media, media.width, media.height, media.frames, media.fps or None
+        numbers = {2: media.fps}  # GetVideoComponents-style fps output
     if class_type.startswith("Empty") and frames is None:
         frames = 1
     if class_type in ("ImageScaleBy", "LatentUpscaleBy") and isinstance(values.get("scale_by"), (int, float)):
         width, height = int(base.width * values["scale_by"]), int(base.height * values["scale_by"])
     if class_type == "ImageUpscaleWithModel":
         width, height = base.width * 4, base.height * 4
-    if class_type in SAMPLERS or class_type in ("VAEDecode", "VAEEncode", "VAEDecodeTiled"):
+    if class_type == "ImageUpscaleWithModelBatched":
+        ratio = number(values.get("downscale_ratio")) or 1.0
+        width, height = round(base.width * 4 * ratio), round(base.height * 4 * ratio)
+    if class_type == "GetVideoComponents":
+        numbers = {2: base.fps}
+    if class_type == "ImageFromBatch":  # length 4096 means "to the end"
+        start = int(number(values.get("batch_index")) or 0)
+        frames = max(1, min(frames or 1, base.frames - start))
+    if class_type == "ImageBatch" and isinstance(values.get("image2"), Value):
+        frames = base.frames + values["image2"].frames
+    if class_type == "WanAnimateToVideo":  # continued frames are generated again, then trimmed
+        motion = values.get("continue_motion")
+        carried = min(int(number(values.get("continue_motion_max_frames")) or 5), motion.frames) \
+            if isinstance(motion, Value) else 0
+        offset = int(number(values.get("video_frame_offset")) or 0)
+        numbers = {3: 0, 4: carried, 5: offset + (frames or 0) - carried}
+    if class_type in SAMPLERS or class_type in ("VAEDecode", "VAEEncode", "VAEDecodeTiled", "TrimVideoLatent"):
         width = height = frames = None  # samplers and VAEs keep the shape of what they are given
     shaped = replace(base, width=width or base.width, height=height or base.height,
                      frames=frames if frames and frames > 0 else base.frames,
-                     fps=float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) else base.fps,
-                     caption=caption or base.caption)
-    return tuple(replace(shaped, type=t) if t in VISUAL or t == "CONDITIONING" else Value(t, caption=caption)
-                 for t in out_types)
+                     fps=float(fps) if fps else base.fps, caption=caption or base.caption, number=None)
+    return tuple(replace(shaped, type=t) if t in VISUAL or t == "CONDITIONING"
+                 else Value(t, caption=caption, number=numbers.get(i)) for i, t in enumerate(out_types))
 
 
 _COUNTER = re.compile(r"_(\d{5})_?\.")

@@ -24,8 +24,10 @@ from aiohttp import WSMsgType, web
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.sim import render
-from comfy_driver.sim.executor import (SAMPLERS, NodeFailure, Timing, Value, evaluate, execution_order,
-                                       model_files, Counters, signatures, split_prefix)
+from comfy_driver.errors import DriveError
+from comfy_driver.media.ffmpeg import probe
+from comfy_driver.sim.executor import (SAMPLERS, Counters, NodeFailure, Timing, Value, evaluate, execution_order,
+                                       model_files, number, signatures, split_prefix)
 
 MAX_UPLOAD = 100 * 1024 * 1024
 OOM_MESSAGE = ("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 15.69 GiB "
@@ -643,24 +645,33 @@ class SimServer:
                 resolved[name] = outs[value[1]] if value[1] < len(outs) else None
             else:
                 resolved[name] = value
-        image_size = None
-        if class_type in ("LoadImage", "LoadImageMask") and isinstance(inputs.get("image"), str):
-            image_size = await asyncio.get_running_loop().run_in_executor(None, self._image_size, inputs["image"])
-        vals = evaluate(class_type, resolved, self.catalog(), image_size)
+        media = None
+        upload = next((n for n, _ in self.catalog().input_order(class_type)
+                       if self.catalog().upload_kind(class_type, n) and isinstance(inputs.get(n), str)), None)
+        if upload is not None:
+            media = await asyncio.get_running_loop().run_in_executor(None, self._media, inputs[upload])
+        vals = evaluate(class_type, resolved, self.catalog(), media)
         ui = None
         if self.catalog().is_output_node(class_type):
             ui = await asyncio.get_running_loop().run_in_executor(
                 None, self._write_outputs, task, class_type, resolved)
         return vals, ui
 
-    def _image_size(self, name: str) -> tuple[int, int] | None:
-        from PIL import Image
+    def _media(self, name: str) -> Value | None:
+        """What an input file holds: an image's size, a video's frames, size and fps."""
+        from PIL import Image, UnidentifiedImageError
 
+        path = self.root / "input" / name
         try:
-            with Image.open(self.root / "input" / name) as img:
-                return img.size
-        except OSError:
+            with Image.open(path) as img:
+                return Value("IMAGE", frames=1, width=img.size[0], height=img.size[1])
+        except (UnidentifiedImageError, OSError):
+            pass
+        try:
+            info = probe(path)
+        except DriveError:
             return None
+        return Value("VIDEO", frames=info.frames, width=info.width, height=info.height, fps=info.fps)
 
     def _write_outputs(self, task: _Task, class_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """Real files for an output node; returns its ui output as ComfyUI reports it."""
@@ -673,7 +684,7 @@ class SimServer:
         extra = task.extra_data.get("extra_pnginfo") or {}
         meta = {"prompt": task.prompt, **extra}
         caption, w, h = source.caption, source.width, source.height
-        fps = float(inputs.get("fps") or inputs.get("frame_rate") or source.fps or 8)
+        fps = float(number(inputs.get("fps", inputs.get("frame_rate"))) or source.fps or 8)
         if class_type in ("SaveImage", "PreviewImage"):
             images = []
             for i in range(source.frames):

@@ -29,6 +29,7 @@ class Param(BaseModel):
     type: ParamType
     targets: list[str] = Field(min_length=1)
     default: Any = None
+    required: bool | None = None  # default: required when there is no default (files: optional)
     min: float | None = None
     max: float | None = None
     multiple_of: int | None = None
@@ -43,7 +44,9 @@ class Param(BaseModel):
         return self
 
     @property
-    def required(self) -> bool:
+    def needed(self) -> bool:
+        if self.required is not None:
+            return self.required
         return self.default is None and self.type not in FILE_TYPES
 
 
@@ -52,6 +55,7 @@ class ParamFile(BaseModel):
 
     description: str = ""
     clip: str | None = None  # title of the output node whose file is the scene's clip
+    ignores: list[str] = []  # scene fields this workflow has no use for (SVD from an image: the prompt)
     params: dict[str, Param] = {}
 
 
@@ -123,7 +127,7 @@ class Template:
         for name, param in self.params.items():
             value = values.get(name, param.default)
             if value is None:
-                if param.required:
+                if param.needed:
                     errors.append(f"parameter {name!r} is required by workflow {self.name!r}")
                 continue
             try:

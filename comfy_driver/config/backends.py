@@ -1,0 +1,69 @@
+"""backends.yaml: which workflows make up each backend, the stages that can follow, and fallbacks."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from comfy_driver.config.source import load_yaml, validate
+from comfy_driver.errors import UserError
+
+ErrorKind = Literal["oom", "execution", "interrupted", "lost", "validation", "download", "server"]
+
+
+class Backend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str
+    without_driving_video: str | None = None  # the workflow for scenes without a driving video
+    with_reference_image: str | None = None  # the workflow for scenes with a reference image
+    extend: str | None = None  # the workflow of each further window of a long scene
+    extend_without_driving_video: str | None = None
+    window_frames: int | None = Field(default=None, ge=8, le=1000)
+    takes_driving_video: bool = False
+    fallback: str | None = None
+
+
+class Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str
+
+
+class Backends(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backends: dict[str, Backend] = {}
+    stages: dict[str, Stage] = {}
+    fallback_on: list[ErrorKind] = ["oom"]
+
+    def merged(self, other: Backends | None) -> Backends:
+        if other is None:
+            return self
+        return Backends(backends={**self.backends, **other.backends}, stages={**self.stages, **other.stages},
+                        fallback_on=other.fallback_on if "fallback_on" in other.model_fields_set else self.fallback_on)
+
+    def backend(self, name: str) -> Backend:
+        """A backend by name; a workflow name that is no declared backend is a one-workflow backend."""
+        return self.backends.get(name) or Backend(workflow=name)
+
+    def parse(self, text: str) -> tuple[str, list[str]]:
+        """'wan22_animate+denoise+upscale' -> ('wan22_animate', ['denoise', 'upscale'])."""
+        base, *stages = [part.strip() for part in text.split("+")]
+        unknown = [s for s in stages if s not in self.stages]
+        if not base or unknown:
+            bad = unknown[0] if unknown else text
+            guess = difflib.get_close_matches(bad, list(self.stages), n=1)
+            raise UserError(f"backend {text!r}: unknown stage {bad!r}"
+                            + (f"; did you mean {guess[0]!r}?" if guess else f" (stages: {', '.join(self.stages)})"))
+        return base, stages
+
+    def takers_of_driving_video(self) -> list[str]:
+        return sorted(n for n, b in self.backends.items() if b.takes_driving_video)
+
+
+def load_backends(path: Path) -> Backends:
+    return validate(Backends, load_yaml(path, what="backends file"))
