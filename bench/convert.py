@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.paths import ROOT

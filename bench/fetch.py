@@ -44,7 +44,6 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    size = args.mib << 20
     data = os.urandom(1 << 20) * args.mib
     hub = FakeHub()
     hub.add(REPO, "model.safetensors", data)

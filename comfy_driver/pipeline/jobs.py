@@ -223,24 +223,26 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     jobs: list[SceneJob] = []
     errors: list[str] = []
     on_oom = loaded.series.on_oom
+
+    def instead(spec: SceneSpec, base: str, stages: list[str]) -> SceneJob:
+        if spec.driving_video is not None and not backends.backend(base).takes_driving_video:
+            spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
+        return build_job(spec, templates, "+".join([base, *stages]), backends=backends)
+
     for spec in loaded.scenes:
         try:
             chosen = backend or spec.backend
             job = build_job(spec, templates, chosen, backends=backends)
+            base, stages = backends.parse(chosen)
             if on_oom is not None:
                 smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
                                   frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
                                   where=f"{spec.where} (on_oom)")
-                job.on_oom = build_job(smaller, templates, on_oom.backend or chosen, backends=backends)
+                job.on_oom = instead(smaller, on_oom.backend or base, stages)
                 job.fallback_on = ("oom",)
-            else:
-                fallback = backends.backend(backends.parse(chosen)[0]).fallback
-                if fallback:
-                    stages = chosen.split("+")[1:]
-                    if spec.driving_video is not None and not backends.backend(fallback).takes_driving_video:
-                        spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
-                    job.on_oom = build_job(spec, templates, "+".join([fallback, *stages]), backends=backends)
-                    job.fallback_on = tuple(backends.fallback_on)
+            elif backends.backend(base).fallback:
+                job.on_oom = instead(spec, backends.backend(base).fallback or base, stages)
+                job.fallback_on = tuple(backends.fallback_on)
             jobs.append(job)
         except UserError as exc:
             errors.append(str(exc))

@@ -541,7 +541,6 @@ class SimServer:
         try:
             for node_id in order:
                 node = prompt[node_id]
-                class_type = node["class_type"]
                 models.update(model_files(node.get("inputs", {})))
                 if node_id in cached:
                     vals, ui = self.cache[sigs[node_id]]
