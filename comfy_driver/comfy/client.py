@@ -85,10 +85,14 @@ class ComfyClient:
     def _url(self, path: str) -> str:
         return self.address.http + path
 
-    def _send(self, method: str, path: str, **kw: Any) -> requests.Response:
-        kw.setdefault("timeout", self.timeout)
+    def _send(self, method: str, path: str, *, timeout: Any = None, stream: bool = False,
+              headers: dict[str, str] | None = None, **body: Any) -> requests.Response:
+        # Prepared here and sent with Session.send: Session.request would merge the session's settings
+        # into every request again, which costs more CPU than the loopback round trip itself.
+        request = requests.Request(method, self._url(path), headers={**self.session.headers, **(headers or {})},
+                                   cookies=self.session.cookies, **body)
         try:
-            return self.session.request(method, self._url(path), **kw)
+            return self.session.send(request.prepare(), timeout=timeout or self.timeout, stream=stream)
         except requests.exceptions.SSLError as exc:
             raise ServerUnreachable(f"TLS failed talking to {self.address.display}: {exc}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfy_driver.comfy.address import ServerAddress
 from comfy_driver.comfy.client import ComfyClient, file_sha256
 from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, PromptLost, PromptRejected,
                                        ServerUnreachable)
@@ -95,6 +96,7 @@ class Runner:
         self.on_event = on_event
         self.root = loaded.output_dir / loaded.slug
         self.client_id = uuid.uuid4().hex
+        self.displays = {ServerAddress.parse(s).display for s in servers}
         self.index = {j.spec.key: i + 1 for i, j in enumerate(jobs)}
         self.current: dict[str, SceneJob] = {j.spec.key: j for j in jobs}  # the job each scene is rendered with
         self.skipped: set[str] = set()
@@ -110,8 +112,7 @@ class Runner:
     def run(self) -> RunReport:
         self.root.mkdir(parents=True, exist_ok=True)
         self.state = state = StateStore(self.root / "state.db")
-        report = RunReport(series=self.loaded.series.title, started=now_iso(),
-                           servers=[ComfyClient(s).address.display for s in self.servers], scenes=[])
+        report = RunReport(series=self.loaded.series.title, started=now_iso(), servers=sorted(self.displays), scenes=[])
         try:
             for job in self.jobs:
                 self._classify(job)
@@ -201,12 +202,9 @@ class Runner:
             if self.stop.is_set():
                 return None
             for i, task in enumerate(self._todo):
-                if task.prompt_id is None or task.server == server or task.server not in self._servers():
+                if task.prompt_id is None or task.server == server or task.server not in self.displays:
                     return self._todo.pop(i)
             return None
-
-    def _servers(self) -> set[str]:
-        return {ComfyClient(s).address.display for s in self.servers}
 
     def _requeue(self, task: _Task) -> None:
         with self._lock:

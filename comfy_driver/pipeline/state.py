@@ -137,8 +137,12 @@ class StateStore:
         self._write("UPDATE scenes SET status = ?, prompt_id = ?, server = ?, attempts = ?, backend = ?, "
                     "queued_at = ?, started_at = NULL, finished_at = NULL, error = NULL, error_kind = NULL, "
                     "server_outputs = NULL, updated_at = ? WHERE key = ?",
-                    (SUBMITTED, prompt_id, server, attempt, backend, time.time(), time.time(), key))
-        self.event(key, "submitted", f"{prompt_id} on {server} (attempt {attempt}, {backend})")
+                    (SUBMITTED, prompt_id, server, attempt, backend, time.time(), time.time(), key),
+                    self._event_sql(key, "submitted", f"{prompt_id} on {server} (attempt {attempt}, {backend})"))
+
+    @staticmethod
+    def _event_sql(key: str | None, kind: str, detail: str | None) -> tuple[str, tuple[Any, ...]]:
+        return ("INSERT INTO events (scene_key, at, kind, detail) VALUES (?, ?, ?, ?)", (key, time.time(), kind, detail))
 
     def ended(self, key: str, server_outputs: dict[str, Any], started_at: float | None) -> None:
         """The prompt finished on the server: what it made is known, even if its history is lost later."""
@@ -153,15 +157,14 @@ class StateStore:
         self._write("UPDATE scenes SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, "
                     "cached_nodes = ?, clip = ?, error = NULL, error_kind = NULL, updated_at = ? WHERE key = ?",
                     (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip, time.time(), key),
-                    *statements)
-        self.event(key, "done", clip)
+                    *statements, self._event_sql(key, "done", clip))
 
     def failed(self, key: str, error: str, kind: str, *, started_at: float | None = None,
                finished_at: float | None = None) -> None:
         self._write("UPDATE scenes SET status = ?, error = ?, error_kind = ?, started_at = COALESCE(?, started_at), "
                     "finished_at = ?, updated_at = ? WHERE key = ?",
-                    (FAILED, error, kind, started_at, finished_at or time.time(), time.time(), key))
-        self.event(key, f"failed:{kind}", error)
+                    (FAILED, error, kind, started_at, finished_at or time.time(), time.time(), key),
+                    self._event_sql(key, f"failed:{kind}", error))
 
     def unsubmitted(self, key: str, why: str) -> None:
         """A prompt taken off the server's queue (a clean stop): the scene waits for the next run."""
@@ -171,8 +174,7 @@ class StateStore:
 
     def event(self, key: str | None, kind: str, detail: str | None = None) -> None:
         with self._lock:
-            self.db.execute("INSERT INTO events (scene_key, at, kind, detail) VALUES (?, ?, ?, ?)",
-                            (key, time.time(), kind, detail))
+            self.db.execute(*self._event_sql(key, kind, detail))
 
     def events(self, key: str) -> list[tuple[float, str, str | None]]:
         """A scene's events, those of its chained prompts ('key:1-denoise') included."""
