@@ -132,36 +132,10 @@ def wan22_5b() -> dict[str, Any]:
     return g.nodes
 
 
-def svd() -> dict[str, Any]:
-    g = G()
-    ckpt = g.add("CheckpointLoaderSimple", "Keyframe Checkpoint", ckpt_name="sd_xl_turbo_1.0_fp16.safetensors")
-    pos = g.add("CLIPTextEncode", "Keyframe Prompt", text="", clip=(ckpt, 1))
-    neg = g.add("CLIPTextEncode", "Keyframe Negative", text="", clip=(ckpt, 1))
-    size = g.add("EmptyLatentImage", "Keyframe Size", width=1024, height=576, batch_size=1)
-    key = g.add("KSampler", "Keyframe Sampler", model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0),
-                latent_image=(size, 0), seed=0, steps=1, cfg=1.0, sampler_name="euler_ancestral", scheduler="normal",
-                denoise=1.0)
-    image = g.add("VAEDecode", "Keyframe Decode", samples=(key, 0), vae=(ckpt, 2))
-    svd_ckpt = g.add("ImageOnlyCheckpointLoader", "SVD Checkpoint", ckpt_name="svd_xt.safetensors")
-    cond = g.add("SVD_img2vid_Conditioning", "SVD Conditioning", clip_vision=(svd_ckpt, 1), init_image=(image, 0),
-                 vae=(svd_ckpt, 2), width=1024, height=576, video_frames=25, motion_bucket_id=127, fps=8,
-                 augmentation_level=0.0)
-    guided = g.add("VideoLinearCFGGuidance", "SVD Guidance", model=(svd_ckpt, 0), min_cfg=1.0)
-    sampled = g.add("KSampler", "Video Sampler", model=(guided, 0), positive=(cond, 0), negative=(cond, 1),
-                    latent_image=(cond, 2), seed=0, steps=20, cfg=2.5, sampler_name="euler", scheduler="karras",
-                    denoise=1.0)
-    decoded = g.add("VAEDecode", "Video Decode", samples=(sampled, 0), vae=(svd_ckpt, 2))
-    save(g, (decoded, 0), 8.0, "svd")
-    return g.nodes
-
-
-def svd_from_image() -> dict[str, Any]:
-    g = G()
-    ref = g.add("LoadImage", "Reference Image", image="")
-    fitted = g.add("ImageScale", "Fit Reference", image=(ref, 0), upscale_method="lanczos", width=1024, height=576,
-                   crop="center")
+def svd_animate(g: G, image: tuple[str, int]) -> dict[str, Any]:
+    """Stable Video Diffusion XT animating one image, saved as the clip."""
     ckpt = g.add("ImageOnlyCheckpointLoader", "SVD Checkpoint", ckpt_name="svd_xt.safetensors")
-    cond = g.add("SVD_img2vid_Conditioning", "SVD Conditioning", clip_vision=(ckpt, 1), init_image=(fitted, 0),
+    cond = g.add("SVD_img2vid_Conditioning", "SVD Conditioning", clip_vision=(ckpt, 1), init_image=image,
                  vae=(ckpt, 2), width=1024, height=576, video_frames=25, motion_bucket_id=127, fps=8,
                  augmentation_level=0.0)
     guided = g.add("VideoLinearCFGGuidance", "SVD Guidance", model=(ckpt, 0), min_cfg=1.0)
@@ -171,6 +145,29 @@ def svd_from_image() -> dict[str, Any]:
     decoded = g.add("VAEDecode", "Video Decode", samples=(sampled, 0), vae=(ckpt, 2))
     save(g, (decoded, 0), 8.0, "svd")
     return g.nodes
+
+
+def svd() -> dict[str, Any]:
+    """SDXL-Turbo makes the keyframe from the prompt (one step), SVD animates it."""
+    g = G()
+    ckpt = g.add("CheckpointLoaderSimple", "Keyframe Checkpoint", ckpt_name="sd_xl_turbo_1.0_fp16.safetensors")
+    pos = g.add("CLIPTextEncode", "Keyframe Prompt", text="", clip=(ckpt, 1))
+    neg = g.add("CLIPTextEncode", "Keyframe Negative", text="", clip=(ckpt, 1))
+    size = g.add("EmptyLatentImage", "Keyframe Size", width=1024, height=576, batch_size=1)
+    key = g.add("KSampler", "Keyframe Sampler", model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0),
+                latent_image=(size, 0), seed=0, steps=1, cfg=1.0, sampler_name="euler_ancestral", scheduler="normal",
+                denoise=1.0)
+    image = g.add("VAEDecode", "Keyframe Decode", samples=(key, 0), vae=(ckpt, 2))
+    return svd_animate(g, (image, 0))
+
+
+def svd_from_image() -> dict[str, Any]:
+    """SVD animates the scene's reference image, fitted to the video size."""
+    g = G()
+    ref = g.add("LoadImage", "Reference Image", image="")
+    fitted = g.add("ImageScale", "Fit Reference", image=(ref, 0), upscale_method="lanczos", width=1024, height=576,
+                   crop="center")
+    return svd_animate(g, (fitted, 0))
 
 
 def clip_in(g: G) -> str:

@@ -85,13 +85,21 @@ def test_every_combination_runs_on_the_simulator(sim: Any, tmp_path: Path, base:
 
 
 def test_out_of_memory_on_animate_falls_back_to_svd(sim_factory: Any, tmp_path: Path) -> None:
-    sim = sim_factory(faults=Faults(error_at={"WanAnimateToVideo": "oom"}))
+    sim = sim_factory(faults=Faults(error_at={"KSampler": "oom"}, error_times=1))  # the Animate sampler
     loaded = load_series(series(tmp_path, "wan22_animate", "+upscale"))
     report = Runner(loaded, build_jobs(loaded), [sim.url]).run()
     (scene,) = report.scenes
     assert scene.status == "done" and scene.backend == "svd+upscale"
     assert any(h.startswith("fallback: oom on wan22_animate+upscale: trying svd+upscale") for h in scene.history)
     assert probe(tmp_path / "out" / "combo" / scene.clip).width == 128
+
+
+def test_fallbacks_chain_without_loops(tmp_path: Path) -> None:
+    path = series(tmp_path, "wan22_5b", "")
+    path.write_text(path.read_text() + "backends:\n  backends:\n    svd: {workflow: svd, "
+                    "with_reference_image: svd_from_image, fallback: wan22_5b}\n")
+    (job,) = build_jobs(load_series(path))
+    assert job.on_oom is not None and job.on_oom.backend == "svd" and job.on_oom.on_oom is None
 
 
 def test_driving_video_on_the_5b_backend_names_the_ones_that_take_it(tmp_path: Path) -> None:

@@ -224,10 +224,16 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     errors: list[str] = []
     on_oom = loaded.series.on_oom
 
-    def instead(spec: SceneSpec, base: str, stages: list[str]) -> SceneJob:
+    def instead(spec: SceneSpec, base: str, stages: list[str], tried: tuple[str, ...]) -> SceneJob:
+        """The job of a fallback backend, itself with its own fallback (a chain, never a loop)."""
         if spec.driving_video is not None and not backends.backend(base).takes_driving_video:
             spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
-        return build_job(spec, templates, "+".join([base, *stages]), backends=backends)
+        job = build_job(spec, templates, "+".join([base, *stages]), backends=backends)
+        following = backends.backend(base).fallback
+        if following and following not in tried:
+            job.on_oom = instead(spec, following, stages, (*tried, base))
+            job.fallback_on = tuple(backends.fallback_on)
+        return job
 
     for spec in loaded.scenes:
         try:
@@ -238,10 +244,10 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
                 smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
                                   frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
                                   where=f"{spec.where} (on_oom)")
-                job.on_oom = instead(smaller, on_oom.backend or base, stages)
+                job.on_oom = instead(smaller, on_oom.backend or base, stages, (base,) if on_oom.backend else ())
                 job.fallback_on = ("oom",)
             elif backends.backend(base).fallback:
-                job.on_oom = instead(spec, backends.backend(base).fallback or base, stages)
+                job.on_oom = instead(spec, backends.backend(base).fallback or base, stages, (base,))
                 job.fallback_on = tuple(backends.fallback_on)
             jobs.append(job)
         except UserError as exc:

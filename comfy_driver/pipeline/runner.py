@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from comfy_driver.comfy.address import ServerAddress
@@ -490,6 +490,8 @@ def _chain_previews(jobs: list[SceneJob]) -> list[SceneJob]:
         while chain is not None:
             out.append(chain)
             chain = chain.next(None) if chain.next is not None else None
-        if job.on_oom is not None and job.stage == 0:
-            out += _chain_previews([job.on_oom])
+        fallback = job.on_oom if job.stage == 0 else None
+        while fallback is not None:
+            out += _chain_previews([replace(fallback, on_oom=None)])
+            fallback = fallback.on_oom
     return out
