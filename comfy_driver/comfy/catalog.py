@@ -8,14 +8,40 @@ stop at the first broken link of a branch), and is checked against the recorded 
 
 from __future__ import annotations
 
+import copy
 import json
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 # Widget options that mark an input whose value is a file the server checks in its input folder.
 UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
+
+
+def option_specs(nodes: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
+    """(class_type, spec) of every input of a node catalogue that carries an options dict."""
+    for class_type, node in nodes.items():
+        for inputs in node.get("input", {}).values():
+            for spec in inputs.values():
+                if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict):
+                    yield class_type, spec
+
+
+def combo_choices(spec: list[Any]) -> list[Any]:
+    """The choices of a combo input, in either way object_info writes them."""
+    return spec[1].get("options", []) if spec[0] == "COMBO" else spec[0] if isinstance(spec[0], list) else []
+
+
+def set_combo_choices(spec: list[Any], names: list[str]) -> None:
+    if spec[0] == "COMBO":
+        spec[1]["options"] = names
+    else:
+        spec[0] = names
+
+
+def is_upload(spec: list[Any]) -> bool:
+    return any(spec[1].get(flag) for flag in UPLOAD_FLAGS)
 
 
 class Catalog:
@@ -69,34 +95,20 @@ class Catalog:
 
     def input_files(self) -> set[str]:
         """The files the server's upload combos list (what its input folder holds)."""
-        files: set[str] = set()
-        for node in self.nodes.values():
-            for inputs in node.get("input", {}).values():
-                for spec in inputs.values():
-                    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and any(
-                            spec[1].get(f) for f in UPLOAD_FLAGS):
-                        options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
-                        files.update(str(o) for o in options)
-        return files
+        return {str(o) for _, spec in option_specs(self.nodes) if is_upload(spec) for o in combo_choices(spec)}
 
     def with_files(self, files: Iterable[str]) -> Catalog:
-        """A copy whose upload combos list `files` (what the server's input folder holds)."""
+        """A copy whose upload combos list `files` (what the server's input folder holds).
+
+        Only the node classes that have upload inputs are copied: the simulator makes one per upload.
+        """
         names = sorted(files)
         nodes = dict(self.nodes)
-        for class_type, node in self.nodes.items():
-            changed = None
-            for category, inputs in node.get("input", {}).items():
-                for name, spec in inputs.items():
-                    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and any(
-                            spec[1].get(f) for f in UPLOAD_FLAGS):
-                        if changed is None:
-                            changed = json.loads(json.dumps(node))
-                        if spec[0] == "COMBO":
-                            changed["input"][category][name][1]["options"] = names
-                        else:
-                            changed["input"][category][name][0] = names
-            if changed is not None:
-                nodes[class_type] = changed
+        for class_type in {c for c, spec in option_specs(self.nodes) if is_upload(spec)}:
+            nodes[class_type] = copy.deepcopy(self.nodes[class_type])
+            for _, spec in option_specs({class_type: nodes[class_type]}):
+                if is_upload(spec):
+                    set_combo_choices(spec, names)
         return Catalog(nodes)
 
     # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from comfy_driver.comfy.catalog import combo_choices, option_specs, set_combo_choices
+
 MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("ImageOnlyCheckpointLoader", "ckpt_name"): "checkpoints",
@@ -39,14 +41,16 @@ def mark_model_inputs(object_info: dict[str, Any]) -> dict[str, Any]:
 def fill_model_inputs(object_info: dict[str, Any], files: Mapping[str, list[str]]) -> dict[str, Any]:
     """A copy whose marked model inputs list `files[folder]` (what a server with these files shows)."""
     filled = copy.deepcopy(object_info)
-    for node in filled.values():
-        for inputs in node.get("input", {}).values():
-            for spec in inputs.values():
-                if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and \
-                        "model_folder" in spec[1]:
-                    names = sorted(files.get(spec[1]["model_folder"], []))
-                    if spec[0] == "COMBO":
-                        spec[1]["options"] = names
-                    else:
-                        spec[0] = names
+    for _, spec in option_specs(filled):
+        if "model_folder" in spec[1]:
+            set_combo_choices(spec, sorted(files.get(spec[1]["model_folder"], [])))
     return filled
+
+
+def offered_models(object_info: dict[str, Any]) -> dict[str, set[str]]:
+    """folder -> the file names a catalogue's marked model inputs offer."""
+    found: dict[str, set[str]] = {}
+    for _, spec in option_specs(object_info):
+        if spec[1].get("model_folder"):
+            found.setdefault(spec[1]["model_folder"], set()).update(combo_choices(spec))
+    return found

@@ -37,7 +37,7 @@ class SceneJob:
     spec: SceneSpec
     template: Template
     graph: dict[str, Any]
-    uploads: dict[str, Path]  # server name -> local file
+    uploads: dict[str, Path | None]  # server name -> local file (None: a clip not made yet, only validated)
     graph_hash: str
     workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
     output_nodes: frozenset[str] = frozenset()  # the nodes that write files
@@ -172,11 +172,8 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     return steps
 
 
-def build_job(spec: SceneSpec, templates: TemplateCache, backend: str | None = None, *,
-              backends: Backends | None = None) -> SceneJob:
+def build_job(spec: SceneSpec, templates: TemplateCache, backend: str, backends: Backends) -> SceneJob:
     """The first prompt of a scene; each job knows how to build the next from its clip."""
-    backend = backend or spec.backend
-    backends = backends or load_backends(BACKENDS)
     steps = plan_steps(spec, backends, backend)
     for step in steps:  # every problem of every step now, before anything runs
         templates.get(step.workflow)
@@ -208,11 +205,13 @@ def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], inde
     graph = template.render(values, where=f"{spec.where}: ")
     workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
     outputs = frozenset(n for n, node in graph.items() if templates.catalog.is_output_node(node["class_type"]))
-    job = SceneJob(spec, template, graph, uploads, graph_hash(graph, f"{backend}#{index}"), workflow, outputs)  # type: ignore[arg-type]
-    job.stage, job.stage_label, job.stages, job.scene_hash, job.backend = index, step.label, len(steps), scene_hash, backend
+    following = None
     if index + 1 < len(steps):
-        job.next = lambda made: _step_job(spec, templates, steps, index + 1, made, backend, scene_hash)
-    return job
+        def following(made: Path | None) -> SceneJob:
+            return _step_job(spec, templates, steps, index + 1, made, backend, scene_hash)
+    return SceneJob(spec, template, graph, uploads, graph_hash(graph, f"{backend}#{index}"), workflow, outputs,
+                    stage=index, stages=len(steps), stage_label=step.label, scene_hash=scene_hash, backend=backend,
+                    next=following)
 
 
 def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:
@@ -228,7 +227,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
         """The job of a fallback backend, itself with its own fallback (a chain, never a loop)."""
         if spec.driving_video is not None and not backends.backend(base).takes_driving_video:
             spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
-        job = build_job(spec, templates, "+".join([base, *stages]), backends=backends)
+        job = build_job(spec, templates, "+".join([base, *stages]), backends)
         following = backends.backend(base).fallback
         if following and following not in tried:
             job.on_oom = instead(spec, following, stages, (*tried, base))
@@ -238,7 +237,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     for spec in loaded.scenes:
         try:
             chosen = backend or spec.backend
-            job = build_job(spec, templates, chosen, backends=backends)
+            job = build_job(spec, templates, chosen, backends)
             base, stages = backends.parse(chosen)
             if on_oom is not None:
                 smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,

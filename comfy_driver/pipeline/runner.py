@@ -118,10 +118,10 @@ class Runner:
                 self._classify(job)
             clients = [ComfyClient(s) for s in self.servers]
             if self._todo:
+                prompts = _chain_previews([t.job for t in self._todo])
                 for client in clients:
                     client.system_stats()
-                    preflight(_chain_previews([t.job for t in self._todo]), client.catalog(),
-                              server=client.address.display)
+                    preflight(prompts, client.catalog(), server=client.address.display)
                 self._work(clients)
             report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
@@ -196,19 +196,33 @@ class Runner:
             while t.is_alive():
                 t.join(0.2)
 
+    def _mine(self, task: _Task, server: str) -> bool:
+        """A new prompt goes anywhere; a re-attachment to the server it is on (or anywhere, if that
+        server is not in this run)."""
+        return task.prompt_id is None or task.server == server or task.server not in self.displays
+
     def _take(self, server: str) -> _Task | None:
-        """The next task for this server: its own re-attachments first, then anything to do."""
+        """The next task for this server, in queue order."""
         with self._lock:
             if self.stop.is_set():
                 return None
             for i, task in enumerate(self._todo):
-                if task.prompt_id is None or task.server == server or task.server not in self.displays:
+                if self._mine(task, server):
                     return self._todo.pop(i)
             return None
 
     def _requeue(self, task: _Task) -> None:
         with self._lock:
             self._todo.insert(0, task)
+
+    def _queue_new(self, job: SceneJob, after_attempt: int = 0) -> None:
+        """Queue a prompt made during the run (a scene's next step, a fallback) as its next attempt."""
+        assert self.state is not None
+        spec = job.spec
+        if job.stages > 1 and job.stage == 0:
+            self.state.ensure(spec.key, spec.episode_id, spec.scene_id, job.backend, job.scene_hash)
+        st = self.state.ensure(job.key, spec.episode_id, spec.scene_id, job.template.name, job.graph_hash)
+        self._requeue(_Task(job, max(st.attempts, after_attempt) + 1))
 
     # --------------------------------------------------------------------------------------------- worker
     def _worker(self, client: ComfyClient) -> None:
@@ -262,8 +276,7 @@ class Runner:
 
     def _has_work(self, server: str) -> bool:
         with self._lock:
-            return any(t.prompt_id is None or t.server == server or t.server not in self._servers()
-                       for t in self._todo) and not self.stop.is_set()
+            return not self.stop.is_set() and any(self._mine(t, server) for t in self._todo)
 
     def _wait_for(self, client: ComfyClient, inflight: dict[str, _Task]) -> None:
         """The server stopped answering: wait for it, visibly, up to server_timeout."""
@@ -394,10 +407,8 @@ class Runner:
                 self.progress.message(f"{where}: made no video for the next step")
                 return
             following = job.next(scene_dir(self.root, job) / clip)
-            st = self.state.ensure(following.key, job.spec.episode_id, job.spec.scene_id, following.template.name,
-                                   following.graph_hash)
             self.progress.message(f"{where} done; next: {following.stage_label}")
-            self._requeue(_Task(following, st.attempts + 1))
+            self._queue_new(following)
             return
         if job.stages > 1:  # the last prompt of a chained scene: its clip is the scene's
             sub = scene_dir(self.root, job).name
@@ -424,12 +435,7 @@ class Runner:
             self.progress.message(f"scene {job.spec.key}: {what}")
             with self._lock:
                 self.current[job.spec.key] = replacement
-            if replacement.stages > 1:
-                self.state.ensure(job.spec.key, job.spec.episode_id, job.spec.scene_id, replacement.backend,
-                                  replacement.scene_hash)
-            st = self.state.ensure(replacement.key, job.spec.episode_id, job.spec.scene_id,
-                                   replacement.template.name, replacement.graph_hash)
-            self._requeue(_Task(replacement, max(st.attempts, task.attempt) + 1))
+            self._queue_new(replacement, task.attempt)
             return
         self.progress.message(f"scene {self.index[job.spec.key]}/{len(self.jobs)} {job.key} failed: {error}")
         self.progress.scene_done(None)

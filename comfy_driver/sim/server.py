@@ -26,6 +26,7 @@ from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.sim import render
 from comfy_driver.errors import DriveError
 from comfy_driver.media.ffmpeg import probe
+from comfy_driver.models.folders import offered_models
 from comfy_driver.sim.executor import (SAMPLERS, Counters, NodeFailure, Timing, Value, evaluate, execution_order,
                                        model_files, number, signatures, split_prefix)
 
@@ -464,26 +465,10 @@ class SimServer:
         return web.json_response({"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD})
 
     async def get_models(self, request: web.Request) -> web.Response:
-        folders: set[str] = set()
-        for node in self.base_catalog.nodes.values():
-            for inputs in node.get("input", {}).values():
-                for spec in inputs.values():
-                    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and \
-                            spec[1].get("model_folder"):
-                        folders.add(spec[1]["model_folder"])
-        return web.json_response(sorted(folders))
+        return web.json_response(sorted(offered_models(self.base_catalog.nodes)))
 
     async def get_models_folder(self, request: web.Request) -> web.Response:
-        folder = request.match_info["folder"]
-        files: set[str] = set()
-        for node in self.base_catalog.nodes.values():
-            for inputs in node.get("input", {}).values():
-                for spec in inputs.values():
-                    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and \
-                            spec[1].get("model_folder") == folder:
-                        options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
-                        files.update(options)
-        return web.json_response(sorted(files))
+        return web.json_response(sorted(offered_models(self.base_catalog.nodes).get(request.match_info["folder"], [])))
 
     async def empty_list(self, request: web.Request) -> web.Response:
         return web.json_response([])
