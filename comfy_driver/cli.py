@@ -6,6 +6,7 @@ Exit status: 0 success, 1 the run failed (a scene, the server), 2 bad input (fil
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -13,7 +14,7 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +56,21 @@ def handle_errors(fn: F) -> F:
 @click.version_option(__version__, prog_name="comfy-drive")
 def main(debug: bool) -> None:
     """Drive a ComfyUI server as a production line for short AI videos."""
+
+
+@contextlib.contextmanager
+def _simulated(wanted: bool) -> Iterator[str | None]:
+    """A simulated server for the length of a command (its URL), or None when not wanted."""
+    if not wanted:
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
+    server = _sim_server(root)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
@@ -104,7 +120,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.paths import MODELS_LOCK
     from comfy_driver.pipeline.jobs import build_jobs
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.preflight import preflight
+    from comfy_driver.pipeline.preflight import every_prompt, preflight
     from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
 
     loaded = load_series(series_file)
@@ -112,39 +128,31 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     # GUI-saved templates are converted with the catalogue of the server that will run them.
     catalog = _client(urls[0]).catalog() if urls and not simulate and (servers or not dry_run) else None
     jobs = build_jobs(loaded, backend, catalog)
+    known = {job.spec.key for job in jobs}
+    unknown = [f for f in force if f != "all" and f not in known]
+    if unknown:
+        raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
     if dry_run:
-        preflight(jobs, catalog or bundled_catalog(load_lock(MODELS_LOCK)))
+        preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
         for job in jobs:
             click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
                        f"  uploads {len(job.uploads)}")
         click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
         return
-    sim = None
-    sim_root = None
-    if simulate:
-        sim_root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-        sim = _sim_server(sim_root)
-        urls = [sim.start()]
-    known = {job.key for job in jobs}
-    unknown = [f for f in force if f != "all" and f not in known]
-    if unknown:
-        raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
     progress = Progress(len(jobs), enabled=True)
-    runner = Runner(loaded, jobs, urls, progress=progress,
-                    options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
-    previous = _stop_on_signals(runner, progress)
-    try:
-        report = runner.run()
-    except StopRun as exc:
-        if runner.stop.is_set() and not runner.errors:
-            raise UserInterrupt(exc.message, hint=exc.hint) from None
-        raise
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if sim is not None:
-            sim.stop()
-            shutil.rmtree(sim_root, ignore_errors=True)  # type: ignore[arg-type]
+    with _simulated(simulate) as sim_url:
+        runner = Runner(loaded, jobs, [sim_url] if sim_url else urls, progress=progress,
+                        options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
+        previous = _stop_on_signals(runner, progress)
+        try:
+            report = runner.run()
+        except StopRun as exc:
+            if runner.stop.is_set() and not runner.errors:
+                raise UserInterrupt(exc.message, hint=exc.hint) from None
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
@@ -219,22 +227,13 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool
 
     if not simulate and not server:
         raise UserError("replay needs --server URL (or --simulate)")
-    sim = sim_root = None
-    if simulate:
-        sim_root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-        sim = _sim_server(sim_root)
-        server = sim.start()
-    try:
-        client = _client(server or "")
+    with _simulated(simulate) as sim_url:
+        client = _client(sim_url or server or "")
         catalog = client.catalog()
         item = load_replayable(file, catalog)
         item.graph = apply_sets(item.graph, list(sets), catalog)
         dest = output or Path(f"replay-{file.stem}")
         files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
-    finally:
-        if sim is not None:
-            sim.stop()
-            shutil.rmtree(sim_root, ignore_errors=True)  # type: ignore[arg-type]
     for got in files:
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 

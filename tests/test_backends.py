@@ -19,7 +19,8 @@ from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import EXAMPLES, MODELS_LOCK
 from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner, RunOptions, _chain_previews
+from comfy_driver.pipeline.preflight import every_prompt
+from comfy_driver.pipeline.runner import Runner, RunOptions
 from comfy_driver.sim.server import Faults
 
 from .conftest import shared_path
@@ -60,7 +61,7 @@ def real_catalog() -> Catalog:
 def test_every_prompt_validates_against_the_real_catalogue(real_catalog: Catalog, tmp_path: Path, base: str,
                                                             stages: str) -> None:
     jobs = build_jobs(load_series(series(tmp_path, base, stages)))
-    prompts = _chain_previews(jobs)
+    prompts = every_prompt(jobs)
     assert len(prompts) >= 1 + stages.count("+")
     for job in prompts:
         uploads = set(job.uploads)
@@ -143,3 +144,6 @@ def test_the_wan_example_runs(tmp_path: Path) -> None:
     assert (clips["ep01/dance"].frames, clips["ep01/dance"].width) == (33, 512)
     assert (clips["ep01/wave"].frames, clips["ep01/wave"].height) == (97, 320)
     assert probe(tmp_path / "mira-dances" / report["episodes"][0]["path"]).frames == 130
+    again = CliRunner().invoke(main, ["run", str(path), "--simulate", "--json", "--force", "ep01/dance"])
+    assert again.exit_code == 0, again.output
+    assert [s["status"] for s in json.loads(again.stdout)["scenes"]] == ["done", "skipped"]

@@ -1,12 +1,30 @@
-"""Validating every scene against a server's node catalogue before the first submit."""
+"""Validating every prompt a run may submit against a server's node catalogue, before the first."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import format_node_errors
 from comfy_driver.errors import UserError
 from comfy_driver.models.doctor import pack_of
 from comfy_driver.pipeline.jobs import SceneJob
+
+
+def every_prompt(jobs: list[SceneJob]) -> list[SceneJob]:
+    """Every prompt the scenes may submit: the later steps of chained scenes (with a placeholder for
+    the clip each will take) and the fallbacks too."""
+    out: list[SceneJob] = []
+    for job in jobs:
+        chain: SceneJob | None = job
+        while chain is not None:
+            out.append(chain)
+            chain = chain.next(None) if chain.next is not None else None
+        fallback = job.on_oom if job.stage == 0 else None
+        while fallback is not None:
+            out += every_prompt([replace(fallback, on_oom=None)])
+            fallback = fallback.on_oom
+    return out
 
 
 def preflight(jobs: list[SceneJob], catalog: Catalog, *, server: str = "") -> None:

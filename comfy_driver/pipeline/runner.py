@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfy_driver.comfy.address import ServerAddress
@@ -30,7 +30,7 @@ from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline.episodes import stitch_episodes
 from comfy_driver.pipeline.jobs import SceneJob
-from comfy_driver.pipeline.preflight import preflight
+from comfy_driver.pipeline.preflight import every_prompt, preflight
 from comfy_driver.pipeline.progress import Progress, fmt_seconds
 from comfy_driver.pipeline.report import OutputRecord, RunReport, SceneRecord, now_iso
 from comfy_driver.pipeline.state import DONE, FAILED, SUBMITTED, StateStore
@@ -118,7 +118,7 @@ class Runner:
                 self._classify(job)
             clients = [ComfyClient(s) for s in self.servers]
             if self._todo:
-                prompts = _chain_previews([t.job for t in self._todo])
+                prompts = every_prompt([t.job for t in self._todo])
                 for client in clients:
                     client.system_stats()
                     preflight(prompts, client.catalog(), server=client.address.display)
@@ -486,18 +486,3 @@ class Runner:
             clip=f"{base}/{st.clip}" if st.clip else None, error=error, error_kind=error_kind,
             history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in self.state.events(key)])
 
-
-def _chain_previews(jobs: list[SceneJob]) -> list[SceneJob]:
-    """Every prompt a run may submit, to validate before the first: later steps of chained scenes
-    (with a placeholder for the clip they will take) and fallbacks too."""
-    out: list[SceneJob] = []
-    for job in jobs:
-        chain: SceneJob | None = job
-        while chain is not None:
-            out.append(chain)
-            chain = chain.next(None) if chain.next is not None else None
-        fallback = job.on_oom if job.stage == 0 else None
-        while fallback is not None:
-            out += _chain_previews([replace(fallback, on_oom=None)])
-            fallback = fallback.on_oom
-    return out
