@@ -17,7 +17,6 @@ from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import Faults, SimServer
 
 SHARED = ROOT.parent / "shared"
-COMFY_FIXTURES = SHARED / "fixtures" / "comfyui"
 
 
 def shared_path(*parts: str) -> Path:

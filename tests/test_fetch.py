@@ -100,6 +100,18 @@ def test_rerun_downloads_nothing(hub: FakeHub, tmp_path: Path) -> None:
     assert again.bytes_downloaded == 0 and hub.bytes_sent == sent
 
 
+def test_dry_run_sees_what_is_already_there(hub: FakeHub, tmp_path: Path) -> None:
+    lock = lock_file(tmp_path)
+    run_fetch(lock, tmp_path / "models")
+    (tmp_path / "models" / "vae" / "small.safetensors").unlink()
+    result = CliRunner().invoke(main, ["fetch", "--lock", str(lock), "--models-dir", str(tmp_path / "models"),
+                                       "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "missing  vae/small.safetensors" in result.output
+    assert "present  diffusion_models/big.safetensors" in result.output
+    assert "1 of 2 file(s) to download: 293.0 KiB" in result.output
+
+
 def test_only_the_backends_asked_for(hub: FakeHub, tmp_path: Path) -> None:
     report = run_fetch(lock_file(tmp_path), tmp_path / "models", backends=["other"])
     assert [i.entry.name for i in report.items] == ["big.safetensors"]

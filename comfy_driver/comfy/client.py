@@ -212,9 +212,6 @@ class ComfyClient:
     def clear_queue(self) -> None:
         self._request("POST", "/queue", json={"clear": True})
 
-    def delete_history(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/history", json={"delete": prompt_ids})
-
     def interrupt(self, prompt_id: str | None = None) -> None:
         """POST /interrupt; with a prompt_id only that prompt is stopped, never someone else's."""
         self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})

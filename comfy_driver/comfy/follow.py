@@ -41,7 +41,6 @@ class Watch:
     prompt_id: str
     graph: dict[str, Any]
     label: str = ""
-    submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     started_ms: int | None = None
     finished_ms: int | None = None

@@ -140,13 +140,22 @@ def plan(lockfile: LockFile, entries: list[ModelEntry], tree: ModelsTree | None,
                             "arbitrary code. Use a .safetensors file, or set allow_pickle: true on this entry if you "
                             "trust it")
         elif tree is not None:
-            for place in tree.candidates(entry):
-                if place.is_file() and (entry.size is None or place.stat().st_size == entry.size):
-                    if entry.sha256 is None or (stamps is not None and stamps.verified(place, entry.sha256)):
-                        item.present, item.status = place, "present"
-                        break
+            item.present = find_present(entry, tree, stamps)
+            item.status = "present" if item.present else "missing"
         items.append(item)
     return items
+
+
+def find_present(entry: ModelEntry, tree: ModelsTree, stamps: Stamps | None) -> Path | None:
+    """Where the entry's file already is, checked against its pinned sha256 (a file of an entry not
+    pinned yet is not taken on trust: it is checked once the pin is read). Without stamps (a dry
+    run) name and size are enough, so nothing is hashed."""
+    for place in tree.candidates(entry):
+        if not place.is_file() or (entry.size is not None and place.stat().st_size != entry.size):
+            continue
+        if stamps is None or (entry.sha256 is not None and stamps.verified(place, entry.sha256)):
+            return place
+    return None
 
 
 def pin(lockfile: LockFile, items: list[Item]) -> list[str]:
@@ -195,11 +204,8 @@ def fetch(lockfile: LockFile, entries: list[ModelEntry], tree: ModelsTree, *, jo
     report.pinned = pin(lockfile, wanted)
     # A file pinned just now may already be on disk (put there by hand): check it against the pin.
     for item in wanted:
-        for place in tree.candidates(item.entry):
-            if place.is_file() and place.stat().st_size == item.entry.size and stamps.verified(place,
-                                                                                                 item.entry.sha256 or ""):
-                item.present, item.status = place, "present"
-                break
+        item.present = find_present(item.entry, tree, stamps)
+        item.status = "present" if item.present else "missing"
     wanted = [i for i in wanted if i.status == "missing"]
     partial_dir = tree.state / "partial"
     need = sum(max(0, (i.entry.size or 0) - _partial_size(partial_dir, i.entry)) for i in wanted)

@@ -92,7 +92,6 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._worker: asyncio.Task[None] | None = None
         self._catalog_cache: Catalog | None = None
-        self._down = False
 
     def _reset_state(self) -> None:
         self.pending: list[_Task] = []
@@ -173,10 +172,8 @@ class SimServer:
             server = site._server  # noqa: SLF001 - the only way to read an ephemeral port
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._worker = asyncio.get_running_loop().create_task(self._work())
-        self._down = False
 
     async def _down_all(self) -> None:
-        self._down = True
         if self._worker is not None:
             self._worker.cancel()
         for ws in list(self.sockets.values()):
