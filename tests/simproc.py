@@ -40,6 +40,12 @@ class SimProcess:
     def queue(self) -> dict[str, Any]:
         return requests.get(self.url + "/queue", timeout=5).json()
 
+    def wait_until_running(self, timeout: float = 30) -> None:
+        """Until a prompt runs on the simulator (a driver has submitted)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and not self.queue()["queue_running"]:
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,20 @@ from comfy_driver.sim.server import Faults, SimServer
 from .conftest import IMAGE_GRAPH, load_trace
 
 
-def run_prompt(client: ComfyClient, graph: dict[str, Any], **kw: Any) -> Any:
-    with EventStream(client.address, "test-client", ping_interval=kw.pop("ping_interval", 20.0)) as stream:
+@contextlib.contextmanager
+def following(client: ComfyClient, client_id: str, graph: dict[str, Any], *, stream_options: Any = None,
+              **queue: Any) -> Iterator[tuple[EventStream, Follower, str]]:
+    """A websocket, a follower, and one prompt queued and watched on them."""
+    with EventStream(client.address, client_id, **(stream_options or {})) as stream:
         follower = Follower(client, stream)
-        sub = client.queue_prompt(graph, client_id="test-client", **kw)
+        sub = client.queue_prompt(graph, client_id=client_id, **queue)
         follower.watch(sub.prompt_id, graph)
-        try:
-            return follower.wait(sub.prompt_id, timeout=30)
-        finally:
-            run_prompt.stream = stream  # type: ignore[attr-defined]
+        yield stream, follower, sub.prompt_id
+
+
+def run_prompt(client: ComfyClient, graph: dict[str, Any], **queue: Any) -> Any:
+    with following(client, "test-client", graph, **queue) as (_, follower, prompt_id):
+        return follower.wait(prompt_id, timeout=30)
 
 
 def test_image_end_to_end_with_embedded_workflow(client: ComfyClient, tmp_path: Path) -> None:
@@ -118,13 +125,10 @@ def test_runtime_error_is_not_oom(sim_factory: Any) -> None:
 def test_interrupt_own_prompt(sim_factory: Any) -> None:
     sim = sim_factory(timing=Timing(node=0.3))
     client = ComfyClient(sim.url)
-    with EventStream(client.address, "me") as stream:
-        follower = Follower(client, stream)
-        sub = client.queue_prompt(IMAGE_GRAPH, client_id="me")
-        follower.watch(sub.prompt_id, IMAGE_GRAPH)
-        threading.Timer(0.1, client.interrupt, args=(sub.prompt_id,)).start()
+    with following(client, "me", IMAGE_GRAPH) as (_, follower, prompt_id):
+        threading.Timer(0.1, client.interrupt, args=(prompt_id,)).start()
         with pytest.raises(Interrupted):
-            follower.wait(sub.prompt_id, timeout=10)
+            follower.wait(prompt_id, timeout=10)
 
 
 def test_upload_is_content_addressed_and_not_resent(sim: SimServer, tmp_path: Path) -> None:
@@ -145,37 +149,27 @@ def test_upload_is_content_addressed_and_not_resent(sim: SimServer, tmp_path: Pa
 def test_keepalive_survives_a_long_silent_node(sim_factory: Any) -> None:
     sim = sim_factory(timing=Timing(per_class={"ImageInvert": 1.5}))
     client = ComfyClient(sim.url)
-    with EventStream(client.address, "quiet", ping_interval=0.2, dead_after=0.6) as stream:
-        follower = Follower(client, stream)
-        sub = client.queue_prompt(IMAGE_GRAPH, client_id="quiet")
-        follower.watch(sub.prompt_id, IMAGE_GRAPH)
+    options = {"ping_interval": 0.2, "dead_after": 0.6}
+    with following(client, "quiet", IMAGE_GRAPH, stream_options=options) as (stream, follower, prompt_id):
         seen = []
-        follower.wait(sub.prompt_id, timeout=10, on_event=lambda w, e: seen.append(e))
+        follower.wait(prompt_id, timeout=10, on_event=lambda w, e: seen.append(e))
         assert stream.reconnects == 0 and not any(isinstance(e, Disconnected) for e in seen)
 
 
 def test_dropped_websocket_is_recovered(sim_factory: Any) -> None:
     sim = sim_factory(faults=Faults(drop_ws_after=6))
-    client = ComfyClient(sim.url)
-    with EventStream(client.address, "drop") as stream:
-        follower = Follower(client, stream)
-        sub = client.queue_prompt(IMAGE_GRAPH, client_id="drop")
-        follower.watch(sub.prompt_id, IMAGE_GRAPH)
-        result = follower.wait(sub.prompt_id, timeout=10)
+    with following(ComfyClient(sim.url), "drop", IMAGE_GRAPH) as (stream, follower, prompt_id):
+        result = follower.wait(prompt_id, timeout=10)
         assert stream.reconnects >= 1
     assert [f.filename for f in result.files] == ["img_00001_.png"]
-    assert sim.submissions.count(sub.prompt_id) == 1
+    assert sim.submissions.count(prompt_id) == 1
 
 
 def test_crashed_server_reports_the_prompt_lost(sim_factory: Any) -> None:
     sim = sim_factory(timing=Timing(node=0.05), faults=Faults(crash_at="ImageInvert", crash_down_for=0.3))
-    client = ComfyClient(sim.url)
-    with EventStream(client.address, "crash") as stream:
-        follower = Follower(client, stream)
-        sub = client.queue_prompt(IMAGE_GRAPH, client_id="crash", prompt_id="fixed-id-1")
-        follower.watch(sub.prompt_id, IMAGE_GRAPH)
+    with following(ComfyClient(sim.url), "crash", IMAGE_GRAPH, prompt_id="fixed-id-1") as (_, follower, prompt_id):
         with pytest.raises(PromptLost):
-            follower.wait(sub.prompt_id, timeout=10)
+            follower.wait(prompt_id, timeout=10)
 
 
 def test_chosen_prompt_id_is_used(client: ComfyClient) -> None:

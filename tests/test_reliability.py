@@ -70,6 +70,14 @@ def outputs_of(folder: Path, title: str = "reliable") -> dict[str, str]:
             if not p.name.startswith(".")}
 
 
+def finish_cleanly(path: Path, server: SimProcess) -> None:
+    """Run the series to its end in a new driver: it must succeed without re-sending finished work."""
+    final = drive("run", str(path), "--server", server.url)
+    output = final.communicate(timeout=120)[0]
+    assert final.returncode == 0, output
+    assert resubmitted_after_success(server.stats()) == []
+
+
 def test_websocket_dropped_at_random_points_over_100_runs(sim: Any, tmp_path: Path) -> None:
     rng = random.Random(7)
     for i in range(100):
@@ -143,11 +151,8 @@ def test_killed_driver_20_times_then_resumed_equals_a_clean_run(sim: Any, tmp_pa
             time.sleep(rng.uniform(0.05, 1.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        final = drive("run", str(path), "--server", server.url)
-        output = final.communicate(timeout=120)[0]
-        assert final.returncode == 0, output
+        finish_cleanly(path, server)
         assert outputs_of(tmp_path / "killed") == clean
-        assert resubmitted_after_success(server.stats()) == []
     finally:
         server.stop()
 
@@ -157,9 +162,7 @@ def test_ctrl_c_finishes_the_running_scene_and_unqueues_the_rest(tmp_path: Path)
     try:
         path = write_series(tmp_path / "run")
         proc = drive("run", str(path), "--server", server.url, "--depth", "3")
-        deadline = time.time() + 30
-        while time.time() < deadline and not server.queue()["queue_running"]:
-            time.sleep(0.05)
+        server.wait_until_running()
         assert server.queue()["queue_pending"], "queue-ahead should have put more on the server"
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=60)[0]
@@ -170,10 +173,7 @@ def test_ctrl_c_finishes_the_running_scene_and_unqueues_the_rest(tmp_path: Path)
         statuses = [state.scene(k).status for k in ("one/a", "one/b", "two/c", "two/d")]
         state.close()
         assert statuses[0] == "done" and set(statuses[1:]) == {"pending"}
-        final = drive("run", str(path), "--server", server.url)
-        output = final.communicate(timeout=120)[0]
-        assert final.returncode == 0, output
-        assert resubmitted_after_success(server.stats()) == []
+        finish_cleanly(path, server)
     finally:
         server.stop()
 
@@ -183,9 +183,7 @@ def test_second_ctrl_c_interrupts_the_running_scene(tmp_path: Path) -> None:
     try:
         path = write_series(tmp_path / "run")
         proc = drive("run", str(path), "--server", server.url)
-        deadline = time.time() + 30
-        while time.time() < deadline and not server.queue()["queue_running"]:
-            time.sleep(0.05)
+        server.wait_until_running()
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
