@@ -256,9 +256,11 @@ def _lock_path(lock: Path | None) -> Path:
               help="The models.lock to use (default: the project's).")
 @click.option("--dry-run", is_flag=True, help="List what would be downloaded, and the total size.")
 @click.option("--jobs", default=3, show_default=True, type=click.IntRange(1, 16), help="Files downloaded at once.")
+@click.option("--pin", "pin_unpinned", is_flag=True,
+              help="Also download entries with no sha256 yet, pinning what the Hub serves now (see `lock pin`).")
 @handle_errors
 def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | None, extra_model_paths: Path | None,
-          lock: Path | None, dry_run: bool, jobs: int) -> None:
+          lock: Path | None, dry_run: bool, jobs: int, pin_unpinned: bool) -> None:
     """Download the pinned model files of models.lock into a ComfyUI models tree, verified."""
     from comfy_driver.models.fetch import fetch as run_fetch
     from comfy_driver.models.fetch import human, plan
@@ -274,18 +276,20 @@ def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | No
         items = plan(lockfile, entries, tree, None)
         total, unknown = 0, 0
         for item in items:
-            size = human(item.entry.size) if item.entry.size is not None else "size not pinned yet"
+            size = human(item.entry.size) if item.entry.size is not None else "size read at download"
+            if item.entry.sha256 is None:
+                size += "; not pinned: `lock pin` first, or --pin"
             click.echo(f"{item.status:<8} {item.entry.folder}/{item.entry.name}  ({size})  <- "
                        f"{item.entry.repo}/{item.entry.path}")
             if item.status == "missing":
                 total += item.entry.size or 0
                 unknown += item.entry.size is None
         missing = sum(i.status == "missing" for i in items)
-        note = f" + {unknown} file(s) whose size the Hub gives on first fetch" if unknown else ""
+        note = f" + {unknown} file(s) whose size the Hub gives at download" if unknown else ""
         click.echo(f"{missing} of {len(items)} file(s) to download: {human(total)}{note}")
         return
     assert tree is not None
-    report = run_fetch(lockfile, entries, tree, jobs=jobs)
+    report = run_fetch(lockfile, entries, tree, jobs=jobs, allow_unpinned=pin_unpinned)
     for name in report.pinned:
         click.echo(f"pinned {name} in {lockfile.path}", err=True)
     for item in report.items:
@@ -322,6 +326,26 @@ def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str
     entry, what = add_to_lock(_lock_path(lock_file), parse_ref(ref), folder=folder, name=name,
                               backends=list(backends), allow_pickle=allow_pickle)
     click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision} ({entry.size} bytes, sha256 {entry.sha256})")
+
+
+@lock.command("pin")
+@click.option("--backend", "backends", multiple=True, help="Only the entries these backends use (repeatable).")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@handle_errors
+def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
+    """Read revision, size and sha256 of entries not pinned yet from the Hub, show them, write them."""
+    from comfy_driver.models.fetch import plan
+    from comfy_driver.models.fetch import pin as pin_entries
+    from comfy_driver.models.lock import read_lock
+
+    lockfile = read_lock(_lock_path(lock_file))
+    items = plan(lockfile, lockfile.lock.for_backends(list(backends)), None, None)
+    pinned = set(pin_entries(lockfile, items))
+    for item in items:
+        e = item.entry
+        mark = "pinned" if e.name in pinned else "already"
+        click.echo(f"{mark:<8} {e.folder}/{e.name}  revision {e.revision}  size {e.size}  sha256 {e.sha256}")
+    click.echo(f"{len(pinned)} entr{'y' if len(pinned) == 1 else 'ies'} pinned in {lockfile.path}")
 
 
 @lock.command("from-workflow")
