@@ -119,6 +119,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import MODELS_LOCK
     from comfy_driver.pipeline.jobs import build_jobs
+    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.preflight import every_prompt, preflight
     from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
@@ -140,7 +141,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
         return
     progress = Progress(len(jobs), enabled=True)
-    with _simulated(simulate) as sim_url:
+    with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title), _simulated(simulate) as sim_url:
         runner = Runner(loaded, jobs, [sim_url] if sim_url else urls, progress=progress,
                         options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
         previous = _stop_on_signals(runner, progress)
@@ -222,6 +223,7 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, output
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool, output: Path | None) -> None:
     """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay as run_replay
 
@@ -233,7 +235,8 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool
         item = load_replayable(file, catalog)
         item.graph = apply_sets(item.graph, list(sets), catalog)
         dest = output or Path(f"replay-{file.stem}")
-        files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
+        with claim_output(dest):
+            files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
     for got in files:
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
