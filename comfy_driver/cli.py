@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import shutil
 import signal
 import sys
@@ -49,6 +50,16 @@ def handle_errors(fn: F) -> F:
                 traceback.print_exc()
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", 1)
     return wrapper  # type: ignore[return-value]
+
+
+class FiniteRange(click.FloatRange):
+    """A float option within bounds; nan and infinity are refused (they pass every comparison)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,7 +114,7 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Prompts kept queued on each server (queue-ahead).")
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
-@click.option("--server-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 86400),
+@click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
@@ -397,7 +408,7 @@ def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder for input/, output/ and temp/ (default: a temporary folder).")
 @click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True)
-@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100),
+@click.option("--time-scale", default=1.0, show_default=True, type=FiniteRange(0.001, 100),
               help="Multiply the realistic durations (0.1: ten times faster).")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
