@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import shutil
 import signal
 import sys
@@ -49,6 +50,16 @@ def handle_errors(fn: F) -> F:
                 traceback.print_exc()
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", 1)
     return wrapper  # type: ignore[return-value]
+
+
+class FiniteRange(click.FloatRange):
+    """A float option within bounds; nan and infinity are refused (they pass every comparison)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,7 +114,7 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Prompts kept queued on each server (queue-ahead).")
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
-@click.option("--server-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 86400),
+@click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
@@ -119,6 +130,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import MODELS_LOCK
     from comfy_driver.pipeline.jobs import build_jobs
+    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.preflight import every_prompt, preflight
     from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
@@ -140,7 +152,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
         return
     progress = Progress(len(jobs), enabled=True)
-    with _simulated(simulate) as sim_url:
+    with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title), _simulated(simulate) as sim_url:
         runner = Runner(loaded, jobs, [sim_url] if sim_url else urls, progress=progress,
                         options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
         previous = _stop_on_signals(runner, progress)
@@ -222,6 +234,7 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, output
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool, output: Path | None) -> None:
     """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay as run_replay
 
@@ -233,7 +246,8 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool
         item = load_replayable(file, catalog)
         item.graph = apply_sets(item.graph, list(sets), catalog)
         dest = output or Path(f"replay-{file.stem}")
-        files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
+        with claim_output(dest):
+            files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
     for got in files:
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
@@ -418,7 +432,7 @@ def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder for input/, output/ and temp/ (default: a temporary folder).")
 @click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True)
-@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100),
+@click.option("--time-scale", default=1.0, show_default=True, type=FiniteRange(0.001, 100),
               help="Multiply the realistic durations (0.1: ten times faster).")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")

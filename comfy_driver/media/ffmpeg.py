@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from comfy_driver import confined
 from comfy_driver.errors import RunError, UserError
 
 
@@ -95,12 +96,11 @@ def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out
     for key, value in (metadata or {}).items():
         meta_args += ["-metadata", f"{key}={value}"]
     data = b"".join(frames)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
-    _run(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-          "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-          "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data, what=f"encoding {out.name}")
-    os.replace(tmp, out)
+    with confined.tool_output(out.parent, out.name) as tmp:
+        _run(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+              "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+              "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data,
+             what=f"encoding {out.name}")
     return out
 
 
@@ -112,16 +112,21 @@ def concat(clips: list[Path], out: Path) -> Path:
     first = infos[0]
     same = all((i.codec, i.width, i.height, i.fps) == (first.codec, first.width, first.height, first.fps)
                for i in infos)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
+    with confined.tool_output(out.parent, out.name) as tmp:
+        _join(clips, infos, same, tmp, out.name)
+    return out
+
+
+def _join(clips: list[Path], infos: list[VideoInfo], same: bool, tmp: Path, name: str) -> None:
+    first = infos[0]
     if same:
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, dir=out.parent) as listing:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, dir=tmp.parent) as listing:
             for clip in clips:
                 escaped = str(clip.resolve()).replace("'", "'\\''")
                 listing.write(f"file '{escaped}'\n")
         try:
             _run(["-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", listing.name, "-c", "copy",
-                  "-movflags", "+faststart", str(tmp)], what=f"joining clips into {out.name}")
+                  "-movflags", "+faststart", str(tmp)], what=f"joining clips into {name}")
         finally:
             os.unlink(listing.name)
     else:
@@ -137,6 +142,4 @@ def concat(clips: list[Path], out: Path) -> Path:
             f"concat=n={len(clips)}:v=1:a=0[out]"
         _run(["-y", "-loglevel", "error", *inputs, "-filter_complex", graph, "-map", "[out]", "-c:v", "libx264",
               "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp)],
-             what=f"re-encoding clips into {out.name}")
-    os.replace(tmp, out)
-    return out
+             what=f"re-encoding clips into {name}")

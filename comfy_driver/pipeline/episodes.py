@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
 from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.media.ffmpeg import concat
@@ -34,7 +35,7 @@ def stitch_episodes(root: Path, jobs: list[SceneJob], state: StateStore, progres
             clips.append(root / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id) / st.clip)
             digests.append(next(o["sha256"] for o in st.outputs if o["file"] == st.clip))
         clips_hash = hashlib.sha256("\n".join(digests).encode()).hexdigest()
-        target = root / safe_component(ep_id) / f"{safe_component(ep_id)}.mp4"
+        target = confined.folder(root, safe_component(ep_id)) / f"{safe_component(ep_id)}.mp4"
         _, known_sha, known_clips = state.episode(ep_id)
         if not (known_clips == clips_hash and target.is_file() and file_sha256(target) == known_sha):
             concat(clips, target)
