@@ -17,13 +17,14 @@ from comfy_driver.workflow.layout import api_to_ui
 
 from .conftest import SHARED, shared_path
 
-ORACLE = SHARED / "fixtures" / "oracle"
+ORACLE = SHARED / "fixtures" / "oracle"  # frontend 1.27.10 on ComfyUI 0.3.64
+ORACLE_149 = SHARED / "fixtures" / "oracle-fe1.49"  # frontend 1.49.6 on ComfyUI 0.33.0
 
 
-def _cases() -> list[str]:
-    index = ORACLE / "index.json"
+def _cases(folder: Path) -> list[str]:
+    index = folder / "index.json"
     if not index.exists():
-        return ["(../shared/fixtures/oracle missing)"]
+        return [f"(../shared/fixtures/{folder.name} missing)"]
     return [c["case"] for c in json.loads(index.read_text())["cases"]]
 
 
@@ -32,14 +33,43 @@ def catalog() -> Catalog:
     return Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"))
 
 
+@pytest.fixture(scope="module")
+def catalog_149() -> Catalog:
+    return Catalog.from_file(shared_path("fixtures", "oracle-fe1.49", "object_info.json"))
+
+
+@pytest.fixture(scope="module")
+def index_149() -> dict[str, dict]:
+    return {c["case"]: c for c in json.loads(shared_path("fixtures", "oracle-fe1.49", "index.json").read_text())["cases"]}
+
+
 @pytest.mark.parametrize("fmt", ["ui", "v1.ui"])
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", _cases(ORACLE))
 def test_oracle_case(catalog: Catalog, case: str, fmt: str) -> None:
     source = shared_path("fixtures", "oracle", f"{case}.{fmt}.json")
     expected = json.loads((ORACLE / f"{case}.api.json").read_text())
     workflow = json.loads(source.read_text())
     assert detect_format(workflow) == "ui"
-    assert ui_to_api(workflow, catalog, missing="frontend") == expected
+    assert ui_to_api(workflow, catalog, missing="frontend", frontend_version="1.27.10") == expected
+
+
+@pytest.mark.parametrize("fmt", ["ui", "v1.ui"])
+@pytest.mark.parametrize("case", _cases(ORACLE_149))
+def test_oracle_149_case(catalog_149: Catalog, index_149: dict[str, dict], case: str, fmt: str) -> None:
+    source = shared_path("fixtures", "oracle-fe1.49", f"{case}.{fmt}.json")
+    if not source.exists():
+        pytest.skip("this case has no version 1 input")
+    expected_file = ORACLE_149 / f"{case}.{fmt.replace('ui', 'api')}.json"
+    if not expected_file.exists():
+        expected_file = ORACLE_149 / f"{case}.api.json"
+    expected = json.loads(expected_file.read_text())
+    got = ui_to_api(json.loads(source.read_text()), catalog_149, missing="frontend", frontend_version="1.49.6")
+    for unstable in index_149[case].get("unstable_inputs") or []:
+        # a Load3D viewport capture: a fresh temp file name on every conversion in the GUI
+        node_id, name = unstable.split(".", 1)
+        got[node_id]["inputs"].pop(name)
+        expected[node_id]["inputs"].pop(name)
+    assert got == expected
 
 
 def test_missing_node_types_are_one_clear_error(catalog: Catalog) -> None:
