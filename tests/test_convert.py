@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
+from typing import Any
 
 import pytest
 
@@ -53,14 +53,32 @@ def test_oracle_case(catalog: Catalog, case: str, fmt: str) -> None:
     assert ui_to_api(workflow, catalog, missing="frontend", frontend_version="1.27.10") == expected
 
 
-@pytest.mark.parametrize("fmt", ["ui", "v1.ui"])
-@pytest.mark.parametrize("case", _cases(ORACLE_149))
-def test_oracle_149_case(catalog_149: Catalog, index_149: dict[str, dict], case: str, fmt: str) -> None:
-    source = shared_path("fixtures", "oracle-fe1.49", f"{case}.{fmt}.json")
-    if not source.exists():
-        pytest.skip("this case has no version 1 input")
-    expected_file = ORACLE_149 / f"{case}.{fmt.replace('ui', 'api')}.json"
-    if not expected_file.exists():
+def _inputs_149() -> list[Any]:
+    index = ORACLE_149 / "index.json"
+    if not index.exists():
+        return ["(../shared/fixtures/oracle-fe1.49 missing)"]
+    params = []
+    for case in json.loads(index.read_text())["cases"]:
+        for name in case["inputs"]:
+            marks = [pytest.mark.xfail(reason=KNOWN_149[name], strict=True)] if name in KNOWN_149 else []
+            params.append(pytest.param(case["case"], name, marks=marks, id=name))
+    return params
+
+
+# Inputs whose 1.49 output comes from a load-time migration not reproduced (yet), with the reason.
+KNOWN_149 = {
+    "tpl_templates_graphic_design_recomposer.ui.json":
+        "the 1.49 GUI turns proxied PrimitiveNode widgets of a subgraph instance into subgraph inputs on load "
+        "and reconnects them by stale slot numbers (GeminiNanoBanana2V2 'model.aspect_ratio' receives "
+        "GeminiImage2Node's 'model' value)",
+}
+
+
+@pytest.mark.parametrize(("case", "source_name"), _inputs_149())
+def test_oracle_149_case(catalog_149: Catalog, index_149: dict[str, dict], case: str, source_name: str) -> None:
+    source = shared_path("fixtures", "oracle-fe1.49", source_name)
+    expected_file = ORACLE_149 / source_name.replace(".ui.json", ".api.json")
+    if not expected_file.exists():  # a version 1 input that gives the same graph as the classic one
         expected_file = ORACLE_149 / f"{case}.api.json"
     expected = json.loads(expected_file.read_text())
     got = ui_to_api(json.loads(source.read_text()), catalog_149, missing="frontend", frontend_version="1.49.6")

@@ -27,7 +27,7 @@ from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
 from comfy_driver.workflow.frontend import Frontend, Version, frontend
 from comfy_driver.workflow.graph import (MODE_BYPASS, MODE_NEVER, SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID, Graph,
-                                         Node, dedupe_subgraph_ids, parse_graph, subgraph_definitions,
+                                         Link, Node, dedupe_subgraph_ids, parse_graph, subgraph_definitions,
                                          valid_connection)
 from comfy_driver.workflow.widgets import WidgetDef, named_values, placeholder_inputs, widget_defs
 
@@ -71,13 +71,18 @@ class _Converter:
     def is_virtual(self, node: Node) -> bool:
         return node.type in VIRTUAL_TYPES or self.is_subgraph(node)
 
-    def runs(self, node: Node | None) -> bool:
-        """Neither the node nor a subgraph instance holding it is muted or bypassed."""
-        while node is not None:
-            if node.mode in (MODE_NEVER, MODE_BYPASS):
-                return False
-            node = node.container
-        return True
+    @staticmethod
+    def runs(node: Node) -> bool:
+        """Neither the node nor the root-level subgraph instance holding it is muted or bypassed.
+
+        The frontend skips muted and bypassed nodes of the root graph, subgraph instances with all
+        they hold; inside, it collects every nested instance's nodes and skips only those muted or
+        bypassed themselves.
+        """
+        top = node
+        while top.container is not None:
+            top = top.container
+        return node.mode not in (MODE_NEVER, MODE_BYPASS) and top.mode not in (MODE_NEVER, MODE_BYPASS)
 
     def node_at(self, graph: Graph, path: tuple[int, ...], node_id: int) -> Node | None:
         return self.nodes.get(":".join(str(p) for p in (*path, node_id)))
@@ -170,7 +175,11 @@ class _Converter:
 
     def resolve_subgraph_output(self, node: Node, slot: int, type_: Any, visited: set[str]) -> tuple[str, Any] | None:
         inner = self.sub_graph(node.type)
-        for link in inner.links.values():
+        outputs = self.definitions[node.type].get("outputs") or []
+        listed = (outputs[slot].get("linkIds") or []) if slot < len(outputs) else []
+        # An output fed twice (a stale link left in the file) takes the link its definition lists first.
+        candidates = [inner.links[i] for i in listed if i in inner.links] + list(inner.links.values())
+        for link in candidates:
             if link.target_id == SUBGRAPH_OUTPUT_ID and link.target_slot == slot:
                 origin = self.node_at(inner, (*node.path, int(node.data["id"])), link.origin_id)
                 if origin is None:
@@ -200,10 +209,8 @@ class _Converter:
                     if link is None:
                         continue
                     target = self.node_at(node.graph, node.path, link.target_id)
-                    if target is None or link.target_slot >= len(target.inputs):
-                        continue
-                    widget = (target.inputs[link.target_slot].get("widget") or {}).get("name")
-                    if widget is not None and widget in target.widget_values:
+                    widget = _target_widget(target, link)
+                    if target is not None and widget in target.widget_values:
                         target.widget_values[widget] = self.snap(target, widget, values[0])
 
     def snap(self, node: Node, name: str, value: Any) -> Any:
@@ -249,7 +256,8 @@ class _Converter:
         for node in self.nodes.values():
             if node.type in self.catalog:
                 node.widget_values = named_values(self.catalog, node.type, self.fe, node.data.get("widgets_values"))
-            elif self.is_subgraph(node):
+        for node in reversed(self.nodes.values()):  # nested instances before the ones holding them
+            if self.is_subgraph(node):
                 node.widget_values = self.subgraph_widgets(node)
         self.apply_primitives()
         output: dict[str, Any] = {}
@@ -310,11 +318,45 @@ class _Converter:
         return inputs
 
     def subgraph_widgets(self, node: Node) -> dict[str, Any]:
-        """A subgraph instance's own widget values, by the name of the input they stand for."""
+        """A subgraph instance's own widget values, by the name of the input they stand for.
+
+        A widget the instance saved no value for shows the value of the inner widget its input
+        feeds first.
+        """
         raw = node.data.get("widgets_values") or []
-        names = [(entry.get("widget") or {}).get("name") for entry in node.inputs]
-        names = [n for n in names if n]
-        return {name: raw[i] for i, name in enumerate(names) if i < len(raw)}
+        names = [(slot, (entry.get("widget") or {}).get("name")) for slot, entry in enumerate(node.inputs)]
+        names = [(slot, name) for slot, name in names if name]
+        values = {}
+        for index, (slot, name) in enumerate(names):
+            if index < len(raw):
+                values[name] = raw[index]
+                continue
+            inner = self.inner_widget(node, slot)
+            if inner is not None:
+                values[name] = inner
+        return values
+
+    def inner_widget(self, node: Node, slot: int) -> Any:
+        graph = self.sub_graph(node.type)
+        for link in sorted(graph.links.values(), key=lambda link: link.id):
+            if link.origin_id != SUBGRAPH_INPUT_ID or link.origin_slot != slot:
+                continue
+            target = self.node_at(graph, (*node.path, int(node.data["id"])), link.target_id)
+            widget = _target_widget(target, link)
+            if target is not None and widget in target.widget_values:
+                return target.widget_values[widget]
+        return None
+
+
+def _target_widget(target: Node | None, link: Link) -> str | None:
+    """The widget a link feeds: the target's input holding the link (a subgraph instance's inputs
+    are rebuilt in its definition's order, so the saved slot number may point elsewhere)."""
+    if target is None:
+        return None
+    entry = next((e for e in target.inputs if e.get("link") == link.id), None)
+    if entry is None and link.target_slot < len(target.inputs):
+        entry = target.inputs[link.target_slot]
+    return ((entry or {}).get("widget") or {}).get("name")
 
 
 def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog, *, missing: Literal["error", "frontend"] = "error",

@@ -84,6 +84,11 @@ class Frontend:
             types.update(_NEW_WIDGET_TYPES)
         return types
 
+    def display_widget_types(self) -> frozenset[str]:
+        """Widget types that show a result (an image comparison) and send their empty value whatever
+        the file saved in them."""
+        return frozenset({"IMAGECOMPARE"}) if self.has("dynamic_combos") else frozenset()
+
     def title(self, class_type: str, display_name: str | None) -> str:
         """The title a node without a saved one shows: the GUI's bundled English name comes first."""
         known = [v for v in _titles() if v <= self.version] or [min(_titles())]

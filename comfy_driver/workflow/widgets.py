@@ -10,6 +10,7 @@ computed by replaying the assignment, exactly as the GUI's configure step does.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ class WidgetDef:
     # dynamic combos: option key -> the widgets that option adds (names already prefixed)
     choices: dict[str, tuple[WidgetDef, ...]] | None = field(default=None, compare=False)
     repeat: bool = False  # an extension's widget repeated for every remaining saved value ('option{n}')
+    display: bool = False  # shows a result; a saved value does not change what it sends
 
 
 def widget_default(input_type: Any, options: dict[str, Any], empty: dict[str, Any] | None = None) -> Any:
@@ -74,10 +76,11 @@ def _input_widgets(name: str, spec: Any, fe: Frontend, types: dict[str, Any]) ->
                     nested += _input_widgets(f"{name}.{sub_name}", sub_spec, fe, types)
             choices[str(option.get("key"))] = tuple(nested)
     kind = widget_type if widget_type in types else input_type
-    widgets = [WidgetDef(name, True, widget_default(kind, options, types), kind, options, choices)]
+    widgets = [WidgetDef(name, True, widget_default(kind, options, types), kind, options, choices,
+                         display=isinstance(kind, str) and kind in fe.display_widget_types())]
     control = options.get("control_after_generate")
     if control is None:  # the GUI's legacy convention: INT seed inputs get a control too
-        control = input_type == "INT" and name.rsplit(".", 1)[-1] in ("seed", "noise_seed")
+        control = input_type == "INT" and name in ("seed", "noise_seed")  # the full name: not nested ones
     if control:
         widgets.append(WidgetDef("control_after_generate", False, "fixed"))
     if (isinstance(input_type, list) or input_type == "COMBO") and any(options.get(flag) for flag in UPLOAD_FLAGS):
@@ -85,8 +88,20 @@ def _input_widgets(name: str, spec: Any, fe: Frontend, types: dict[str, Any]) ->
     return widgets
 
 
+_DEFS: weakref.WeakKeyDictionary[Catalog, dict[tuple[str, Frontend], tuple[WidgetDef, ...]]] = (
+    weakref.WeakKeyDictionary())
+
+
 def widget_defs(catalog: Catalog, class_type: str, fe: Frontend) -> tuple[WidgetDef, ...]:
     """Every widget the frontend makes for a node type before any value is loaded, in order."""
+    cache = _DEFS.setdefault(catalog, {})
+    defs = cache.get((class_type, fe))
+    if defs is None:
+        defs = cache[(class_type, fe)] = _widget_defs(catalog, class_type, fe)
+    return defs
+
+
+def _widget_defs(catalog: Catalog, class_type: str, fe: Frontend) -> tuple[WidgetDef, ...]:
     types = fe.widget_types()
     node = catalog.nodes[class_type]
     inputs = node.get("input", {})
@@ -145,6 +160,8 @@ def fresh(defs: tuple[WidgetDef, ...], count: int = 0) -> list[tuple[WidgetDef, 
 def set_value(widgets: list[tuple[WidgetDef, Any]], index: int, value: Any) -> None:
     """Set one widget's value as the GUI does: a dynamic combo replaces its nested widgets."""
     widget = widgets[index][0]
+    if widget.display:
+        return
     if widget.choices is None:
         widgets[index] = (widget, value)
         return
