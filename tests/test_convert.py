@@ -140,13 +140,50 @@ def test_cli_convert(tmp_path: Path) -> None:
     object_info = shared_path("fixtures", "comfyui", "object_info.json")
     source = shared_path("fixtures", "oracle", "default.v1.ui.json")
     out = tmp_path / "api.json"
-    result = CliRunner().invoke(main, ["convert", str(source), "--object-info", str(object_info), "-o", str(out)])
+    result = CliRunner().invoke(main, ["convert", str(source), "--object-info", str(object_info),
+                                       "--frontend", "1.27.10", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text()) == json.loads((ORACLE / "default.api.json").read_text())
+    # the same graph as the newest GUI converts it: its bundled title for CheckpointLoaderSimple differs
+    result = CliRunner().invoke(main, ["convert", str(ORACLE_149 / "tpl_api_kling2_6_t2v.ui.json"), "--object-info",
+                                       str(ORACLE_149 / "object_info.json"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text()) == json.loads((ORACLE_149 / "tpl_api_kling2_6_t2v.api.json").read_text())
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
     result = CliRunner().invoke(main, ["convert", str(bad)])
     assert result.exit_code == 2 and "not a ComfyUI workflow" in result.output
+    result = CliRunner().invoke(main, ["convert", str(source), "--object-info", str(object_info), "--frontend", "new"])
+    assert result.exit_code == 2 and "frontend version 'new'" in result.output
+
+
+def test_cli_convert_without_a_catalogue_says_so() -> None:
+    from click.testing import CliRunner
+
+    from comfy_driver.cli import main
+
+    source = shared_path("fixtures", "oracle", "default.v1.ui.json")
+    result = CliRunner().invoke(main, ["convert", str(source)])
+    assert result.exit_code == 2
+    assert "needs the node catalogue of the server" in result.output and "--server URL" in result.output
+    assert "missing" not in result.output and "Traceback" not in result.output
+
+
+def test_cli_convert_follows_the_servers_frontend(sim_factory: Any) -> None:
+    """Against a server, the GUI it requires decides: 0.3.64's 1.27 writes PreviewAny's text widget."""
+    from click.testing import CliRunner
+
+    from comfy_driver.cli import main
+    from comfy_driver.sim.server import SimServer
+
+    catalog = Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"))
+    server: SimServer = sim_factory(catalog=catalog)
+    source = shared_path("fixtures", "oracle", "api_openai_chat.ui.json")
+    old = CliRunner().invoke(main, ["convert", str(source), "--server", server.url, "--frontend", "1.27.10"])
+    new = CliRunner().invoke(main, ["convert", str(source), "--server", server.url, "--frontend", "1.49.6"])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
+    assert json.loads(old.output) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
+    assert "preview" in json.loads(old.output)["2"]["inputs"] and "preview" not in json.loads(new.output)["2"]["inputs"]
 
 
 def test_not_json_is_clear(tmp_path: Path) -> None:
