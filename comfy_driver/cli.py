@@ -174,46 +174,57 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         sys.exit(1)
 
 
-def _catalog(server: str | None, object_info: Path | None) -> Any:
-    """The node catalogue: a server's (cached per server), an object_info file, or the bundled one."""
+def _convert_catalog(server: str | None, object_info: Path | None, frontend: str | None) -> tuple[Any, Any]:
+    """(node catalogue, frontend version) for `convert`: a server's, or an object_info file's.
+
+    Conversion is only as right as its catalogue: every widget value lands by the node definitions
+    of the server that will run the graph, so there is no built-in default.
+    """
     from comfy_driver.comfy.catalog import Catalog
 
     if object_info is not None:
         try:
-            return Catalog.from_file(object_info)
+            return Catalog.from_file(object_info), frontend
         except ValueError as exc:
             raise UserError(f"{object_info}: not an object_info JSON file ({exc})") from None
     if server:
-        return _client(server).catalog()
-    from comfy_driver.models.catalog import bundled_catalog
-    from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
-
-    return bundled_catalog(load_lock(MODELS_LOCK))
+        client = _client(server)
+        if frontend is None:  # the GUI that server ships is the one to reproduce
+            system = client.system_stats().get("system") or {}
+            frontend = system.get("required_frontend_version") or None
+        return client.catalog(), frontend
+    raise UserError("convert needs the node catalogue of the server the graph is for",
+                    hint="pass --server URL, or --object-info FILE (a saved GET /object_info of that server)")
 
 
 @main.command()
 @click.argument("workflow", type=click.Path(path_type=Path))
-@click.option("--server", default=None, help="Use this ComfyUI server's node catalogue.")
+@click.option("--server", default=None, help="Use this ComfyUI server's node catalogue and its GUI's rules.")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Use a saved object_info.json as the node catalogue.")
+@click.option("--frontend", "frontend", default=None, metavar="VERSION",
+              help="Convert as this ComfyUI frontend does (default: the server's; with --object-info, the newest).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write here (default: stdout).")
 @click.option("--to", "target", type=click.Choice(["api", "ui"]), default="api", show_default=True,
               help="api: GUI workflow -> API graph (as the frontend does); ui: API graph -> GUI workflow.")
 @handle_errors
-def convert(workflow: Path, server: str | None, object_info: Path | None, output: Path | None, target: str) -> None:
+def convert(workflow: Path, server: str | None, object_info: Path | None, frontend: str | None,
+            output: Path | None, target: str) -> None:
     """Convert a GUI-saved workflow to the API format (or an API graph to a GUI workflow)."""
     from comfy_driver.workflow.convert import ui_to_api
     from comfy_driver.workflow.files import detect_format, load_json
+    from comfy_driver.workflow.frontend import parse_version
     from comfy_driver.workflow.layout import api_to_ui
 
+    if frontend is not None:
+        parse_version(frontend)  # a bad --frontend is named before anything is fetched
     data = load_json(workflow)
     kind = detect_format(data)
-    catalog = _catalog(server, object_info)
     if kind == "unknown":
         raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
+    catalog, frontend = _convert_catalog(server, object_info, frontend)
     if target == "api":
-        result = data if kind == "api" else ui_to_api(data, catalog)
+        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend)
     else:
         result = data if kind == "ui" else api_to_ui(data, catalog)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
