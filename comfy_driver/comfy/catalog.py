@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from comfy_driver.comfy.versions import Version
+
 # Widget options that mark an input whose value is a file the server checks in its input folder.
 UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
 
@@ -45,18 +47,37 @@ def is_upload(spec: list[Any]) -> bool:
 
 
 class Catalog:
-    """A node catalogue: class name -> object_info entry."""
+    """A node catalogue: class name -> object_info entry.
 
-    def __init__(self, object_info: dict[str, Any]) -> None:
+    `version` is the ComfyUI release that served it: validation answers as that release does
+    (None: the newest).
+    """
+
+    def __init__(self, object_info: dict[str, Any], *, version: Version | None = None) -> None:
         self.nodes = object_info
+        self.version = version
         self._outputs: dict[str, tuple[Any, ...]] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+    def from_file(cls, path: str | Path, *, version: Version | None = None) -> Catalog:
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")), version=version)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
+
+    def packs(self) -> dict[str, int]:
+        """Node classes per source: 'core', 'api nodes', or the custom node pack's folder name."""
+        counts: dict[str, int] = {}
+        for node in self.nodes.values():
+            module = str(node.get("python_module") or "")
+            if module.startswith("custom_nodes."):
+                source = module.split(".")[1]
+            elif module.startswith("comfy_api_nodes"):
+                source = "api nodes"
+            else:
+                source = "core"
+            counts[source] = counts.get(source, 0) + 1
+        return counts
 
     def output_types(self, class_type: str) -> tuple[Any, ...]:
         types = self._outputs.get(class_type)
@@ -109,7 +130,7 @@ class Catalog:
             for _, spec in option_specs({class_type: nodes[class_type]}):
                 if is_upload(spec):
                     set_combo_choices(spec, names)
-        return Catalog(nodes)
+        return Catalog(nodes, version=self.version)
 
     # ----------------------------------------------------------------------------------------------
     def validate(self, prompt: dict[str, Any], *, partial_targets: list[str] | None = None,
