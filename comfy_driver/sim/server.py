@@ -74,8 +74,10 @@ class SimServer:
                  faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0,
                  auth: str | None = None) -> None:
         self.root = Path(root)
-        # The release played: its catalogue's version (the bundled catalogues carry theirs).
-        self.versions = ServerVersions.of(str(catalog.version or RECORDED[0]))
+        # The release played is its catalogue's (the bundled catalogues carry theirs; default 0.3.64).
+        if catalog.version is None:
+            catalog = Catalog(catalog.nodes, version=RECORDED[0])
+        self.versions = ServerVersions.of(str(catalog.version))
         for sub in ("input", "output", "temp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.base_catalog = catalog
