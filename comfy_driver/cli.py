@@ -85,9 +85,10 @@ def _simulated(wanted: bool) -> Iterator[str | None]:
 
 
 def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
-                port: int = 0, time_scale: float = 0.2) -> Any:
+                port: int = 0, time_scale: float = 0.2, comfyui: str | None = None) -> Any:
     from comfy_driver.comfy.catalog import Catalog
-    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.comfy.versions import Version
+    from comfy_driver.models.catalog import DEFAULT_RELEASE, bundled_catalog, sim_release
     from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import MODELS_LOCK
@@ -95,11 +96,12 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
     from comfy_driver.sim.server import SimServer
 
     lock = load_lock(MODELS_LOCK)
+    release = sim_release(comfyui) if comfyui else DEFAULT_RELEASE
     if object_info is not None:
         info = json.loads(object_info.read_text(encoding="utf-8"))
-        catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()))
+        catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()), version=Version.parse(release))
     else:
-        catalog = bundled_catalog(lock)
+        catalog = bundled_catalog(lock, release)
     timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
     return SimServer(root, catalog, timing=timing, host=host, port=port)
 
@@ -447,12 +449,17 @@ def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
               help="Multiply the realistic durations (0.1: ten times faster).")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
+@click.option("--comfyui", default=None, metavar="VERSION",
+              help="The ComfyUI release to play: its catalogue, routes, messages and rules (0.3.64 or 0.33.0).")
 @handle_errors
-def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None) -> None:
+def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None,
+        comfyui: str | None) -> None:
     """Run the simulated ComfyUI server in the foreground."""
     root = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale)
-    click.echo(f"simulated ComfyUI on http://{host}:{port} (files in {root}); Ctrl-C stops it", err=True)
+    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale,
+                         comfyui=comfyui)
+    click.echo(f"simulated ComfyUI {server.versions.comfyui} on http://{host}:{port} (files in {root}); "
+               "Ctrl-C stops it", err=True)
     try:
         server.serve()
     except OSError as exc:
@@ -523,15 +530,36 @@ def free(server: str) -> None:
 
 @main.command()
 @click.option("--server", required=True, help="ComfyUI URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was detected as JSON.")
 @handle_errors
-def stats(server: str) -> None:
-    """Show the server's version and devices (and check that it is ComfyUI)."""
-    data = _client(server).system_stats()
+def stats(server: str, as_json: bool) -> None:
+    """What the server is: ComfyUI and frontend versions, node catalogue, devices, version facts."""
+    client = _client(server)
+    data = client.system_stats()
+    versions = client.versions()
+    catalog = client.catalog()
     system = data["system"]
-    click.echo(f"ComfyUI {system.get('comfyui_version', '?')}, Python {str(system.get('python_version', '?')).split()[0]}")
+    if as_json:
+        click.echo(json.dumps({
+            "comfyui": versions.comfyui_text or None, "frontend": str(versions.frontend) if versions.frontend else None,
+            "frontend_reported": versions.frontend_reported, "supported": versions.support_note() is None,
+            "note": versions.support_note(), "node_classes": len(catalog.nodes), "sources": catalog.packs(),
+            "facts": [f.name for f in versions.facts], "devices": data.get("devices", [])}, indent=2))
+        return
+    click.echo(versions.describe())
+    note = versions.support_note()
+    click.echo(f"  {note}" if note else "  supported release")
+    click.echo(f"Python {str(system.get('python_version', '?')).split()[0]}, PyTorch {system.get('pytorch_version', '?')}")
+    packs = catalog.packs()
+    listed = ", ".join(f"{name} {n}" for name, n in sorted(packs.items(), key=lambda kv: (-kv[1], kv[0])))
+    click.echo(f"node catalogue: {len(catalog.nodes)} classes ({listed})")
     for dev in data.get("devices", []):
         click.echo(f"  {dev.get('name')}: {int(dev.get('vram_free', 0)) >> 20} MiB free of "
                    f"{int(dev.get('vram_total', 0)) >> 20} MiB")
+    facts = versions.facts
+    click.echo("behaviour of this release:" if facts else "behaviour of this release: as 0.3.60-0.3.64")
+    for fact in facts:
+        click.echo(f"  {fact.name} (since {fact.since}): {fact.what}")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
 def replay(client: ComfyClient, item: Replayable, dest: Path, catalog: Catalog, *,
            progress: Progress | None = None) -> list[Downloaded]:
     """Validate, submit, follow and download one graph's outputs into dest."""
-    result = catalog.validate(item.graph)
+    result = catalog.validate(item.graph, stricter=True)
     if not result.ok:
         raise PromptRejected(result.error or {}, result.node_errors, item.graph, where="replay: ")
     workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None
