@@ -273,3 +273,45 @@ def test_doctor_against_the_simulator(sim_factory: Any, tmp_path: Path) -> None:
     assert "model loras/extra.safetensors: NOT on the server" in result.output
     assert "node pack missing on the server: ComfyUI-KJNodes (ImageUpscaleWithModelBatched)" in result.output
     assert result.exit_code == 1
+
+
+HOSTILE_NAMES = ["../../../victim.txt", "/tmp/victim.txt", "C:/victim.txt", "sub\\..\\..\\victim.txt",
+                 "sub/../../victim.txt", "./x.safetensors", "a//b.safetensors", "", "x\x00.safetensors"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_lock_names_cannot_leave_their_folder(tmp_path: Path, name: str) -> None:
+    text = UNPINNED.replace("name: small.safetensors", f"name: {json.dumps(name)}")
+    with pytest.raises(UserError, match=r"models.lock:4: models\[0\]\.name|models.lock:4"):
+        read_lock(lock_file(tmp_path, text))
+
+
+def test_sub_folder_names_are_kept(hub: FakeHub, tmp_path: Path) -> None:
+    text = UNPINNED.replace("name: small.safetensors", "name: wan/small.safetensors")
+    run_fetch(lock_file(tmp_path, text), tmp_path / "models", backends=["demo"])
+    assert (tmp_path / "models" / "vae" / "wan" / "small.safetensors").is_file()
+
+
+def test_a_name_is_checked_again_right_before_writing(hub: FakeHub, tmp_path: Path) -> None:
+    lockfile = read_lock(lock_file(tmp_path))
+    lockfile.lock.models[0] = lockfile.lock.models[0].model_copy(update={"name": "../../victim.txt"})
+    with pytest.raises(UserError, match="refusing to write model file '../../victim.txt'"):
+        fetch(lockfile, lockfile.lock.models[:1], ModelsTree(tmp_path / "models"))
+    assert not (tmp_path / "victim.txt").exists()
+    assert not list(tmp_path.rglob("victim.txt*"))
+
+
+@pytest.mark.parametrize("name", ["../../../victim.txt", "/tmp/victim.txt", "..\\..\\victim.txt"])
+def test_lock_from_a_hostile_workflow_writes_nothing(hub: FakeHub, tmp_path: Path, name: str) -> None:
+    lock = lock_file(tmp_path, "version: 1\nmodels: []\n")
+    before = lock.read_text()
+    workflow = {"nodes": [{"id": 1, "type": "UNETLoader", "properties": {"models": [
+        {"name": name, "url": f"https://huggingface.co/{REPO}/resolve/main/big.safetensors",
+         "directory": "diffusion_models"}]}}], "links": [], "version": 0.4}
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(workflow))
+    result = CliRunner().invoke(main, ["lock", "from-workflow", str(wf), "--lock", str(lock)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "absolute path" in result.output or "plain relative path" in result.output or "uses '\\'" in result.output
+    assert lock.read_text() == before

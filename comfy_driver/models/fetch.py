@@ -25,7 +25,7 @@ from comfy_driver.comfy.client import file_sha256
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.models import hub
 from comfy_driver.models.lock import LockFile, ModelEntry, write_pins
-from comfy_driver.models.tree import ModelsTree
+from comfy_driver.models.tree import ModelsTree, flat_name, inside
 from comfy_driver.pipeline.progress import fmt_seconds
 
 DISK_MARGIN = 256 << 20  # keep this much free beyond the downloads
@@ -222,7 +222,7 @@ def fetch(lockfile: LockFile, entries: list[ModelEntry], tree: ModelsTree, *, jo
 
 
 def _partial_path(partial_dir: Path, entry: ModelEntry) -> Path:
-    return partial_dir / entry.folder / f"{entry.name}.{(entry.sha256 or 'unpinned')[:16]}.part"
+    return inside(partial_dir / entry.folder, f"{flat_name(entry.name)}.{(entry.sha256 or 'unpinned')[:16]}.part")
 
 
 def _partial_size(partial_dir: Path, entry: ModelEntry) -> int:
@@ -249,15 +249,18 @@ def _download_one(item: Item, tree: ModelsTree, stamps: Stamps, progress: Progre
         return received
     item.downloaded = received
     if got != e.sha256:
-        quarantine = tree.state / "quarantine" / f"{e.name}.{got[:16]}"
+        quarantine = inside(tree.state / "quarantine", f"{flat_name(e.name)}.{got[:16]}")
         quarantine.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, quarantine)
         item.status = "mismatch"
         item.message = (f"{e.name}: sha256 {got} does not match models.lock ({e.sha256}); the file was moved to "
                         f"{quarantine} and is not where ComfyUI loads from")
         return item.downloaded
-    item.target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, item.target)
+    target = tree.target(e)  # the name is checked again right before the file is written
+    if target != item.target:
+        raise UserError(f"{e.name}: its target changed during the download ({item.target} -> {target})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, target)
     stamps.record(item.target, got)
     item.status, item.present = "downloaded", item.target
     progress.file_done()
