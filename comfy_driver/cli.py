@@ -151,6 +151,8 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         for job in jobs:
             click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
                        f"  uploads {len(job.uploads)}")
+            if job.skipped:
+                click.echo(f"{'':<20} skipped (not for this backend): {', '.join(job.skipped)}")
         click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
         return
     progress = Progress(len(jobs), enabled=True)
