@@ -72,7 +72,11 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
         titles.setdefault(str((node.get("_meta") or {}).get("title") or ""), []).append(node_id)
     errors = []
     for text in sets:
-        title, name, value = parse_set(text)
+        try:
+            title, name, value = parse_set(text)
+        except UserError as exc:
+            errors.append(exc.message)
+            continue
         ids = titles.get(title) or ([title] if title in graph else [])
         if not ids:
             guess = difflib.get_close_matches(title, [t for t in titles if t], n=1)
