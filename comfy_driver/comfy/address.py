@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from comfy_driver.errors import UserError
 
 CREDENTIALS_ENV = "COMFY_DRIVE_CREDENTIALS"
+CREDENTIALS_HINT = "set COMFY_DRIVE_TOKEN or COMFY_DRIVE_HEADERS, or store the server's headers in the credentials file"
 
 
 def credentials_path() -> Path:
@@ -98,7 +99,7 @@ def stored_headers(http: str) -> dict[str, str]:
         servers = json.loads(path.read_text(encoding="utf-8")).get("servers", {})
     except (ValueError, AttributeError) as exc:
         raise UserError(f"{path}: not a valid credentials file ({exc})",
-                        hint="delete it and run comfy-drive login again") from None
+                        hint="delete it and store the credentials again") from None
     best = ""
     for prefix in servers:
         if http.startswith(prefix.rstrip("/")) and len(prefix) > len(best):
