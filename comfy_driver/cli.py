@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from comfy_driver import __version__
+from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
 from comfy_driver.errors import DriveError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +31,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _fail(message: str, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+class UserInterrupt(DriveError):
+    """The user stopped the run (Ctrl-C / SIGTERM)."""
+
+
+def exit_status(exc: DriveError) -> int:
+    """The one place errors become exit statuses: 2 bad input, 130 stopped by the user, 1 the rest."""
+    if isinstance(exc, UserInterrupt):
+        return 130
+    return 2 if isinstance(exc, UserError) else 1
+
+
+# What the command line adds to a library hint: the command that helps (the library names none).
+_COMMAND_HINTS: list[tuple[type[DriveError], str]] = [
+    (AccessRefused, "comfy-drive login URL --header 'Authorization: Bearer …' stores them (mode 600)"),
+    (OutOfMemory, "comfy-drive free --server URL unloads the server's models"),
+]
+
+
+def render_error(exc: DriveError) -> str:
+    text = str(exc)
+    for cls, command in _COMMAND_HINTS:
+        if isinstance(exc, cls):
+            text += f"\n  {command}"
+    return text
 
 
 def handle_errors(fn: F) -> F:
@@ -42,7 +69,7 @@ def handle_errors(fn: F) -> F:
         except DriveError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), exc.exit_code)
+            _fail(render_error(exc), exit_status(exc))
         except KeyboardInterrupt:
             _fail("interrupted; rerun the same command to resume", 130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
@@ -416,12 +443,6 @@ def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lo
     problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo)
     if problems:
         sys.exit(1)
-
-
-class UserInterrupt(DriveError):
-    """The user stopped the run (Ctrl-C / SIGTERM)."""
-
-    exit_code = 130
 
 
 def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:

@@ -22,6 +22,7 @@ from comfy_driver import confined
 from comfy_driver.errors import UserError
 
 CREDENTIALS_ENV = "COMFY_DRIVE_CREDENTIALS"
+CREDENTIALS_HINT = "set COMFY_DRIVE_TOKEN or COMFY_DRIVE_HEADERS, or store the server's headers in the credentials file"
 
 
 def credentials_path() -> Path:
@@ -138,7 +139,7 @@ def env_headers() -> dict[str, str]:
 
 def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
     """server URL -> headers, from the credentials file; anything malformed is a clear error."""
-    again = "delete it and run comfy-drive login again"
+    again = "delete it and store the credentials again"
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise UserError(f"{path}: credentials file is readable by others (mode {mode:o})",

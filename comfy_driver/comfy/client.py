@@ -18,9 +18,9 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from comfy_driver import confined
-from comfy_driver.comfy.address import ServerAddress
+from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
+from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
 from comfy_driver.comfy.versions import ServerVersions
 from comfy_driver.errors import RunError, UserError
@@ -115,8 +115,8 @@ class ComfyClient:
         except _Transient as exc:
             raise ServerUnreachable(str(exc), hint="is ComfyUI running and is the URL right?") from None
         if response.status_code in (401, 403) and path != "/view":
-            raise UserError(f"{self.address.display} refused access ({response.status_code}) on {path}",
-                            hint="set COMFY_DRIVE_TOKEN / COMFY_DRIVE_HEADERS or run comfy-drive login")
+            raise AccessRefused(f"{self.address.display} refused access ({response.status_code}) on {path}",
+                                hint=CREDENTIALS_HINT)
         return response
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:

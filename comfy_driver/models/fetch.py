@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from comfy_driver.comfy.client import file_sha256
-from comfy_driver.errors import DriveError, RunError, UserError
+from comfy_driver.errors import DriveError, ModelVerificationFailed, RunError, UserError
 from comfy_driver.models import hub
 from comfy_driver.models.lock import LockFile, ModelEntry, write_pins
 from comfy_driver.models.tree import ModelsTree, flat_name, inside
@@ -189,8 +189,8 @@ def pin(lockfile: LockFile, items: list[Item]) -> list[str]:
             if current is None:
                 fields[name] = value
             elif current != value:
-                raise UserError(f"{where}{e.name}: models.lock says {name} {current}, the Hub says {value} "
-                                f"for revision {e.revision or 'main'}", hint="fix or remove that value")
+                raise ModelVerificationFailed(f"{where}{e.name}: models.lock says {name} {current}, "
+                                              f"the Hub says {value} for revision {e.revision or 'main'}", hint="fix or remove that value")
         item.entry = e.model_copy(update=fields)
         pins[item.index] = fields
         names.append(e.name)
