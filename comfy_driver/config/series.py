@@ -167,7 +167,10 @@ class LoadedSeries:
 
     @property
     def output_dir(self) -> Path:
-        return (self.path.parent / self.series.output).resolve()
+        try:
+            return (self.path.parent / self.series.output).resolve()
+        except (OSError, RuntimeError) as exc:  # a link loop
+            raise UserError(f"{self.path}: output {self.series.output!r} cannot be used ({exc})") from None
 
     @property
     def slug(self) -> str:

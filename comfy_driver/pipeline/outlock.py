@@ -91,9 +91,11 @@ def prepare_folder(folder: Path) -> Path:
                         hint="set output: in the series file to a folder (or remove that file)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"output folder {folder}: a part of this path is a file, not a folder",
+                        hint="set output: in the series file to a folder") from None
     except OSError as exc:
-        raise confined.os_failure(exc, folder, "creating") if not isinstance(exc, FileExistsError) else \
-            UserError(f"output folder {folder}: a part of this path is a file, not a folder") from None
+        raise confined.os_failure(exc, folder, "creating") from None
     return folder
 
 
