@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from comfy_driver import confined
+from comfy_driver import confined, jsontext
 from comfy_driver.errors import UserError
 
 CREDENTIALS_ENV = "COMFY_DRIVE_CREDENTIALS"
@@ -144,8 +144,8 @@ def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
         raise UserError(f"{path}: credentials file is readable by others (mode {mode:o})",
                         hint=f"run: chmod 600 {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError, RecursionError) as exc:
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
         raise UserError(f"{path}: not a valid credentials file ({exc})", hint=again) from None
     servers = data.get("servers") if isinstance(data, dict) else None
     if not isinstance(servers, dict) or not all(isinstance(v, dict) and isinstance(v.get("headers"), dict)

@@ -9,11 +9,12 @@ stop at the first broken link of a branch), and is checked against the recorded 
 from __future__ import annotations
 
 import copy
-import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from comfy_driver import jsontext
 
 # Widget options that mark an input whose value is a file the server checks in its input folder.
 UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
@@ -53,7 +54,7 @@ class Catalog:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls(jsontext.loads(Path(path).read_text(encoding="utf-8"), finite=False))
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
