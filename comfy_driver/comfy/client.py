@@ -18,10 +18,11 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from comfy_driver import confined, jsontext
-from comfy_driver.comfy.address import ServerAddress
+from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
+from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.comfy.versions import ServerVersions
 from comfy_driver.errors import RunError, UserError
 
 UPLOAD_SUBFOLDER = "comfy_drive"
@@ -80,6 +81,7 @@ class ComfyClient:
         self.session.headers.update(self.address.headers)
         self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
+        self._versions: ServerVersions | None = None
 
     # ---------------------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -113,8 +115,8 @@ class ComfyClient:
         except _Transient as exc:
             raise ServerUnreachable(str(exc), hint="is ComfyUI running and is the URL right?") from None
         if response.status_code in (401, 403) and path != "/view":
-            raise UserError(f"{self.address.display} refused access ({response.status_code}) on {path}",
-                            hint="set COMFY_DRIVE_TOKEN / COMFY_DRIVE_HEADERS or run comfy-drive login")
+            raise AccessRefused(f"{self.address.display} refused access ({response.status_code}) on {path}",
+                                hint=CREDENTIALS_HINT)
         return response
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
@@ -139,6 +141,12 @@ class ComfyClient:
             raise NotComfyUI(f"{self.address.display} answers, but not as ComfyUI does (/system_stats)")
         return stats
 
+    def versions(self) -> ServerVersions:
+        """The server's ComfyUI and frontend versions (asked once per client)."""
+        if self._versions is None:
+            self._versions = ServerVersions.from_system_stats(self.system_stats())
+        return self._versions
+
     def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
         """GET /object_info, cached per server for the life of the process."""
         key = self.address.http
@@ -153,7 +161,8 @@ class ComfyClient:
         return info
 
     def catalog(self, *, refresh: bool = False) -> Catalog:
-        return Catalog(self.object_info(refresh=refresh))
+        """The node catalogue, validating with the rules of this server's version."""
+        return Catalog(self.object_info(refresh=refresh), version=self.versions().comfyui)
 
     def features(self) -> dict[str, Any]:
         return self._json("GET", "/features")

@@ -50,6 +50,8 @@ class EpisodeRecord(BaseModel):
     path: str | None = None
     sha256: str | None = None
     scenes: list[str]
+    format: str | None = None  # the joined file's size and fps
+    converted: list[str] = []  # scenes whose clip was scaled or resampled to that format
 
 
 class RunReport(BaseModel):
@@ -82,7 +84,8 @@ class RunReport(BaseModel):
                 line += f"\n      {s.error.splitlines()[0]}"
             lines.append(line)
         for e in self.episodes:
-            lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else ""))
+            lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else "")
+                         + (f"  (converted to {e.format}: {', '.join(e.converted)})" if e.converted else ""))
         return "\n".join(lines)
 
 
