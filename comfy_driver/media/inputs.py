@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from comfy_driver.errors import UserError
+from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.media.ffmpeg import VideoInfo, probe
 
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
@@ -46,15 +46,15 @@ def check_image(path: Path, where: str, value: str) -> tuple[int, int]:
         with img:
             fmt, (width, height) = img.format, img.size
             if fmt not in IMAGE_FORMATS:
-                raise UserError(f"{where}: {value!r} is a {fmt} image; ComfyUI loads "
+                raise BadInputFile(f"{where}: {value!r} is a {fmt} image; ComfyUI loads "
                                 f"{', '.join(IMAGE_FORMATS.values())}", hint=hint)
             if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-                raise UserError(f"{where}: {value!r} is {width}x{height} pixels, {too_large}", hint="scale it down first")
+                raise BadInputFile(f"{where}: {value!r} is {width}x{height} pixels, {too_large}", hint="scale it down first")
             img.verify()
     except Image.DecompressionBombError:  # PIL refuses to open it at all: far past the limit
-        raise UserError(f"{where}: {value!r} is {too_large}", hint="scale it down first") from None
+        raise BadInputFile(f"{where}: {value!r} is {too_large}", hint="scale it down first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise UserError(f"{where}: {value!r} is not an image ComfyUI can load", hint=hint) from None
+        raise BadInputFile(f"{where}: {value!r} is not an image ComfyUI can load", hint=hint) from None
     return width, height
 
 
@@ -63,9 +63,9 @@ def check_video(path: Path, where: str, value: str) -> VideoInfo:
     try:
         info = probe(path)
     except UserError:
-        raise UserError(f"{where}: {value!r} is not a video ffmpeg can read",
+        raise BadInputFile(f"{where}: {value!r} is not a video ffmpeg can read",
                         hint="use an MP4 (H.264) or WebM file") from None
     if max(info.width, info.height) > MAX_VIDEO_SIDE:
-        raise UserError(f"{where}: {value!r} is {info.width}x{info.height}, larger than {MAX_VIDEO_SIDE} a side",
+        raise BadInputFile(f"{where}: {value!r} is {info.width}x{info.height}, larger than {MAX_VIDEO_SIDE} a side",
                         hint="scale it down first")
     return info
