@@ -9,12 +9,12 @@ stop at the first broken link of a branch), and is checked against the recorded 
 from __future__ import annotations
 
 import copy
-import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.versions import Version, has
 
 # Input types of node schema v3 whose values arrive flattened with dots ("format.codec", "values.a").
@@ -65,7 +65,7 @@ class Catalog:
 
     @classmethod
     def from_file(cls, path: str | Path, *, version: Version | None = None) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")), version=version)
+        return cls(jsontext.loads(Path(path).read_text(encoding="utf-8"), finite=False), version=version)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from comfy_driver import confined
+from comfy_driver import confined, jsontext
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
@@ -124,7 +124,7 @@ class ComfyClient:
         if response.status_code != 200:
             raise ServerProtocolError(f"{self.address.display}{path} answered {response.status_code}")
         try:
-            return response.json()
+            return jsontext.loads(response.content, finite=False)
         except ValueError:
             raise NotComfyUI(f"{self.address.display}{path} did not answer JSON: this is not a ComfyUI server",
                              hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
@@ -189,7 +189,7 @@ class ComfyClient:
         response = self._request("POST", "/prompt", retry_ok=False, data=json.dumps(body),
                                  headers={"Content-Type": "application/json"})
         try:
-            reply = response.json()
+            reply = jsontext.loads(response.content, finite=False)
         except ValueError:
             reply = None
         if response.status_code == 400 and isinstance(reply, dict) and "error" in reply:
