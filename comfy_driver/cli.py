@@ -221,8 +221,8 @@ def _convert_catalog(server: str | None, object_info: Path | None, frontend: str
     if server:
         client = _client(server)
         if frontend is None:  # the GUI that server ships is the one to reproduce
-            system = client.system_stats().get("system") or {}
-            frontend = system.get("required_frontend_version") or None
+            required = client.versions().frontend
+            frontend = str(required) if required else None
         return client.catalog(), frontend
     raise UserError("convert needs the node catalogue of the server the graph is for",
                     hint="pass --server URL, or --object-info FILE (a saved GET /object_info of that server)")

@@ -170,20 +170,24 @@ def test_cli_convert_without_a_catalogue_says_so() -> None:
 
 
 def test_cli_convert_follows_the_servers_frontend(sim_factory: Any) -> None:
-    """Against a server, the GUI it requires decides: 0.3.64's 1.27 writes PreviewAny's text widget."""
+    """Against a server, the GUI it requires decides: 0.3.64's 1.27 writes PreviewAny's text widget,
+    0.33.0's 1.49 does not (and titles the nodes by its own bundled names)."""
     from click.testing import CliRunner
 
     from comfy_driver.cli import main
-    from comfy_driver.sim.server import SimServer
+    from comfy_driver.comfy.versions import Version
 
-    catalog = Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"))
-    server: SimServer = sim_factory(catalog=catalog)
     source = shared_path("fixtures", "oracle", "api_openai_chat.ui.json")
-    old = CliRunner().invoke(main, ["convert", str(source), "--server", server.url, "--frontend", "1.27.10"])
-    new = CliRunner().invoke(main, ["convert", str(source), "--server", server.url, "--frontend", "1.49.6"])
-    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
-    assert json.loads(old.output) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
-    assert "preview" in json.loads(old.output)["2"]["inputs"] and "preview" not in json.loads(new.output)["2"]["inputs"]
+    old = sim_factory(catalog=Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"),
+                                                version=Version(0, 3, 64)))
+    new = sim_factory(catalog=Catalog.from_file(ORACLE_149 / "object_info.json", version=Version(0, 33, 0)))
+    got_old = CliRunner().invoke(main, ["convert", str(source), "--server", old.url])
+    got_new = CliRunner().invoke(main, ["convert", str(source), "--server", new.url])
+    assert got_old.exit_code == 0 and got_new.exit_code == 0, got_old.output + got_new.output
+    assert json.loads(got_old.output) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
+    assert json.loads(got_new.output) == json.loads((ORACLE_149 / "api_openai_chat.api.json").read_text())
+    forced = CliRunner().invoke(main, ["convert", str(source), "--server", new.url, "--frontend", "1.27.10"])
+    assert "preview" in json.loads(forced.output)["2"]["inputs"]
 
 
 def test_not_json_is_clear(tmp_path: Path) -> None:

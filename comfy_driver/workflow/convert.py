@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.versions import frontend_for
 from comfy_driver.errors import UserError
 from comfy_driver.workflow.frontend import Frontend, Version, frontend
 from comfy_driver.workflow.graph import (MODE_BYPASS, MODE_NEVER, SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID, Graph,
@@ -364,6 +365,8 @@ def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog, *, missing: Literal
     """Convert a UI-format workflow (classic 0.4 or version 1) to the API format.
 
     `frontend_version` is the GUI to reproduce (the server's required frontend version); without
-    it, the newest checked frontend.
+    it, the frontend the catalogue's ComfyUI release requires, or the newest checked one.
     """
+    if frontend_version is None:
+        frontend_version = frontend_for(catalog.version)
     return _Converter(workflow, catalog, missing, frontend(frontend_version)).convert()
