@@ -254,8 +254,11 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if kind == "unknown":
         raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
     catalog, frontend = _convert_catalog(server, object_info, frontend)
+    notes: list[str] = []
     if target == "api":
-        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend)
+        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend, notes=notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     else:
         result = data if kind == "ui" else api_to_ui(data, catalog)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"

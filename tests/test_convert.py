@@ -184,10 +184,10 @@ def test_cli_convert_follows_the_servers_frontend(sim_factory: Any) -> None:
     got_old = CliRunner().invoke(main, ["convert", str(source), "--server", old.url])
     got_new = CliRunner().invoke(main, ["convert", str(source), "--server", new.url])
     assert got_old.exit_code == 0 and got_new.exit_code == 0, got_old.output + got_new.output
-    assert json.loads(got_old.output) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
-    assert json.loads(got_new.output) == json.loads((ORACLE_149 / "api_openai_chat.api.json").read_text())
+    assert json.loads(got_old.stdout) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
+    assert json.loads(got_new.stdout) == json.loads((ORACLE_149 / "api_openai_chat.api.json").read_text())
     forced = CliRunner().invoke(main, ["convert", str(source), "--server", new.url, "--frontend", "1.27.10"])
-    assert "preview" in json.loads(forced.output)["2"]["inputs"]
+    assert "preview" in json.loads(forced.stdout)["2"]["inputs"]
 
 
 def test_not_json_is_clear(tmp_path: Path) -> None:
@@ -199,3 +199,19 @@ def test_not_json_is_clear(tmp_path: Path) -> None:
         load_json(path)
 
 
+
+
+def test_schema_drift_is_reported(catalog_149: Catalog) -> None:
+    """Inputs a node gained, values left over or shifted, links into inputs that are gone: in words."""
+    workflow = json.loads((ORACLE_149 / "wanvideo_480p_I2V_example_01.ui.json").read_text())
+    notes: list[str] = []
+    ui_to_api(workflow, catalog_149, frontend_version="1.49.6", notes=notes)
+    assert any("WanVideoImageClipEncode" in n and "'clip' is not an input" in n for n in notes)
+    assert any("WanVideoSampler" in n and "no saved value for" in n and "rope_function" in n for n in notes)
+    saved = json.loads((ORACLE_149 / "tpl_api_seedance2_5_r2v.ui.json").read_text())
+    notes = []
+    ui_to_api(saved, catalog_149, frontend_version="1.49.6", notes=notes)
+    assert any("saved as 'codec' lands in 'format.codec'" in n for n in notes)
+    notes = []
+    ui_to_api(json.loads((WORKFLOWS / "wan22_animate.json").read_text()), catalog_149, notes=notes)
+    assert notes == []  # the shipped workflows fit the newest catalogue exactly
