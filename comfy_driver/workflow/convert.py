@@ -24,10 +24,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.versions import frontend_for
 from comfy_driver.errors import UserError
 from comfy_driver.workflow.drift import drift_notes
-from comfy_driver.workflow.frontend import Frontend, Version, frontend
+from comfy_driver.workflow.frontend import Frontend, Version, for_catalog, frontend
 from comfy_driver.workflow.graph import (MODE_BYPASS, MODE_NEVER, SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID, Graph,
                                          Link, Node, dedupe_subgraph_ids, parse_graph, subgraph_definitions,
                                          valid_connection)
@@ -370,9 +369,7 @@ def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog, *, missing: Literal
     passed as `notes` receives one line per node whose saved inputs do not fit the server's
     definition (what the GUI would silently fill, drop or shift).
     """
-    if frontend_version is None:
-        frontend_version = frontend_for(catalog.version)
-    fe = frontend(frontend_version)
+    fe = for_catalog(catalog) if frontend_version is None else frontend(frontend_version)
     graph = _Converter(workflow, catalog, missing, fe).convert()
     if notes is not None:
         notes += drift_notes(workflow, catalog, fe)

@@ -12,7 +12,7 @@ from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
-from comfy_driver.workflow.frontend import frontend
+from comfy_driver.workflow.frontend import for_catalog, frontend
 from comfy_driver.workflow.widgets import assign, from_inputs, widget_defs
 
 COLUMN_WIDTH = 400
@@ -134,7 +134,7 @@ def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalo
     Embedded in the outputs, it opens in the GUI showing what this scene really ran with.
     """
     out = copy.deepcopy(workflow)
-    fe = frontend()
+    fe = for_catalog(catalog)
     for node in out.get("nodes") or []:
         api = graph.get(str(node.get("id")))
         values = node.get("widgets_values")
@@ -145,4 +145,6 @@ def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalo
             value = api["inputs"].get(widget.name)
             if widget.sent and i < len(values) and value is not None and not _is_link(value):
                 values[i] = value
+                if isinstance(node.get("widgets_values_named"), dict):
+                    node["widgets_values_named"][widget.name] = value
     return out
