@@ -221,8 +221,8 @@ def _convert_catalog(server: str | None, object_info: Path | None, frontend: str
     if server:
         client = _client(server)
         if frontend is None:  # the GUI that server ships is the one to reproduce
-            system = client.system_stats().get("system") or {}
-            frontend = system.get("required_frontend_version") or None
+            required = client.versions().frontend
+            frontend = str(required) if required else None
         return client.catalog(), frontend
     raise UserError("convert needs the node catalogue of the server the graph is for",
                     hint="pass --server URL, or --object-info FILE (a saved GET /object_info of that server)")
@@ -254,8 +254,11 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if kind == "unknown":
         raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
     catalog, frontend = _convert_catalog(server, object_info, frontend)
+    notes: list[str] = []
     if target == "api":
-        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend)
+        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend, notes=notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     else:
         result = data if kind == "ui" else api_to_ui(data, catalog)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
