@@ -465,9 +465,16 @@ def queue(server: str, delete: tuple[str, ...], clear: bool) -> None:
 @click.option("--prompt-id", default=None, help="Only stop this prompt (never someone else's).")
 @handle_errors
 def interrupt(server: str, prompt_id: str | None) -> None:
-    """Interrupt the running prompt."""
-    _client(server).interrupt(prompt_id)
-    click.echo("interrupt sent")
+    """Interrupt the running prompt; with --prompt-id, cancel that one (pending or running)."""
+    client = _client(server)
+    if prompt_id is None:
+        client.interrupt()
+        click.echo("interrupt sent")
+        return
+    if client.cancel(prompt_id):
+        click.echo(f"cancelled {prompt_id}")
+    else:
+        click.echo(f"{prompt_id} is neither queued nor running (nothing cancelled)")
 
 
 @main.command()
