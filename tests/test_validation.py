@@ -39,7 +39,7 @@ CASES = ["required_input_missing", "value_not_in_list", "value_smaller_than_min"
 def test_validation_case_matches_server(full_catalog: Catalog, case: str) -> None:
     recorded = load_trace("trace_validation_cases.json")[case]
     result = full_catalog.validate(recorded["request_prompt"], file_exists=no_files)
-    assert recorded["status"] == 400 and not result.ok
+    assert result.ok == (recorded["status"] == 200)  # the server refused it; so do we
     assert result.response() == recorded["response"]
 
 
@@ -56,7 +56,8 @@ def test_several_branches_report_dependent_outputs(full_catalog: Catalog) -> Non
     recorded = load_trace("trace_validation_errors.json")["post_prompt"]["response"]
     result = full_catalog.validate(load_trace("trace_validation_errors.json")["post_prompt"]["request"]["prompt"],
                                    file_exists=no_files)
-    assert result.node_errors["2"]["dependent_outputs"] == ["3", "5", "7"]
+    assert result.node_errors["2"]["dependent_outputs"] == recorded["node_errors"]["2"]["dependent_outputs"]
+    assert len(result.node_errors["2"]["dependent_outputs"]) > 1
     assert result.error == recorded["error"]
 
 
@@ -86,8 +87,7 @@ def test_wan_animate_graph_validates_when_model_files_are_present(full_catalog: 
     inputs = {n["inputs"].get("image") or n["inputs"].get("file") or n["inputs"].get("video")
               for n in prompt.values() if n["class_type"].startswith(("LoadImage", "LoadVideo", "VHS_LoadVideo"))}
     result = with_models.validate(prompt, file_exists=lambda kind, name: name in inputs)
-    assert result.ok, json.dumps(result.response())[:2000]
-    assert recorded["status"] == 200
+    assert result.ok == (recorded["status"] == 200), json.dumps(result.response())[:2000]
 
 
 def test_partial_execution_targets_limit_outputs(full_catalog: Catalog) -> None:
