@@ -433,14 +433,16 @@ def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Pat
 @click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @handle_errors
 def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None) -> None:
-    """Which backends can run: model files here and on the server, custom node packs, what to run to fix it."""
+    """Which backends can run: model files here and on the server, node packs, each workflow against the server's validation, and the fix."""
+    from comfy_driver.config.backends import load_backends
     from comfy_driver.models.doctor import diagnose
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.tree import ModelsTree
+    from comfy_driver.paths import BACKENDS
 
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
     client = _client(server) if server else None
-    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo)
+    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo, load_backends(BACKENDS))
     if problems:
         sys.exit(1)
 
