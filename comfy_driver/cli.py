@@ -410,23 +410,61 @@ def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
 @lock.command("from-workflow")
 @click.argument("workflow", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True, help="Backend(s) that use these models.")
+@click.option("--server", default=None, help="Match the names to what this ComfyUI server lists.")
 @click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @handle_errors
-def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Path | None) -> None:
-    """Add the models a GUI-saved workflow names in its nodes' properties.models."""
+def lock_from_workflow(workflow: Path, backends: tuple[str, ...], server: str | None, lock_file: Path | None) -> None:
+    """The model files a GUI-saved workflow loads, and their folders: those with a download link
+    (properties.models) are added to models.lock; the others, read from the loader widgets, are listed
+    with what models.lock and the server have."""
     from comfy_driver.models.add import add_to_lock, parse_ref, workflow_models
+    from comfy_driver.models.in_workflow import loader_models
+    from comfy_driver.models.lock import read_lock
     from comfy_driver.workflow.files import detect_format, load_json
 
     data = load_json(workflow)
     if detect_format(data) != "ui":
-        raise UserError(f"{workflow}: not a GUI-saved workflow (only those list their models)")
-    models = workflow_models(data)
-    if not models:
-        raise UserError(f"{workflow}: no node lists models (properties.models)")
-    for model in models:
-        entry, what = add_to_lock(_lock_path(lock_file), parse_ref(model["url"]), folder=model.get("directory"),
+        raise UserError(f"{workflow}: not a GUI-saved workflow (only those name their loaders' files)")
+    linked = workflow_models(data)
+    client = _client(server) if server else None
+    listed: dict[str, list[str]] | None = None
+    if client is not None:
+        listed = {}
+        for folder in {m.folder for m in loader_models(data) if m.folder}:
+            listed[folder] = _server_models(client, folder)
+    found = [m for m in loader_models(data, listed) if m.name not in {str(x["name"]) for x in linked}]
+    if not linked and not found:
+        raise UserError(f"{workflow}: no model files found (no node lists properties.models, and no loader "
+                        "widget names a model file)")
+    lock_path = _lock_path(lock_file)
+    for model in linked:
+        entry, what = add_to_lock(lock_path, parse_ref(model["url"]), folder=model.get("directory"),
                                   name=model["name"], backends=list(backends))
         click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision}")
+    known = {(e.folder, e.name) for e in read_lock(lock_path).lock.models}
+    for m in found:
+        where = f"  ({m.who}" + (f", saved as {m.saved!r})" if m.saved != m.name else ")")
+        if m.folder is None:
+            click.echo(f"downloaded by its node pack on first use: {m.name}{where}")
+            continue
+        there = "" if listed is None else (" [on the server]" if m.name in listed.get(m.folder, []) else
+                                           " [NOT on the server]")
+        if (m.folder, m.name) in known:
+            click.echo(f"in models.lock: {m.folder}/{m.name}{there}{where}")
+        else:
+            click.echo(f"not in models.lock: {m.folder}/{m.name}{there}{where}\n"
+                       f"  add it with: comfy-drive lock add <hub repo>/<path in repo> --folder {m.folder} "
+                       f"--name {m.name}")
+
+
+def _server_models(client: Any, folder: str) -> list[str]:
+    """What a server lists in one models folder; nothing for a folder it does not have."""
+    from comfy_driver.comfy.errors import ServerProtocolError
+
+    try:
+        return [str(n) for n in client.models(folder)]
+    except ServerProtocolError:
+        return []
 
 
 @main.command()
@@ -505,14 +543,16 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
 @click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @handle_errors
 def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None) -> None:
-    """Which backends can run: model files here and on the server, custom node packs, what to run to fix it."""
+    """Which backends can run: model files here and on the server, node packs, each workflow against the server's validation, and the fix."""
+    from comfy_driver.config.backends import load_backends
     from comfy_driver.models.doctor import diagnose
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.tree import ModelsTree
+    from comfy_driver.paths import BACKENDS
 
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
     client = _client(server) if server else None
-    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo)
+    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo, load_backends(BACKENDS))
     if problems:
         sys.exit(1)
 
@@ -609,9 +649,16 @@ def queue(server: str, delete: tuple[str, ...], clear: bool) -> None:
 @click.option("--prompt-id", default=None, help="Only stop this prompt (never someone else's).")
 @handle_errors
 def interrupt(server: str, prompt_id: str | None) -> None:
-    """Interrupt the running prompt."""
-    _client(server).interrupt(prompt_id)
-    click.echo("interrupt sent")
+    """Interrupt the running prompt; with --prompt-id, cancel that one (pending or running)."""
+    client = _client(server)
+    if prompt_id is None:
+        client.interrupt()
+        click.echo("interrupt sent")
+        return
+    if client.cancel(prompt_id):
+        click.echo(f"cancelled {prompt_id}")
+    else:
+        click.echo(f"{prompt_id} is neither queued nor running (nothing cancelled)")
 
 
 @main.command()
