@@ -97,7 +97,7 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
             scene[name] = str(path.resolve())
     defaults = {k: v for k, v in {"negative_prompt": negative_prompt, "width": width, "height": height,
                                   "frames": frames, "fps": fps, "seed": seed}.items() if v is not None}
-    series = {"title": "try", "output": ".", "defaults": {**defaults, "params": params or {}},
+    series = {"title": "Quick test", "output": ".", "defaults": {**defaults, "params": params or {}},
               "episodes": [{"id": "try", "scenes": [scene]}]}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "series.yaml"
