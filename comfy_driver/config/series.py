@@ -19,6 +19,7 @@ from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.config.templates import render
 from comfy_driver.errors import UserError
 
+MAX_FRAMES = 10000  # frames of one scene, however they are given (frames, or duration x fps)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -47,7 +48,7 @@ class SceneSettings(BaseModel):
     seed: Seed | None = None
     reference_image: str | None = None
     driving_video: str | None = None
-    frames: int | None = Field(default=None, ge=1, le=10000)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
     duration: float | None = Field(default=None, gt=0, le=600)
     width: int | None = Field(default=None, ge=16, le=8192)
     height: int | None = Field(default=None, ge=16, le=8192)
@@ -95,7 +96,7 @@ class OnOutOfMemory(BaseModel):
     backend: str | None = None
     width: int | None = Field(default=None, ge=16, le=8192)
     height: int | None = Field(default=None, ge=16, le=8192)
-    frames: int | None = Field(default=None, ge=1, le=10000)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
     params: dict[str, Any] = {}
 
 
@@ -260,6 +261,10 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
                     if fps is None:
                         raise UserError(f"{field_where('duration')}: duration needs fps to become a frame count")
                     frames = max(1, round(merged["duration"] * fps))
+                    if frames > MAX_FRAMES:
+                        raise UserError(f"{field_where('duration')}: duration {merged['duration']:g} s at {fps:g} fps "
+                                        f"is {frames} frames; a scene has at most {MAX_FRAMES}",
+                                        hint="shorten it, lower fps, or split it into several scenes")
             seed = merged["seed"]
             if seed is None or seed == "random":
                 seed = scene_seed(series.title, ep_id, sc_id)

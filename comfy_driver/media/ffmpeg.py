@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from comfy_driver import confined
 from comfy_driver.errors import RunError, UserError
 
 
@@ -100,10 +101,9 @@ def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out
     for key, value in (metadata or {}).items():
         meta_args += ["-metadata", f"{key}={value}"]
     data = b"".join(frames)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
-    run_ffmpeg(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-          "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-          "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data, what=f"encoding {out.name}")
-    os.replace(tmp, out)
+    with confined.tool_output(out.parent, out.name) as tmp:
+        run_ffmpeg(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                    "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data,
+                   what=f"encoding {out.name}")
     return out

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from comfy_driver import confined
 from comfy_driver.errors import RunError
 from comfy_driver.media.ffmpeg import VideoInfo, ffmpeg_exe, probe, run_ffmpeg
 
@@ -83,19 +84,17 @@ def plan(clips: list[Path], fps: float | None = None) -> Plan:
 def stitch(planned: Plan, out: Path) -> Stitched:
     """Join the planned clips into `out` (written atomically) and verify the result."""
     clips, infos, fmt, converted = planned.clips, planned.infos, planned.format, planned.converted
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
     mode: Literal["copy", "normalise"] = "normalise" if converted else "copy"
-    if mode == "copy":
-        _copy(clips, tmp)
-        try:
+    with confined.tool_output(out.parent, out.name) as tmp:
+        if mode == "copy":
+            _copy(clips, tmp)
+            try:
+                info = verify(tmp, infos, fmt)
+            except RunError:  # e.g. clips whose timestamps the demuxer cannot join: encode them instead
+                mode = "normalise"
+        if mode == "normalise":
+            _normalise(clips, infos, fmt, tmp)
             info = verify(tmp, infos, fmt)
-        except RunError:  # e.g. clips whose timestamps the demuxer cannot join: encode them instead
-            mode = "normalise"
-    if mode == "normalise":
-        _normalise(clips, infos, fmt, tmp)
-        info = verify(tmp, infos, fmt)
-    os.replace(tmp, out)
     return Stitched(out, mode, fmt, converted, info)
 
 

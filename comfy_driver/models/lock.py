@@ -18,7 +18,9 @@ FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_enco
 
 
 class ModelEntry(BaseModel):
-    """One file. revision/size/sha256 may be null until `comfy-drive fetch` pins them from the Hub."""
+    """One file. The sha256 is what is trusted; an entry without one is pinned from the Hub's metadata
+    (`lock pin`, shown to the user) before it is downloaded. revision and size, when null, are read
+    from the Hub at the first download and written back."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
 from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.media.stitch import plan, stitch
@@ -42,7 +43,7 @@ def stitch_episodes(root: Path, jobs: list[SceneJob], state: StateStore, progres
         planned = plan(clips, declared)
         fmt, converted = planned.format, planned.converted
         clips_hash = hashlib.sha256("\n".join([*digests, str(fmt)]).encode()).hexdigest()
-        target = root / safe_component(ep_id) / f"{safe_component(ep_id)}.mp4"
+        target = confined.folder(root, safe_component(ep_id)) / f"{safe_component(ep_id)}.mp4"
         _, known_sha, known_clips = state.episode(ep_id)
         if not (known_clips == clips_hash and target.is_file() and file_sha256(target) == known_sha):
             done = stitch(planned, target)

@@ -206,7 +206,10 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     steps = [Step(workflow, base, {}, False)]
     window = spec_backend.window_frames
     if extend and window and spec.frames and spec.frames > window:
-        carry = int(spec.params.get(f"{base}.continue_motion_frames", spec.params.get("continue_motion_frames", 5)))
+        carry = spec.params.get(f"{base}.continue_motion_frames", spec.params.get("continue_motion_frames", 5))
+        if isinstance(carry, bool) or not isinstance(carry, int) or not 0 <= carry < window:
+            raise UserError(f"{spec.where}: params.continue_motion_frames: {carry!r} must be a whole number from 0 "
+                            f"to {window - 1} (the frames each window repeats from the one before)")
         steps = [Step(workflow, base, {"frames": window}, False)]
         done = window
         while done < spec.frames:

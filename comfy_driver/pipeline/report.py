@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
+from comfy_driver import confined
 from comfy_driver.pipeline.progress import fmt_seconds
 
 
@@ -67,11 +67,7 @@ class RunReport(BaseModel):
         return [s for s in self.scenes if s.status == "failed"]
 
     def write(self, folder: Path) -> Path:
-        path = folder / "report.json"
-        tmp = path.with_name(".report.json.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return confined.write_text(folder, "report.json", self.model_dump_json(indent=2) + "\n")
 
     def summary(self) -> str:
         done = sum(s.status == "done" for s in self.scenes)
