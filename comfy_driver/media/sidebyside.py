@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from comfy_driver import confined
 from comfy_driver.errors import RunError
 from comfy_driver.media.ffmpeg import VideoInfo, probe, run_ffmpeg
 
@@ -68,9 +69,7 @@ def side_by_side(columns: list[Column], out: Path) -> VideoInfo:
     infos = [probe(c.clip) for c in columns]
     plan = layout(infos)
     frames = max(1, round(plan.duration * plan.fps))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+    with tempfile.TemporaryDirectory() as scratch, confined.tool_output(out.parent, out.name) as tmp:
         inputs: list[str] = []
         chains: list[str] = []
         n = len(columns)
@@ -88,5 +87,4 @@ def side_by_side(columns: list[Column], out: Path) -> VideoInfo:
         run_ffmpeg(["-y", "-loglevel", "error", *inputs, "-filter_complex", ";".join(chains), "-map", "[out]",
                     "-frames:v", str(frames), "-r", f"{plan.fps:g}", "-c:v", "libx264", "-preset", "veryfast",
                     "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp)], what=f"writing {out.name}")
-    tmp.replace(out)
     return probe(out)

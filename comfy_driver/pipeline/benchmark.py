@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import escape
 
+from comfy_driver import confined
 from comfy_driver.media.ffmpeg import ffmpeg_exe
 from comfy_driver.pipeline.compare import BackendResult, Comparison
 
@@ -154,10 +155,8 @@ def write(comparison: Comparison, title: str) -> dict[str, Path]:
     """benchmark.json, benchmark.md and index.html in the comparison folder; their paths."""
     data, markdown = tables(comparison, title)
     folder = comparison.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "benchmark.json", "markdown": folder / "benchmark.md", "page": folder / "index.html"}
-    paths["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(markdown, encoding="utf-8")
+    paths = {"json": confined.write_text(folder, "benchmark.json", json.dumps(data, indent=2) + "\n"),
+             "markdown": confined.write_text(folder, "benchmark.md", markdown)}
     sums = data["medians"]
     names = list(sums)
     rows = [(label, [_cell(sums[n][key], fmt) for n in names]) for key, label, fmt in ROWS]
@@ -167,6 +166,6 @@ def write(comparison: Comparison, title: str) -> dict[str, Path]:
         src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode() \
             if path.stat().st_size <= EMBED_LIMIT else path.relative_to(folder).as_posix()
         videos.append({"key": key, "src": src, "poster": _poster(path, longest / 2)})
-    paths["page"].write_text(_PAGE.render(title=title, scenes=comparison.scenes, names=names, rows=rows,
-                                          chart=_chart(sums), videos=videos), encoding="utf-8")
+    paths["page"] = confined.write_text(folder, "index.html", _PAGE.render(
+        title=title, scenes=comparison.scenes, names=names, rows=rows, chart=_chart(sums), videos=videos))
     return paths

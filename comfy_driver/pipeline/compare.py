@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from comfy_driver import confined
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.config.series import LoadedSeries
@@ -99,11 +100,8 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
                                   "frames": frames, "fps": fps, "seed": seed}.items() if v is not None}
     series = {"title": "Quick test", "output": ".", "defaults": {**defaults, "params": params or {}},
               "episodes": [{"id": "try", "scenes": [scene]}]}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "series.yaml"
-    path.write_text("# written by comfy-drive try: the scene it renders with each backend\n"
-                    + yaml.safe_dump(series, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return path
+    return confined.write_text(folder, "series.yaml", "# written by comfy-drive try: the scene it renders with "
+                               "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
 
 
 def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, scenes: list[str] | None = None,
@@ -235,7 +233,4 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    confined.write_text(path.parent, path.name, json.dumps(data, indent=2, sort_keys=True) + "\n")
