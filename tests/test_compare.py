@@ -46,6 +46,10 @@ def test_flicker_is_measured_from_the_decoded_frames(tmp_path: Path) -> None:
     encode_rgb(frames([90, 150] * 6), 64, 64, 8, flashing)
     assert measure(steady).flicker < 1 and measure(flashing).flicker > 40
     assert measure(flashing).frame_change > 40 > measure(steady).frame_change
+    assert measure(steady).blur is None  # flat frames have no edges to measure: no figure, not nan
+    sharp = tmp_path / "sharp.mp4"
+    write_mp4(sharp, 4, 64, 64, 8, "edges")
+    assert measure(sharp).blur is not None
 
 
 def sbs_widths(path: Path, clips: list[Path]) -> tuple[int, int]:

@@ -8,6 +8,7 @@ the frames, so one cut or glitch does not dominate. No invented quality score.
 
 from __future__ import annotations
 
+import math
 import statistics
 import subprocess
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from comfy_driver.media.ffmpeg import ffmpeg_exe
 
 @dataclass(frozen=True)
 class Measures:
-    blur: float  # median blurdetect value: lower is sharper
+    blur: float | None  # median blurdetect value: lower is sharper; None for frames without edges
     flicker: float  # median |change of mean luma| between consecutive frames, 0-255
     frame_change: float  # median mean |luma difference| between consecutive frames, 0-255
 
@@ -33,11 +34,12 @@ def measure(path: Path) -> Measures:
     values: dict[str, list[float]] = {"lavfi.blur": [], "lavfi.signalstats.YAVG": [], "lavfi.signalstats.YDIF": []}
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
         key, eq, value = line.partition("=")
-        if eq and key in values:
-            values[key].append(float(value))
+        if eq and key in values and math.isfinite(number := float(value)):  # flat frames: blur is nan
+            values[key].append(number)
     luma = values["lavfi.signalstats.YAVG"]
     if not luma:
         raise RunError(f"cannot measure {path.name}: no frames decoded")
     jumps = [abs(b - a) for a, b in zip(luma, luma[1:])] or [0.0]
-    return Measures(blur=statistics.median(values["lavfi.blur"] or [0.0]), flicker=statistics.median(jumps),
+    blurs = values["lavfi.blur"]
+    return Measures(blur=statistics.median(blurs) if blurs else None, flicker=statistics.median(jumps),
                     frame_change=statistics.median(values["lavfi.signalstats.YDIF"][1:] or [0.0]))
