@@ -678,7 +678,15 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
     path = try_series(output, prompt=prompt, negative_prompt=negative_prompt, image=image, driving_video=driving_video,
                       width=width, height=height, frames=frames, fps=fps, seed=seed,
                       params=dict(_param(p) for p in params))
-    _compare_and_write(load_series(path), names, list(servers), simulate, as_json, folder=output)
+    try:
+        loaded = load_series(path)
+        _compare_and_write(loaded, names, list(servers), simulate, as_json, folder=output)
+    except UserError as exc:
+        if image is None and "'reference_image' is required" in exc.message:
+            raise UserError(f"{', '.join(names)}: a backend here animates a reference image, and none was given",
+                            hint="pass --image FILE (the character), or compare backends that start from the "
+                                 "prompt (e.g. --backend svd)") from None
+        raise
 
 
 if __name__ == "__main__":

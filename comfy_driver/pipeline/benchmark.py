@@ -27,7 +27,7 @@ GIB = 1 << 30
 
 # (key, label, format) of the rows of the main table, in order
 ROWS = [
-    ("scenes", "scenes rendered", "{}"),
+    ("scenes", "scenes with a clip", "{}"),
     ("queue_wait_s", "queue wait (s)", "{:.2f}"),
     ("execution_s", "execution (s)", "{:.2f}"),
     ("model_load_s", "model load (s)", "{:.2f}"),

@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from comfy_driver import confined
-from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import UserError
@@ -133,7 +132,7 @@ def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, sc
                         options=RunOptions(), on_event=collector)
         runner.root = run_dir  # the backend's own run folder: its own state, so its renders are kept
         t0 = time.monotonic()
-        with ResourceSampler(ComfyClient(servers[0])) as sampler:
+        with ResourceSampler(servers) as sampler:
             report = runner.run()
         rendered = sum(s.status == "done" for s in report.scenes)
         timings["prompts"] = {**timings.get("prompts", {}), **collector.results()}

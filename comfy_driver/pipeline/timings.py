@@ -87,10 +87,11 @@ class Collector:
 
 
 class ResourceSampler:
-    """Peak VRAM and RAM in use on a server, from /system_stats every `every` seconds, while open."""
+    """Peak VRAM and RAM in use on the servers (the highest of any), from /system_stats every `every`
+    seconds while open."""
 
-    def __init__(self, client: ComfyClient, every: float = 0.5) -> None:
-        self.client = client
+    def __init__(self, servers: list[str], every: float = 0.5) -> None:
+        self.clients = [ComfyClient(s) for s in servers]
         self.every = every
         self.peak_vram: int | None = None
         self.peak_ram: int | None = None
@@ -98,10 +99,13 @@ class ResourceSampler:
         self._thread = threading.Thread(target=self._loop, name="system-stats", daemon=True)
 
     def sample(self) -> None:
-        try:
-            stats = self.client.system_stats()
-        except ServerUnreachable:
-            return
+        for client in self.clients:
+            try:
+                self._read(client.system_stats())
+            except ServerUnreachable:
+                continue
+
+    def _read(self, stats: dict[str, Any]) -> None:
         system = stats.get("system", {})
         if "ram_total" in system and "ram_free" in system:
             self.peak_ram = max(self.peak_ram or 0, int(system["ram_total"]) - int(system["ram_free"]))
@@ -123,3 +127,5 @@ class ResourceSampler:
         self._stop.set()
         self._thread.join()
         self.sample()
+        for client in self.clients:
+            client.close()
