@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
+from comfy_driver.models.packs import PackEntry
 
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_encoders", "clip",
            "clip_vision", "upscale_models", "controlnet", "model_patches", "audio_encoders", "sam2")
@@ -117,6 +118,7 @@ class ModelsLock(BaseModel):
 
     version: int = 1
     models: list[ModelEntry] = []
+    packs: list[PackEntry] = []  # custom node packs, each at one commit
 
     @model_validator(mode="after")
     def _unique(self) -> ModelsLock:
@@ -125,6 +127,9 @@ class ModelsLock(BaseModel):
             if (m.folder, m.name) in seen:
                 raise ValueError(f"{m.folder}/{m.name} is listed twice")
             seen.add((m.folder, m.name))
+        names = [p.name for p in self.packs]
+        if len(names) != len(set(names)):
+            raise ValueError(f"a pack is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
         return self
 
     def by_folder(self) -> dict[str, list[str]]:
@@ -197,7 +202,7 @@ def write_pins(lockfile: LockFile, pins: dict[int, dict[str, object]]) -> None:
 
 
 def append_entry(path: Path, entry: ModelEntry) -> None:
-    """Add an entry at the end of models.lock, in the file's own style."""
+    """Add an entry at the end of models.lock's models list (before its packs), in the file's own style."""
     text = path.read_text(encoding="utf-8")
     fields = entry.model_dump()
     block = [f"  - name: {_yaml_scalar(fields.pop('name'))}"]
@@ -209,8 +214,13 @@ def append_entry(path: Path, entry: ModelEntry) -> None:
     text = re.sub(r"(?m)^models:\s*\[\]\s*$", "models:", text)
     if not text.endswith("\n"):
         text += "\n"
+    lines = text.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if re.match(r"packs:", line)), len(lines))
+    while end > 0 and (lines[end - 1].startswith("#") or not lines[end - 1].strip()):
+        end -= 1  # the comments that introduce the next section stay with it
+    lines[end:end] = [line + "\n" for line in block]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n".join(block) + "\n", encoding="utf-8")
+    tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(tmp, path)
 
 
