@@ -17,7 +17,7 @@ from typing import Any
 
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import ServerUnreachable
-from comfy_driver.comfy.events import Event, ExecutionStart, ExecutionSuccess, Executing, Progress
+from comfy_driver.comfy.events import Event, Executing, ExecutionStart, ExecutionSuccess, Progress
 from comfy_driver.comfy.follow import Watch
 
 
