@@ -64,6 +64,7 @@ def test_compare_the_wan_example_with_svd_then_rerun_renders_nothing(sim: Any, t
     submitted = len(sim.submissions)
     assert submitted == 2 + 2 + 1  # wan: dance, wave in two windows; svd: dance, wave
     assert [r.rendered for r in first.backends] == [2, 2]
+    assert not list(folder.glob("*/ep01/ep01.mp4"))  # scenes only: no episode is joined from a subset
     for key in ("ep01/dance", "ep01/wave"):
         video = first.videos[key]
         clips = [r.scenes[key].clip for r in first.backends]

@@ -129,7 +129,7 @@ def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, sc
         say.message(f"backend {n}/{len(chosen)} {backend}: {len(jobs)} scene(s)")
         collector = Collector()
         runner = Runner(loaded, jobs, servers, progress=Progress(len(jobs), enabled=progress),
-                        options=RunOptions(), on_event=collector)
+                        options=RunOptions(episodes=False), on_event=collector)
         runner.root = run_dir  # the backend's own run folder: its own state, so its renders are kept
         t0 = time.monotonic()
         with ResourceSampler(servers) as sampler:

@@ -43,6 +43,7 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
 
 
 class StopRun(RunError):
@@ -123,7 +124,8 @@ class Runner:
                     client.system_stats()
                     preflight(prompts, client.catalog(), server=client.address.display)
                 self._work(clients)
-            report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
+            if self.options.episodes:
+                report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
             report.finished = now_iso()
             report.write(self.root)
