@@ -704,5 +704,109 @@ def stats(server: str, as_json: bool) -> None:
         click.echo(f"  {fact.name} (since {fact.since}): {fact.what}")
 
 
+# ------------------------------------------------------------------------------------------ compare, try
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: bool, as_json: bool,
+                       **kw: Any) -> None:
+    """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
+    from comfy_driver.pipeline.benchmark import write
+    from comfy_driver.pipeline.compare import compare as run_compare
+
+    urls = servers or loaded.series.server_urls
+    if not urls and not simulate and not kw.get("from_report"):
+        raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
+    with _simulated(simulate and not kw.get("from_report")) as sim_url:
+        comparison = run_compare(loaded, backends, [sim_url] if sim_url else urls, progress=not as_json, **kw)
+    paths = write(comparison, loaded.series.title)
+    missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
+               if s.status != "done"]
+    if as_json:
+        click.echo(paths["json"].read_text(encoding="utf-8"), nl=False)
+    else:
+        click.echo(paths["markdown"].read_text(encoding="utf-8").split("\n## ")[0].rstrip())
+        for key, video in comparison.videos.items():
+            click.echo(f"side by side {key}: {video}")
+        click.echo(f"tables: {paths['markdown']} and {paths['json'].name}\npage: {paths['page']}")
+    if missing:
+        click.echo(f"not rendered: {'; '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("series_file", type=click.Path(path_type=Path))
+@click.option("--backends", required=True, help="Backends to compare, comma-separated: A,B[,C].")
+@click.option("--scenes", default=None, help="Only these scenes, comma-separated EPISODE/SCENE keys (default: all).")
+@click.option("--from-report", is_flag=True, help="Render nothing: compare the renders already kept.")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
+@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
+@click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@handle_errors
+def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
+            simulate: bool, output: Path | None, as_json: bool) -> None:
+    """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
+    tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
+    kept, so a rerun renders nothing new."""
+    from comfy_driver.config.series import load_series
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    wanted = [k.strip() for k in scenes.split(",") if k.strip()] if scenes else None
+    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, scenes=wanted,
+                       from_report=from_report, folder=output)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    import yaml
+
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise UserError(f"--param {text!r}: write it as NAME=VALUE (e.g. steps=4, svd.motion_bucket_id=90)")
+    return name.strip(), yaml.safe_load(value)
+
+
+@main.command("try")
+@click.option("--prompt", required=True, help="What the scene shows.")
+@click.option("--negative-prompt", default=None)
+@click.option("--image", type=click.Path(path_type=Path), default=None, help="Reference image (the character).")
+@click.option("--driving-video", type=click.Path(path_type=Path), default=None, help="Video whose motion to follow.")
+@click.option("--backend", "backends", multiple=True, help="A backend to render with (repeatable).")
+@click.option("--vs", "versus", default=None, help="The backend to compare with (default: svd).")
+@click.option("--width", type=int, default=None)
+@click.option("--height", type=int, default=None)
+@click.option("--frames", type=int, default=None)
+@click.option("--fps", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--param", "params", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL.")
+@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
+              show_default=True, help="Folder for the renders and the comparison.")
+@click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@handle_errors
+def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
+         backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
+         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: bool,
+         output: Path, as_json: bool) -> None:
+    """Quick test: one scene from the command line, rendered with each backend and compared side by side
+    (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
+    from comfy_driver.config.series import load_series
+    from comfy_driver.pipeline.compare import try_series
+
+    names = list(backends) or ["wan22_animate"]
+    names += [versus] if versus else ([] if len(names) > 1 else ["svd"])
+    path = try_series(output, prompt=prompt, negative_prompt=negative_prompt, image=image, driving_video=driving_video,
+                      width=width, height=height, frames=frames, fps=fps, seed=seed,
+                      params=dict(_param(p) for p in params))
+    try:
+        loaded = load_series(path)
+        _compare_and_write(loaded, names, list(servers), simulate, as_json, folder=output)
+    except UserError as exc:
+        if image is None and "'reference_image' is required" in exc.message:
+            raise UserError(f"{', '.join(names)}: a backend here animates a reference image, and none was given",
+                            hint="pass --image FILE (the character), or compare backends that start from the "
+                                 "prompt (e.g. --backend svd)") from None
+        raise
+
+
 if __name__ == "__main__":
     main()

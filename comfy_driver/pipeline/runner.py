@@ -44,6 +44,7 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
 
 
 class StopRun(RunError):
@@ -127,7 +128,8 @@ class Runner:
             halted = [e for e in self.errors if isinstance(e, HALTING)]
             if halted:  # nothing can be written: episodes and report neither; what is finished stays
                 raise halted[0]
-            report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
+            if self.options.episodes:
+                report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
             report.finished = now_iso()
             report.write(self.root)
