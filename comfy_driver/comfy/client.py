@@ -22,6 +22,7 @@ from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.errors import RunError, UserError
 
 UPLOAD_SUBFOLDER = "comfy_drive"
@@ -63,20 +64,21 @@ def upload_name(path: Path, digest: str, subfolder: str = UPLOAD_SUBFOLDER) -> s
 class ComfyClient:
     """One ComfyUI server over HTTP. Thread-safe for concurrent downloads."""
 
-    _object_info_cache: dict[str, dict[str, Any]] = {}
-    _cache_lock = threading.Lock()
-
-    def __init__(self, address: ServerAddress | str, *, timeout: float = 60.0, connect_timeout: float = 5.0,
-                 retries: int = 4) -> None:
+    def __init__(self, address: ServerAddress | str, *, settings: Settings | None = None) -> None:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
-        self.timeout = (connect_timeout, timeout)
-        self._retrying = Retrying(stop=stop_after_attempt(retries), wait=wait_exponential(multiplier=0.2, max=3),
+        self.settings = settings = settings or Settings()
+        self.timeout = (settings.connect_timeout, settings.timeout)
+        self._retrying = Retrying(stop=stop_after_attempt(settings.retries),
+                                  wait=wait_exponential(multiplier=0.2, max=3),
                                   retry=retry_if_exception_type(_Transient), reraise=True)
         self.session = requests.Session()
-        # Proxy settings are read from the environment once, not on every request (that costs more
-        # than a loopback round trip).
+        # The environment (proxies, REQUESTS_CA_BUNDLE) is read once here, not on every request (that
+        # costs more than a loopback round trip): Settings reads the CA bundle variables.
         self.session.proxies.update(requests.utils.get_environ_proxies(self.address.http))
         self.session.trust_env = False
+        self.session.verify = settings.requests_verify
+        self._object_info: dict[str, Any] | None = None
+        self._object_info_lock = threading.Lock()
         self.session.headers.update(self.address.headers)
         self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
@@ -92,7 +94,8 @@ class ComfyClient:
         request = requests.Request(method, self._url(path), headers={**self.session.headers, **(headers or {})},
                                    cookies=self.session.cookies, **body)
         try:
-            return self.session.send(request.prepare(), timeout=timeout or self.timeout, stream=stream)
+            return self.session.send(request.prepare(), timeout=timeout or self.timeout, stream=stream,
+                                     verify=self.session.verify)
         except requests.exceptions.SSLError as exc:
             raise ServerUnreachable(f"TLS failed talking to {self.address.display}: {exc}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -140,17 +143,14 @@ class ComfyClient:
         return stats
 
     def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
-        """GET /object_info, cached per server for the life of the process."""
-        key = self.address.http
-        with self._cache_lock:
-            if not refresh and key in self._object_info_cache:
-                return self._object_info_cache[key]
-        info = self._json("GET", "/object_info", timeout=(self.timeout[0], max(self.timeout[1], 120)))
-        if not isinstance(info, dict):
-            raise NotComfyUI(f"{self.address.display}/object_info is not a node catalogue")
-        with self._cache_lock:
-            self._object_info_cache[key] = info
-        return info
+        """GET /object_info, kept by this client (a server's nodes change only when it restarts)."""
+        with self._object_info_lock:
+            if self._object_info is None or refresh:
+                info = self._json("GET", "/object_info", timeout=(self.timeout[0], max(self.timeout[1], 120)))
+                if not isinstance(info, dict):
+                    raise NotComfyUI(f"{self.address.display}/object_info is not a node catalogue")
+                self._object_info = info
+            return self._object_info
 
     def catalog(self, *, refresh: bool = False) -> Catalog:
         return Catalog(self.object_info(refresh=refresh))

@@ -18,16 +18,18 @@ import websocket
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.errors import AccessRefused, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
+from comfy_driver.comfy.settings import Settings
 
 
 class EventStream:
-    def __init__(self, address: ServerAddress, client_id: str, *, ping_interval: float = 20.0,
-                 dead_after: float = 90.0, connect_timeout: float = 10.0) -> None:
+    def __init__(self, address: ServerAddress, client_id: str, *, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self.address = address
         self.client_id = client_id
-        self.ping_interval = ping_interval
-        self.dead_after = dead_after
-        self.connect_timeout = connect_timeout
+        self.ping_interval = settings.keepalive
+        self.dead_after = settings.dead_after
+        self.connect_timeout = settings.connect_timeout
+        self.sslopt = settings.websocket_sslopt()
         self.events: queue.Queue[Event] = queue.Queue()
         self.connected = threading.Event()
         self.reconnects = 0
@@ -82,7 +84,7 @@ class EventStream:
         headers = [f"{k}: {v}" for k, v in self.address.headers.items()]
         ws = websocket.create_connection(f"{self.address.ws}?clientId={self.client_id}", header=headers,
                                          timeout=self.connect_timeout, enable_multithread=True,
-                                         skip_utf8_validation=True)
+                                         skip_utf8_validation=True, sslopt=self.sslopt)
         ws.settimeout(self.ping_interval)
         return ws
 

@@ -25,6 +25,7 @@ from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, PromptLost,
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Follower, Watch
 from comfy_driver.comfy.outputs import OutputFile, safe_component
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import DriveError, RunError, UserError
@@ -43,6 +44,7 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    settings: Settings = field(default_factory=Settings)  # timeouts, retries, keepalive, TLS of every server
 
 
 class StopRun(RunError):
@@ -116,7 +118,7 @@ class Runner:
         try:
             for job in self.jobs:
                 self._classify(job)
-            clients = [ComfyClient(s) for s in self.servers]
+            clients = [ComfyClient(s, settings=self.options.settings) for s in self.servers]
             if self._todo:
                 prompts = every_prompt([t.job for t in self._todo])
                 for client in clients:
@@ -230,7 +232,7 @@ class Runner:
         finishing: set[Future[None]] = set()
         server = client.address.display
         try:
-            with EventStream(client.address, self.client_id) as stream, \
+            with EventStream(client.address, self.client_id, settings=client.settings) as stream, \
                     ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish") as pool:
                 follower = Follower(client, stream)
                 inflight: dict[str, _Task] = {}
