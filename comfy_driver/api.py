@@ -27,6 +27,7 @@ from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import LoadedSeries, load_series
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.pipeline.jobs import build_jobs
+from comfy_driver.pipeline.outlock import claim_output
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable
 from comfy_driver.pipeline.report import RunReport
@@ -70,7 +71,7 @@ class Client:
         item = self._load(source, catalog)
         if sets:
             item.graph = apply_sets(item.graph, [f"{k}={json.dumps(v)}" for k, v in sets.items()], catalog)
-        checked = catalog.validate(item.graph)
+        checked = catalog.validate(item.graph, stricter=True)
         if not checked.ok:
             raise PromptRejected(checked.error or {}, checked.node_errors, item.graph)
         workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None
@@ -140,7 +141,8 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
     if interrupt is not None:
         runner.interrupt = interrupt
     try:
-        return runner.run()
+        with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
+            return runner.run()
     except StopRun as exc:
         if runner.stop.is_set() and not runner.errors:
             raise RunStopped(exc.message, hint=exc.hint) from None
@@ -148,15 +150,17 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
 
 
 def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, object_info: Path | None = None,
-              host: str = "127.0.0.1", port: int = 0) -> SimServer:
+              host: str = "127.0.0.1", port: int = 0, comfyui: str | None = None) -> SimServer:
     """The simulated ComfyUI server (not started), writing into `root`, serving the node catalogue
-    comfy-drive ships (or `object_info`) with the model files of models.lock.
+    comfy-drive ships (or `object_info`) with the model files of models.lock, playing the ComfyUI
+    release `comfyui` (its catalogue, routes, messages and rules; the default release otherwise).
 
     `speed`: 'instant' (as fast as the protocol allows: for tests and scripts) or 'realistic' (node,
     step and model-load times scaled by `time_scale`: for demos of progress and queue-ahead).
     """
     from comfy_driver.comfy.catalog import Catalog as _Catalog
-    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.comfy.versions import Version
+    from comfy_driver.models.catalog import DEFAULT_RELEASE, bundled_catalog, sim_release
     from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import MODELS_LOCK
@@ -166,14 +170,15 @@ def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, ob
     if speed not in ("instant", "realistic"):
         raise UserError(f"simulator speed {speed!r}: choose 'instant' or 'realistic'")
     lock = load_lock(MODELS_LOCK)
+    release = sim_release(comfyui) if comfyui else DEFAULT_RELEASE
     if object_info is not None:
         try:
             info = json.loads(object_info.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise BadInputFile(f"{object_info}: not an object_info JSON file ({exc})") from None
-        catalog = _Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()))
+        catalog = _Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()), version=Version.parse(release))
     else:
-        catalog = bundled_catalog(lock)
+        catalog = bundled_catalog(lock, release)
     timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
     return SimServer(root, catalog, timing=timing, host=host, port=port)
 

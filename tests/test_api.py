@@ -162,7 +162,8 @@ episodes:
 # ------------------------------------------------------------------------------------------- TLS
 @pytest.fixture
 def https_comfy(tmp_path: Path) -> Any:
-    """A local https server with a self-signed certificate answering /system_stats as ComfyUI does."""
+    """A local https server with a self-signed certificate answering /system_stats as ComfyUI does
+    (and an empty node catalogue)."""
     import ssl
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -177,11 +178,12 @@ def https_comfy(tmp_path: Path) -> Any:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
+            reply = {"/system_stats": body, "/object_info": b"{}"}.get(self.path)
+            self.send_response(200 if reply else 404)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(reply or b"")))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(reply or b"")
 
         def log_message(self, *args: Any) -> None:
             pass

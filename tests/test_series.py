@@ -53,7 +53,7 @@ def test_example_series_loads() -> None:
     assert [s.key for s in loaded.scenes] == ["ep01/arrival", "ep01/stall", "ep02/rain"]
     rain = loaded.scenes[2]
     assert rain.frames == 12 and rain.prompt.startswith("Mira walks home")
-    assert loaded.scenes[1].seed == 42 and loaded.scenes[1].params["motion_bucket_id"] == 60
+    assert loaded.scenes[1].seed == 42 and loaded.scenes[1].params["svd.motion_bucket_id"] == 60
 
 
 def test_templates_render(tmp_path: Path) -> None:

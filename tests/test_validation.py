@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.versions import Version
 from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
 
 from .conftest import load_trace, shared_path
@@ -15,7 +16,7 @@ from .conftest import load_trace, shared_path
 
 @pytest.fixture(scope="module")
 def full_catalog() -> Catalog:
-    return Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"))
+    return Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"), version=Version(0, 3, 64))
 
 
 def without_tracebacks(value: Any) -> Any:
@@ -82,7 +83,7 @@ def test_wan_animate_graph_validates_when_model_files_are_present(full_catalog: 
         for name, spec in marked.get(node["class_type"], {}).get("input", {}).get("required", {}).items():
             if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and "model_folder" in spec[1]:
                 files.setdefault(spec[1]["model_folder"], []).append(node["inputs"][name])
-    with_models = Catalog(fill_model_inputs(marked, files))
+    with_models = Catalog(fill_model_inputs(marked, files), version=Version(0, 3, 64))
     inputs = {n["inputs"].get("image") or n["inputs"].get("file") or n["inputs"].get("video")
               for n in prompt.values() if n["class_type"].startswith(("LoadImage", "LoadVideo", "VHS_LoadVideo"))}
     result = with_models.validate(prompt, file_exists=lambda kind, name: name in inputs)

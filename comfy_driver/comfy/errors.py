@@ -64,7 +64,8 @@ class PromptRejected(UserError):
         for line in format_node_errors(node_errors, graph):
             lines.append("  " + line)
         hint = None
-        if error.get("type") == "invalid_prompt" and "does not exist" in str(error.get("message")):
+        if error.get("type") == "missing_node_type" or (
+                error.get("type") == "invalid_prompt" and "does not exist" in str(error.get("message"))):
             hint = "install the custom node pack that provides this node on the server, or change the workflow"
         super().__init__("\n".join(lines), hint=hint)
 
