@@ -163,13 +163,13 @@ def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, ob
     from comfy_driver.models.catalog import DEFAULT_RELEASE, bundled_catalog, sim_release
     from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
     from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.paths import models_lock
     from comfy_driver.sim.executor import Timing
     from comfy_driver.sim.server import SimServer
 
     if speed not in ("instant", "realistic"):
         raise UserError(f"simulator speed {speed!r}: choose 'instant' or 'realistic'")
-    lock = load_lock(MODELS_LOCK)
+    lock = load_lock(models_lock())
     release = sim_release(comfyui) if comfyui else DEFAULT_RELEASE
     if object_info is not None:
         try:

@@ -211,14 +211,14 @@ def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any
     """Render and validate every prompt a run may submit, with the server's catalogue or the shipped one."""
     from comfy_driver.models.catalog import bundled_catalog
     from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.paths import models_lock
     from comfy_driver.pipeline.jobs import build_jobs
     from comfy_driver.pipeline.preflight import every_prompt, preflight
 
     # GUI-saved templates are converted with the catalogue of the server that will run them.
     catalog = _client(servers[0], settings).catalog() if servers else None
     jobs = build_jobs(loaded, backend, catalog)
-    preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
+    preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(models_lock())))
     for job in jobs:
         click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
                    f"  uploads {len(job.uploads)}")
@@ -329,9 +329,9 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
 
 
 def _lock_path(lock: Path | None) -> Path:
-    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.paths import models_lock
 
-    return lock or MODELS_LOCK
+    return lock or models_lock()
 
 
 @main.command()
@@ -343,7 +343,7 @@ def _lock_path(lock: Path | None) -> Path:
 @click.option("--extra-model-paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="ComfyUI's extra_model_paths.yaml: files found there are not downloaded again.")
 @click.option("--lock", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The models.lock to use (default: the project's).")
+              help="The models.lock to use (default: your own in the config folder, else the shipped one).")
 @click.option("--dry-run", is_flag=True, help="List what would be downloaded, and the total size.")
 @click.option("--jobs", default=3, show_default=True, type=click.IntRange(1, 16), help="Files downloaded at once.")
 @click.option("--pin", "pin_unpinned", is_flag=True,
@@ -496,6 +496,22 @@ def _stop_on_signals(stop: Any, interrupt: Any, progress: Any) -> dict[int, Any]
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, handler)
     return previous
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@handle_errors
+def example(folder: Path) -> None:
+    """Write the bundled examples (series files and their images) into FOLDER/examples."""
+    from comfy_driver.paths import EXAMPLES
+
+    target = folder / "examples"
+    if target.exists():
+        raise UserError(f"{target} already exists", hint="choose another folder; nothing was overwritten")
+    shutil.copytree(EXAMPLES, target)
+    click.echo(f"wrote {target}; render it on the simulator with:")
+    where = "" if folder == Path(".") else f"cd {folder} && "
+    click.echo(f"  {where}comfy-drive run examples/series.yaml --simulate")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

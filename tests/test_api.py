@@ -19,11 +19,11 @@ from comfy_driver import (AccessRefused, BadInputFile, Cancelled, Client, Finish
                           run_series)
 from comfy_driver.cli import exit_status, main, render_error
 from comfy_driver.comfy.errors import ServerUnreachable
-from comfy_driver.paths import ROOT, WORKFLOWS
+from comfy_driver.paths import WORKFLOWS
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import Faults
 
-from .conftest import IMAGE_GRAPH
+from .conftest import IMAGE_GRAPH, ROOT
 
 
 def readme_script() -> str:
