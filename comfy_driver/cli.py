@@ -492,7 +492,7 @@ def _stop_on_signals(stop: Any, interrupt: Any, progress: Any) -> dict[int, Any]
             interrupt.set()
             progress.message("interrupting the running scene")
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, handler)
     return previous

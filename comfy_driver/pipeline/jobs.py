@@ -292,7 +292,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
         try:
             chosen = backend or spec.backend
             base, stages = backends.parse(chosen)
-            dropped = ()
+            dropped: tuple[str, ...] = ()
             if backend and spec.driving_video is not None and base in backends.backends \
                     and not backends.backend(base).takes_driving_video:  # the series was written for another
                 spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)
