@@ -328,6 +328,9 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
 
+LOCK_HELP = "The models.lock to use (default: your own in the config folder, else the shipped one)."
+
+
 def _lock_path(lock: Path | None) -> Path:
     from comfy_driver.paths import models_lock
 
@@ -343,7 +346,7 @@ def _lock_path(lock: Path | None) -> Path:
 @click.option("--extra-model-paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="ComfyUI's extra_model_paths.yaml: files found there are not downloaded again.")
 @click.option("--lock", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The models.lock to use (default: your own in the config folder, else the shipped one).")
+              help=LOCK_HELP)
 @click.option("--dry-run", is_flag=True, help="List what would be downloaded, and the total size.")
 @click.option("--jobs", default=3, show_default=True, type=click.IntRange(1, 16), help="Files downloaded at once.")
 @click.option("--pin", "pin_unpinned", is_flag=True,
@@ -406,7 +409,8 @@ def lock() -> None:
 @click.option("--name", default=None, help="File name in the folder (default: the repo file's name).")
 @click.option("--backend", "backends", multiple=True, help="Backend(s) that use it.")
 @click.option("--allow-pickle", is_flag=True, help="Accept a pickle-based file (.ckpt/.pt/.pth/.bin) you trust.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str, ...], allow_pickle: bool,
              lock_file: Path | None) -> None:
@@ -420,7 +424,8 @@ def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str
 
 @lock.command("pin")
 @click.option("--backend", "backends", multiple=True, help="Only the entries these backends use (repeatable).")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
     """Read revision, size and sha256 of entries not pinned yet from the Hub, show them, write them."""
@@ -441,7 +446,8 @@ def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
 @lock.command("from-workflow")
 @click.argument("workflow", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True, help="Backend(s) that use these models.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Path | None) -> None:
     """Add the models a GUI-saved workflow names in its nodes' properties.models."""
@@ -462,9 +468,12 @@ def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Pat
 
 @main.command()
 @click.option("--server", default=None, help="Also check what this ComfyUI server has.")
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A ComfyUI models folder to check for the model files (holding checkpoints/, loras/, ...).")
+@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A ComfyUI folder to check (its models/ and extra_model_paths.yaml).")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @connection_options
 @handle_errors
 def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None,
@@ -595,10 +604,15 @@ def _client(server: str, settings: Any = None) -> Any:
 def queue(server: str, delete: tuple[str, ...], clear: bool, settings: Any) -> None:
     """Show (or prune) a server's queue."""
     client = _client(server, settings)
+    if delete:
+        running, pending = client.queued_ids()
+        for prompt_id in delete:
+            if prompt_id not in pending:  # the server would ignore it without a word
+                where = "is running (interrupt --prompt-id stops it)" if prompt_id in running else "is not queued"
+                raise UserError(f"prompt {prompt_id} {where} on {client.address.display}; nothing was deleted")
+        client.delete_queued(list(delete))
     if clear:
         client.clear_queue()
-    if delete:
-        client.delete_queued(list(delete))
     running, pending = client.queued_ids()
     click.echo(f"running: {', '.join(running) or '-'}")
     click.echo(f"pending: {len(pending)}" + "".join(f"\n  {p}" for p in pending))

@@ -211,3 +211,49 @@ def test_tls_trust_is_chosen_by_the_user(https_comfy: Any, monkeypatch: Any) -> 
         assert client.http.system_stats()["system"]["comfyui_version"] == "0.3.64"
     both = CliRunner().invoke(main, ["stats", "--server", url, "--insecure", "--ca-bundle", str(cert)])
     assert both.exit_code == 2 and "contradict" in both.output
+
+
+# ------------------------------------------------------------------------------------------- not ComfyUI
+def test_something_that_is_not_comfyui_gets_one_message_everywhere(tmp_path: Path) -> None:
+    """Like `python -m http.server`: 404 to GETs, 501 to POSTs."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    series = tmp_path / "series.yaml"
+    series.write_text("title: T\nbackend: svd\nepisodes:\n  - scenes:\n      - prompt: a fox\n", encoding="utf-8")
+    try:
+        for args in (["stats"], ["free"], ["interrupt"], ["queue"], ["queue", "--delete", "x"],
+                     ["run", str(series)], ["replay", str(tmp_path / "series.yaml")]):
+            result = CliRunner().invoke(main, [*args, "--server", url])
+            assert result.exit_code == 2, (args, result.output)
+            assert "this is not a ComfyUI server" in result.output, (args, result.output)
+    finally:
+        server.shutdown()
+
+
+def test_queue_delete_names_a_prompt_that_is_not_queued(sim: Any) -> None:
+    result = CliRunner().invoke(main, ["queue", "--server", sim.url, "--delete", "no-such-prompt"])
+    assert result.exit_code == 2 and "prompt no-such-prompt is not queued" in result.output
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import click
+
+    def commands(group: click.Group, path: str) -> Any:
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from commands(command, f"{path} {name}")
+            else:
+                yield f"{path} {name}", command
+
+    missing = [f"{path} {param.opts[0]}" for path, command in commands(main, "comfy-drive")
+               for param in command.params if isinstance(param, click.Option) and not param.help]
+    assert missing == []

@@ -36,3 +36,17 @@ def test_example_command_writes_the_bundled_examples(tmp_path: Path) -> None:
     assert "comfy-drive run examples/series.yaml --simulate" in result.output
     again = CliRunner().invoke(main, ["example", str(tmp_path / "here")])
     assert again.exit_code == 2 and "already exists" in again.output  # never overwritten
+
+
+def test_no_tracked_file_is_ignored() -> None:
+    import shutil
+    import subprocess
+
+    import pytest
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert ignored == []

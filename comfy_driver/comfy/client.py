@@ -122,26 +122,42 @@ class ComfyClient:
                                 hint=CREDENTIALS_HINT)
         return response
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = self._request(method, path, **kw)
+    def _not_comfyui(self, path: str, what: str) -> NotComfyUI:
+        """The one message for an address where something answers, but not ComfyUI."""
+        return NotComfyUI(f"{self.address.display}{path} {what}: this is not a ComfyUI server",
+                          hint="check the URL (host, port and any path prefix of a reverse proxy)")
+
+    def _checked_status(self, path: str, response: requests.Response) -> None:
+        # Every route asked here is one each ComfyUI has: no such route means no ComfyUI.
+        if response.status_code in (404, 405, 501):
+            raise self._not_comfyui(path, f"answered {response.status_code}")
         if response.status_code != 200:
             raise ServerProtocolError(f"{self.address.display}{path} answered {response.status_code}")
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._request(method, path, **kw)
+        self._checked_status(path, response)
         try:
             return response.json()
         except ValueError:
-            raise NotComfyUI(f"{self.address.display}{path} did not answer JSON: this is not a ComfyUI server",
-                             hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
+            raise self._not_comfyui(path, "did not answer JSON") from None
+
+    def _control(self, path: str, body: dict[str, Any]) -> None:
+        """POST a control request (queue, interrupt, free); an answer other than 200 is an error."""
+        self._checked_status(path, self._request("POST", path, json=body))
 
     # --------------------------------------------------------------------------------------------- info
     def system_stats(self) -> dict[str, Any]:
         """GET /system_stats; also the check that the address is a ComfyUI server at all."""
+        response = self._request("GET", "/system_stats")
+        if response.status_code != 200:
+            raise self._not_comfyui("/system_stats", f"answered {response.status_code}")
         try:
-            stats = self._json("GET", "/system_stats")
-        except ServerProtocolError as exc:
-            raise NotComfyUI(f"{exc}: this is not a ComfyUI server",
-                             hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
+            stats = response.json()
+        except ValueError:
+            raise self._not_comfyui("/system_stats", "did not answer JSON") from None
         if not isinstance(stats, dict) or not isinstance(stats.get("system"), dict) or "devices" not in stats:
-            raise NotComfyUI(f"{self.address.display} answers, but not as ComfyUI does (/system_stats)")
+            raise self._not_comfyui("/system_stats", "answers, but not as ComfyUI does")
         return stats
 
     def versions(self) -> ServerVersions:
@@ -216,17 +232,17 @@ class ComfyClient:
                 [str(item[1]) for item in q.get("queue_pending", [])])
 
     def delete_queued(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids})
+        self._control("/queue", {"delete": prompt_ids})
 
     def clear_queue(self) -> None:
-        self._request("POST", "/queue", json={"clear": True})
+        self._control("/queue", {"clear": True})
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """POST /interrupt; with a prompt_id only that prompt is stopped, never someone else's."""
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
+        self._control("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
 
     def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
-        self._request("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
+        self._control("/free", {"unload_models": unload_models, "free_memory": free_memory})
 
     # --------------------------------------------------------------------------------------------- files
     def upload(self, path: Path, *, subfolder: str = UPLOAD_SUBFOLDER, digest: str | None = None) -> str:
