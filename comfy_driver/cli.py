@@ -24,7 +24,7 @@ import click
 
 from comfy_driver import __version__
 from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
-from comfy_driver.errors import DriveError, UserError
+from comfy_driver.errors import DriveError, RunError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -464,6 +464,75 @@ def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Pat
         entry, what = add_to_lock(_lock_path(lock_file), parse_ref(model["url"]), folder=model.get("directory"),
                                   name=model["name"], backends=list(backends))
         click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision}")
+
+
+@main.command()
+@click.option("--comfyui", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The ComfyUI folder (holding main.py, custom_nodes/, models/).")
+@click.option("--backend", "backends", multiple=True, required=True,
+              help="Backend to set up, with its stages: wan22_animate+upscale (repeatable).")
+@click.option("--python", "python", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ComfyUI's Python (default: venv/, .venv/ or the portable build's, found in the folder).")
+@click.option("--server", default=None, help="Check this running ComfyUI instead of a short start of the folder.")
+@click.option("--dry-run", is_flag=True, help="List every action, do nothing.")
+@click.option("--pin", "pin_unpinned", is_flag=True, help="Also fetch model files with no sha256 yet (see `lock pin`).")
+@click.option("--start-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 7200),
+              help="Seconds to wait for the short start of ComfyUI that checks its nodes.")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@handle_errors
+def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server: str | None, dry_run: bool,
+          pin_unpinned: bool, start_timeout: float, lock_file: Path | None) -> None:
+    """Install what backends need into a ComfyUI folder: node packs at pinned commits, their
+    requirements, the model files (verified); then check that ComfyUI lists the nodes. Idempotent."""
+    from comfy_driver.config.backends import load_backends
+    from comfy_driver.models.fetch import fetch as run_fetch
+    from comfy_driver.models.fetch import human, plan
+    from comfy_driver.models.lock import read_lock
+    from comfy_driver.models.packs import packs_for, workflow_classes
+    from comfy_driver.models.setup import execute, make_plan
+    from comfy_driver.models.tree import ModelsTree
+    from comfy_driver.paths import BACKENDS, WORKFLOWS
+
+    known = load_backends(BACKENDS)
+    names: list[str] = []
+    workflows: list[str] = []
+    for text in backends:
+        base, stages = known.parse(text)
+        chain = [base]
+        while known.backend(chain[-1]).fallback and known.backend(chain[-1]).fallback not in chain:
+            chain.append(str(known.backend(chain[-1]).fallback))
+        names += chain + stages
+        workflows += [w for b in chain for w in known.backend(b).workflows()] + \
+            [known.stages[st].workflow for st in stages]
+    lockfile = read_lock(_lock_path(lock_file))
+    packs = packs_for(lockfile.lock.packs, workflow_classes(WORKFLOWS, workflows))
+    entries = lockfile.lock.for_backends(list(dict.fromkeys(n for n in names
+                                                            if any(n in m.backends for m in lockfile.lock.models))))
+    tree = ModelsTree.locate(None, comfyui, None)
+    missing = [i for i in plan(lockfile, entries, tree, None) if i.status == "missing"]
+    size = human(sum(i.entry.size or 0 for i in missing))
+    unknown = sum(i.entry.size is None for i in missing)
+    size += f" + {unknown} of a size the Hub gives" if unknown else ""
+    describe = (f"fetch {len(missing)} of {len(entries)} model files ({size}) into {tree.root}" if missing
+                else f"{len(entries)} model files present in {tree.root} (verified by fetch)")
+
+    def fetch_models() -> None:
+        report = run_fetch(lockfile, entries, tree, allow_unpinned=pin_unpinned)
+        if report.failed:
+            raise RunError("model files not fetched: " + "; ".join(
+                f"{i.entry.folder}/{i.entry.name} ({i.message or i.status})" for i in report.failed))
+
+    def list_nodes(url: str) -> set[str]:
+        return set(_client(url).object_info(refresh=True))
+
+    setup_plan = make_plan(comfyui, packs, entries, python=python, server=server, fetch_models=fetch_models,
+                           describe_models=describe, models_missing=bool(missing), list_nodes=list_nodes, start_timeout=start_timeout)
+    if dry_run:
+        for action in setup_plan.actions:
+            click.echo(f"{action.kind:<12} {action.text}" + ("" if action.run else "  (nothing to do)"))
+        return
+    changed = execute(setup_plan, click.echo)
+    click.echo(f"setup done: {changed} change(s); {', '.join(backends)} ready on {comfyui}")
 
 
 @main.command()

@@ -100,7 +100,10 @@ def check_header(name: Any, value: Any, where: str) -> None:
     """A header that can be sent as it is: a token name, a value without line breaks or controls."""
     if not isinstance(name, str) or not _TOKEN.match(name):
         raise UserError(f"{where}: {name!r} is not a valid header name (letters, digits and -)")
-    if not isinstance(value, str) or any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+    if not isinstance(value, str):
+        raise UserError(f"{where}: the value of header {name!r} is not text ({value!r})",
+                        hint="a header value is one line of text, in quotes")
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
         raise UserError(f"{where}: the value of header {name!r} has a line break or control character",
                         hint="a header value is one line of text")
     try:
@@ -149,10 +152,13 @@ def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
     except (ValueError, OSError, RecursionError) as exc:
         raise UserError(f"{path}: not a valid credentials file ({exc})", hint=again) from None
     servers = data.get("servers") if isinstance(data, dict) else None
-    if not isinstance(servers, dict) or not all(isinstance(v, dict) and isinstance(v.get("headers"), dict)
-                                                for v in servers.values()):
+    if not isinstance(servers, dict):
         raise UserError(f"{path}: not a valid credentials file (expected {{\"servers\": {{URL: {{\"headers\": "
                         "{...}}}}})", hint=again)
+    for url, entry in servers.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("headers"), dict):
+            raise UserError(f"{path}: server {url!r} has no \"headers\" mapping (expected {{\"headers\": "
+                            "{NAME: VALUE}})", hint=again)
     result = {}
     for url, entry in servers.items():
         for name, value in entry["headers"].items():

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
+from comfy_driver.models.packs import PackEntry
 from comfy_driver.paths import is_shipped, user_lock
 
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_encoders", "clip",
@@ -118,6 +119,7 @@ class ModelsLock(BaseModel):
 
     version: int = 1
     models: list[ModelEntry] = []
+    packs: list[PackEntry] = []  # custom node packs, each at one commit
 
     @model_validator(mode="after")
     def _unique(self) -> ModelsLock:
@@ -126,6 +128,9 @@ class ModelsLock(BaseModel):
             if (m.folder, m.name) in seen:
                 raise ValueError(f"{m.folder}/{m.name} is listed twice")
             seen.add((m.folder, m.name))
+        names = [p.name for p in self.packs]
+        if len(names) != len(set(names)):
+            raise ValueError(f"a pack is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
         return self
 
     def by_folder(self) -> dict[str, list[str]]:
@@ -199,7 +204,8 @@ def write_pins(lockfile: LockFile, pins: dict[int, dict[str, object]]) -> None:
 
 
 def append_entry(path: Path, entry: ModelEntry) -> Path:
-    """Add an entry at the end of models.lock, in the file's own style; returns the file written."""
+    """Add an entry at the end of models.lock's models list (before its packs), in the file's own style;
+    returns the file written."""
     path = writable_lock(path)
     text = path.read_text(encoding="utf-8")
     fields = entry.model_dump()
@@ -212,8 +218,13 @@ def append_entry(path: Path, entry: ModelEntry) -> Path:
     text = re.sub(r"(?m)^models:\s*\[\]\s*$", "models:", text)
     if not text.endswith("\n"):
         text += "\n"
+    lines = text.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if re.match(r"packs:", line)), len(lines))
+    while end > 0 and (lines[end - 1].startswith("#") or not lines[end - 1].strip()):
+        end -= 1  # the comments that introduce the next section stay with it
+    lines[end:end] = [line + "\n" for line in block]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n".join(block) + "\n", encoding="utf-8")
+    tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
