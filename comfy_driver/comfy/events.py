@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -172,7 +172,7 @@ def parse_text(raw: str | bytes) -> Event:
     if cls is ProgressState:  # the largest and most frequent message; its node map is passed on as is
         return ProgressState.model_construct(prompt_id_=data.get("prompt_id"), nodes=data.get("nodes") or {})
     try:
-        return cls.model_validate(data)
+        return cast(Event, cls.model_validate(data))
     except ValueError:
         return Unknown(type=kind, data=data)
 
