@@ -140,3 +140,16 @@ def concat(clips: list[Path], out: Path) -> Path:
              what=f"re-encoding clips into {out.name}")
     os.replace(tmp, out)
     return out
+
+
+def extract_frame(video: Path, at: float, out: Path) -> Path:
+    """The frame `at` seconds into a video, written as a JPEG (a thumbnail)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part.jpg")
+    _run(["-y", "-loglevel", "error", "-ss", f"{at:.3f}", "-i", str(video), "-frames:v", "1", "-q:v", "2",
+          str(tmp)], what=f"taking a frame of {video.name}")
+    if not tmp.is_file() or tmp.stat().st_size == 0:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{video}: no frame at {at:g} s")
+    os.replace(tmp, out)
+    return out
