@@ -105,9 +105,14 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
 @click.option("--server-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
+@click.option("--publish", "publish_", is_flag=True, help="Upload each finished episode to YouTube (publish section).")
+@click.option("--republish", is_flag=True, help="With --publish: upload again an episode re-rendered since its upload.")
+@click.option("--youtube-endpoint", default=None, help="With --publish: send YouTube API calls to this address "
+                                                       "instead of Google's (a local test server).")
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
-        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float) -> None:
+        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, publish_: bool, republish: bool,
+        youtube_endpoint: str | None) -> None:
     """Render every scene of SERIES_FILE, download the clips and join each episode.
 
     Rerunning it resumes: finished scenes are kept, prompts still on a server are re-attached.
@@ -132,6 +137,8 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     unknown = [f for f in force if f != "all" and f not in known]
     if unknown:
         raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
+    publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \
+        if publish_ else None
     if dry_run:
         preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
         for job in jobs:
@@ -140,7 +147,10 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
         return
     progress = Progress(len(jobs), enabled=True)
-    with _simulated(simulate) as sim_url:
+    published = True
+    with contextlib.ExitStack() as closing, _simulated(simulate) as sim_url:
+        if publisher is not None:
+            closing.callback(publisher.close)
         runner = Runner(loaded, jobs, [sim_url] if sim_url else urls, progress=progress,
                         options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
         previous = _stop_on_signals(runner, progress)
@@ -153,12 +163,14 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if publisher is not None:
+            published = publish_report(loaded, report, publisher)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         click.echo(report.summary())
         click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
-    if report.failed:
+    if report.failed or not published:
         sys.exit(1)
 
 
@@ -484,6 +496,11 @@ def stats(server: str) -> None:
         click.echo(f"  {dev.get('name')}: {int(dev.get('vram_free', 0)) >> 20} MiB free of "
                    f"{int(dev.get('vram_total', 0)) >> 20} MiB")
 
+
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
+
+main.add_command(auth)
+main.add_command(publish)
 
 if __name__ == "__main__":
     main()

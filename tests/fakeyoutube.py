@@ -55,7 +55,8 @@ class Hold:
 
 
 class FakeYouTube:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
         self.sessions: dict[str, Session] = {}
         self.videos: dict[str, dict[str, Any]] = {}
         self.uploads: list[str] = []  # newest first, as the uploads playlist lists them
@@ -95,7 +96,7 @@ class FakeYouTube:
             app.router.add_route("*", "/youtube/v3/playlistItems", self._playlist_items)
             self._runner = web.AppRunner(app, access_log=None)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             self._loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             ready.set()
@@ -370,3 +371,34 @@ def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
         page["nextPageToken"] = str(start + size)
     return page
 
+
+
+def main() -> None:
+    """`python -m tests.fakeyoutube --port 8099`: serve the fake and sign the default account in to it
+    (in $XDG_CONFIG_HOME: point it at a scratch folder, not your real configuration)."""
+    import argparse
+    import signal
+    import time
+
+    from tests.youtubekit import sign_in
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8099)
+    args = parser.parse_args()
+    server = FakeYouTube(port=args.port)
+    url = server.start()
+    print(f"fake YouTube on {url}; signed in: {sign_in(server)}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        for video in server.videos.values():
+            print(f"{video['id']}: {video['snippet']['title']!r} {video['status']['privacyStatus']} "
+                  f"{video['_size']} bytes, playlists {server.playlist_of(video['id'])}, "
+                  f"thumbnail {'yes' if video['id'] in server.thumbnails else 'no'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from comfy_driver.pipeline.progress import fmt_seconds
+from comfy_driver.publish.record import PublishRecord
 
 
 class OutputRecord(BaseModel):
@@ -50,6 +51,7 @@ class EpisodeRecord(BaseModel):
     path: str | None = None
     sha256: str | None = None
     scenes: list[str]
+    published: PublishRecord | None = None  # YouTube (run --publish, publish)
 
 
 class RunReport(BaseModel):
@@ -87,6 +89,8 @@ class RunReport(BaseModel):
             lines.append(line)
         for e in self.episodes:
             lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else ""))
+            if e.published is not None:
+                lines.append(f"      YouTube: {e.published.line()}")
         return "\n".join(lines)
 
 

@@ -62,10 +62,11 @@ class EpisodeInfo:
 
 @dataclass
 class Frame:
-    """A thumbnail taken from the episode: `at` seconds into `clip`."""
+    """A thumbnail taken from the episode: `at` seconds into `clip` (scene `scene`)."""
 
     clip: Path
     at: float
+    scene: str
 
 
 @dataclass
@@ -248,11 +249,11 @@ def _thumbnail(settings: PublishSettings, episode: EpisodeInfo, where: Callable[
         if at > scene.duration:
             raise UserError(f"{loc}: thumbnail.at: {at:g} s is past the end of scene {scene.id} "
                             f"({scene.duration:.2f} s)")
-        return Frame(scene.clip, at)
+        return Frame(scene.clip, at, scene.id)
     at = thumb.at or 0.0
     for scene in episode.scenes:
         if at <= scene.duration:
-            return Frame(scene.clip, at)
+            return Frame(scene.clip, at, scene.id)
         at -= scene.duration
     raise UserError(f"{loc}: thumbnail.at: {thumb.at:g} s is past the end of episode {episode.id}")
 

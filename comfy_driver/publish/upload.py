@@ -89,6 +89,8 @@ def upload_video(youtube: Any, path: Path, body: dict[str, Any], *, notify_subsc
         retries += 1
 
     response = None
+    if on_progress is not None and not session_uri:
+        on_progress(0, total)
     try:
         while response is None:
             for attempt in retrying(attempts, sleep, on_retry=count):
