@@ -47,7 +47,7 @@ class Session:
 
 @dataclass
 class Hold:
-    """Pause the upload handler once `at` bytes of the file have arrived (or at completion: at=None)."""
+    """Pause the upload handler once `at` bytes have arrived over all sessions (or at a completion: None)."""
 
     at: int | None
     reached: threading.Event = field(default_factory=threading.Event)
@@ -227,7 +227,7 @@ class FakeYouTube:
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response(status=500)
-            await self._maybe_hold(session.received)
+            await self._maybe_hold()
         if session.received < session.total:
             return self._state(session)
         if session.video_id is None:
@@ -241,9 +241,13 @@ class FakeYouTube:
             return web.Response(status=500)
         return self._state(session)
 
-    async def _maybe_hold(self, received: int) -> None:
+    @property
+    def received(self) -> int:
+        return sum(s.received for s in self.sessions.values())
+
+    async def _maybe_hold(self) -> None:
         hold = self.hold
-        if hold is not None and hold.at is not None and received >= hold.at:
+        if hold is not None and hold.at is not None and self.received >= hold.at:
             await self._wait(hold)
 
     async def _wait(self, hold: Hold) -> None:

@@ -29,16 +29,16 @@ def sign_in(yt: FakeYouTube, account: str = "default", *, playlists: bool = True
 
 
 def episode(folder: Path, ep_id: str = "ep01", size: int = 3 * CHUNK + 1234, *, index: int = 1,
-            seed: int = 0) -> EpisodeInfo:
-    """An episode whose file is `size` bytes of noise (the upload does not care what is inside)."""
+            seed: int = 0, write: bool = True) -> EpisodeInfo:
+    """An episode whose file is `size` bytes of noise (the upload does not care what is inside); with
+    write=False, the file written earlier."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{ep_id}.mp4"
-    with path.open("wb") as fh:
+    if write:
         block = hashlib.sha256(f"{ep_id}{seed}".encode()).digest() * 4096
-        left = size
-        while left:
-            fh.write(block[:min(left, len(block))])
-            left -= min(left, len(block))
+        with path.open("wb") as fh:
+            for start in range(0, size, len(block)):
+                fh.write(block[:min(len(block), size - start)])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     scenes = [SceneInfo("intro", 1, "a fox", "svd", path, 2.0), SceneInfo("walk", 2, "a fox walks", "svd", path, 3.0)]
     return EpisodeInfo("Tiny", ep_id, index, f"Tiny: {ep_id}", path, digest, scenes, models=["svd_xt.safetensors"])
