@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,19 @@ def _say(text: str) -> None:
     click.echo(text, err=True)
 
 
+@contextlib.contextmanager
+def sign_in_command(loaded: Any) -> Iterator[None]:
+    """A sign-in problem gets the one command that fixes it, for this series' account and scopes."""
+    from comfy_driver.publish.errors import SignInNeeded
+
+    try:
+        yield
+    except SignInNeeded as exc:
+        settings = loaded.series.publish
+        command = "comfy-drive auth youtube" + (f" --series {loaded.path}" if settings is not None else "")
+        raise SignInNeeded(exc.message, hint=f"{exc.hint + '; ' if exc.hint else ''}run: {command}") from None
+
+
 def show_plan(planned: list[Any]) -> None:
     from comfy_driver.publish.metadata import Frame, rfc3339
 
@@ -70,7 +85,9 @@ def open_for_run(loaded: Any, *, endpoint: str | None, republish: bool, dry_run:
     if dry_run:
         show_plan(planned)
         return None
-    return open_publisher(loaded, root, endpoint=endpoint, republish=republish, say=_say, on_progress=UploadBar())
+    with sign_in_command(loaded):
+        return open_publisher(loaded, root, endpoint=endpoint, republish=republish, say=_say,
+                              on_progress=UploadBar())
 
 
 def publish_report(loaded: Any, report: Any, publisher: Any, episodes: tuple[str, ...] = ()) -> bool:
@@ -82,7 +99,8 @@ def publish_report(loaded: Any, report: Any, publisher: Any, episodes: tuple[str
     if episodes:
         found = [e for e in found if e.id in episodes]
     planned = plan(loaded, found, root, republish=publisher.options.republish)
-    records = publish_all(publisher, planned, _say)
+    with sign_in_command(loaded):
+        records = publish_all(publisher, planned, _say)
     attach(report, records, root)
     return all(r.status not in ("failed", "stopped") for r in records.values())
 
@@ -158,8 +176,9 @@ def publish(series_file: Path, episodes: tuple[str, ...], dry_run: bool, republi
         show_plan(plan(loaded, found, root, republish=republish))
         click.echo(f"{len(found)} episode(s) valid; nothing uploaded (dry run)")
         return
-    publisher = open_publisher(loaded, root, endpoint=youtube_endpoint, republish=republish, say=_say,
-                               on_progress=UploadBar())
+    with sign_in_command(loaded):
+        publisher = open_publisher(loaded, root, endpoint=youtube_endpoint, republish=republish, say=_say,
+                                   on_progress=UploadBar())
     try:
         ok = publish_report(loaded, report, publisher, episodes)
     finally:

@@ -164,7 +164,7 @@ def test_no_token_revoked_token_and_missing_client_secrets(yt: FakeYouTube, rend
     path = series(rendered, tmp_path)
     result = cli("publish", path, "--youtube-endpoint", yt.url)
     assert result.exit_code == 2 and "no YouTube sign-in for account 'default'" in result.output
-    assert "comfy-drive auth youtube" in result.output
+    assert f"run: comfy-drive auth youtube --series {path}" in result.output
     sign_in(yt, expired=True, refresh_token="revoked")
     result = cli("publish", path, "--youtube-endpoint", yt.url)
     assert result.exit_code == 2 and "has expired or was revoked" in result.output and "7 days" in result.output

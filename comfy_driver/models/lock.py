@@ -12,13 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
+from comfy_driver.models.packs import PackEntry
 
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_encoders", "clip",
            "clip_vision", "upscale_models", "controlnet", "model_patches", "audio_encoders", "sam2")
 
 
 class ModelEntry(BaseModel):
-    """One file. revision/size/sha256 may be null until `comfy-drive fetch` pins them from the Hub."""
+    """One file. The sha256 is what is trusted; an entry without one is pinned from the Hub's metadata
+    (`lock pin`, shown to the user) before it is downloaded. revision and size, when null, are read
+    from the Hub at the first download and written back."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,6 +35,16 @@ class ModelEntry(BaseModel):
     license: str = ""
     backends: list[str] = []
     allow_pickle: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return relative_name(v)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return relative_name(v, "path")
 
     @field_validator("repo")
     @classmethod
@@ -73,6 +86,31 @@ class ModelEntry(BaseModel):
 
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def relative_name(value: str, what: str = "name") -> str:
+    """A file name under a folder, as ComfyUI lists it: relative, '/'-separated, no '.' or '..' parts.
+
+    Model names come from files people share (models.lock, downloaded workflows), so a name is never
+    trusted to stay in its folder: absolute paths, drive letters, backslashes, parent references,
+    control characters and empty parts are refused, and what is accepted is the normalised form.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} {value!r} has control characters")
+    if "\\" in value:
+        raise ValueError(f"{what} {value!r} uses '\\': write sub-folders with '/'")
+    if value.startswith("/") or _DRIVE.match(value):
+        raise ValueError(f"{what} {value!r} is an absolute path: give it relative to its ComfyUI folder")
+    parts = value.split("/")
+    if any(p in ("", ".", "..") or p != p.strip() for p in parts):
+        raise ValueError(f"{what} {value!r} must be a plain relative path (no '..', '.', empty or padded parts)")
+    if len(value) > 255 * 4 or any(len(p.encode()) > 255 for p in parts):
+        raise ValueError(f"{what} {value!r} is too long")
+    return value
 
 
 class ModelsLock(BaseModel):
@@ -80,6 +118,7 @@ class ModelsLock(BaseModel):
 
     version: int = 1
     models: list[ModelEntry] = []
+    packs: list[PackEntry] = []  # custom node packs, each at one commit
 
     @model_validator(mode="after")
     def _unique(self) -> ModelsLock:
@@ -88,6 +127,9 @@ class ModelsLock(BaseModel):
             if (m.folder, m.name) in seen:
                 raise ValueError(f"{m.folder}/{m.name} is listed twice")
             seen.add((m.folder, m.name))
+        names = [p.name for p in self.packs]
+        if len(names) != len(set(names)):
+            raise ValueError(f"a pack is listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
         return self
 
     def by_folder(self) -> dict[str, list[str]]:
@@ -160,7 +202,7 @@ def write_pins(lockfile: LockFile, pins: dict[int, dict[str, object]]) -> None:
 
 
 def append_entry(path: Path, entry: ModelEntry) -> None:
-    """Add an entry at the end of models.lock, in the file's own style."""
+    """Add an entry at the end of models.lock's models list (before its packs), in the file's own style."""
     text = path.read_text(encoding="utf-8")
     fields = entry.model_dump()
     block = [f"  - name: {_yaml_scalar(fields.pop('name'))}"]
@@ -172,8 +214,13 @@ def append_entry(path: Path, entry: ModelEntry) -> None:
     text = re.sub(r"(?m)^models:\s*\[\]\s*$", "models:", text)
     if not text.endswith("\n"):
         text += "\n"
+    lines = text.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if re.match(r"packs:", line)), len(lines))
+    while end > 0 and (lines[end - 1].startswith("#") or not lines[end - 1].strip()):
+        end -= 1  # the comments that introduce the next section stay with it
+    lines[end:end] = [line + "\n" for line in block]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n".join(block) + "\n", encoding="utf-8")
+    tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(tmp, path)
 
 

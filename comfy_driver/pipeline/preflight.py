@@ -43,7 +43,8 @@ def preflight(jobs: list[SceneJob], catalog: Catalog, *, server: str = "") -> No
                              "and restart ComfyUI; comfy-drive doctor --server URL lists what each backend needs")
     for job in jobs:
         uploads = set(job.uploads)
-        result = catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads or name in inputs)
+        result = catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads or name in inputs,
+                                  stricter=True)
         if not result.ok or result.node_errors:
             error = result.error or {}
             head = f"{job.spec.where}: scene {job.key} ({job.template.name}) would be rejected" + \
@@ -60,6 +61,6 @@ def _preflight_hint(problems: list[str]) -> str | None:
     text = "\n".join(problems)
     if "Value not in list" in text and (".safetensors" in text or ".ckpt" in text):
         return "a model file is missing on the server: run comfy-drive fetch there, or fix the name in models.lock"
-    if "does not exist" in text:
+    if "does not exist" in text or "not found. The custom node" in text:
         return "install the missing custom node pack on the server"
     return None

@@ -22,7 +22,7 @@ from comfy_driver.config.source import load_yaml
 from comfy_driver.errors import RunError, UserError
 from comfy_driver.publish.errors import PublishError, QuotaExhausted
 from comfy_driver.publish.ledger import Ledger
-from comfy_driver.publish.metadata import EpisodeInfo, SceneInfo, VideoMetadata, render_metadata, render_template
+from comfy_driver.publish.metadata import EpisodeInfo, SceneInfo, VideoMetadata, render_metadata
 from comfy_driver.publish.publisher import PublishOptions, Publisher
 from comfy_driver.publish.record import PublishRecord
 from comfy_driver.pipeline.report import RunReport
@@ -62,21 +62,13 @@ def _order(loaded: LoadedSeries) -> dict[str, int]:
     return {ep.id or f"ep{i + 1:02d}": i + 1 for i, ep in enumerate(loaded.series.episodes)}
 
 
-def _title(loaded: LoadedSeries, ep_id: str, index: int) -> str:
-    """The episode's title template rendered (series, vars, episode id and index), as the publish strings are."""
-    episode = loaded.series.episodes[index - 1]
-    text = episode.title or ep_id
-    ctx = {"series": {"title": loaded.series.title}, "vars": loaded.series.vars,
-           "episode": {"id": ep_id, "index": index}}
-    return render_template(text, ctx, load_yaml(loaded.path).where(("episodes", index - 1, "title")), "title").strip()
-
-
 def rendered_episodes(loaded: LoadedSeries, report: RunReport, root: Path) -> list[EpisodeInfo]:
     """The report's stitched episodes, each file checked against its recorded sha256."""
     from comfy_driver.media.ffmpeg import probe
 
     scenes = {s.key: s for s in report.scenes}
     order = _order(loaded)
+    titles = {spec.episode_id: spec.episode_title for spec in loaded.scenes}
     out = []
     for record in report.episodes:
         if record.status != "done" or not record.path or not record.sha256:
@@ -91,7 +83,7 @@ def rendered_episodes(loaded: LoadedSeries, report: RunReport, root: Path) -> li
             clip = root / scene.clip if scene.clip else path
             infos.append(SceneInfo(scene.scene, i + 1, scene.prompt, scene.backend, clip, probe(clip).duration))
         index = order[record.id]
-        out.append(EpisodeInfo(loaded.series.title, record.id, index, _title(loaded, record.id, index), path, record.sha256, infos, _models([s.backend for s in infos]), loaded.series.vars))
+        out.append(EpisodeInfo(loaded.series.title, record.id, index, titles.get(record.id, record.title), path, record.sha256, infos, _models([s.backend for s in infos]), loaded.series.vars))
     return out
 
 
@@ -105,7 +97,7 @@ def planned_episodes(loaded: LoadedSeries, specs: list[SceneSpec]) -> list[Episo
     for ep_id, eps in episodes.items():
         infos = [SceneInfo(s.scene_id, s.index, s.prompt, s.backend, loaded.output_dir / "planned.mp4",
                            (s.frames or 1) / (s.fps or 24)) for s in eps]
-        out.append(EpisodeInfo(loaded.series.title, ep_id, order[ep_id], _title(loaded, ep_id, order[ep_id]),
+        out.append(EpisodeInfo(loaded.series.title, ep_id, order[ep_id], eps[0].episode_title,
                                loaded.output_dir / "planned.mp4", "0" * 64, infos,
                                _models([s.backend for s in infos]), loaded.series.vars))
     return out

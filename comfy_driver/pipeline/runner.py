@@ -443,7 +443,6 @@ class Runner:
     def _download(self, client: ComfyClient, job: SceneJob,
                   files: list[OutputFile]) -> tuple[list[dict[str, object]], str | None]:
         folder = scene_dir(self.root, job)
-        folder.mkdir(parents=True, exist_ok=True)
         clip = pick_clip(files, job.template.clip_node)
         outputs: list[dict[str, object]] = []
         clip_name = None
@@ -451,7 +450,7 @@ class Runner:
             name = f"clip{Path(f.filename).suffix.lower()}" if f is clip else safe_component(Path(f.filename).name)
             for attempt in range(self.options.download_retries):
                 try:
-                    got = client.download(f, folder, name=name)
+                    got = client.download(f, folder, name=name, within=self.root)
                     break
                 except (RunError, ServerUnreachable):
                     if attempt + 1 == self.options.download_retries:

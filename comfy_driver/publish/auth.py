@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import confined
 from comfy_driver.errors import UserError
+from comfy_driver.publish.errors import SignInNeeded
 
 UPLOAD = "https://www.googleapis.com/auth/youtube.upload"
 READONLY = "https://www.googleapis.com/auth/youtube.readonly"
@@ -36,27 +38,15 @@ def token_path(account: str) -> Path:
     return youtube_dir() / f"{account}.json"
 
 
-def _fix_command(account: str, playlists: bool = False) -> str:
-    return "comfy-drive auth youtube" + ("" if account == "default" else f" --account {account}") + \
-        (" --playlists" if playlists else "")
-
-
 def save_token(account: str, creds: Any, endpoint: str | None = None) -> Path:
-    """Write the account's token atomically, mode 0600 from creation."""
+    """Write the account's token atomically, mode 0600 from creation, never through a link."""
     data = {"account": account, "endpoint": endpoint or GOOGLE, "token": creds.token,
             "refresh_token": creds.refresh_token, "token_uri": creds.token_uri, "client_id": creds.client_id,
             "client_secret": creds.client_secret, "scopes": sorted(creds.scopes or []),
             "expiry": creds.expiry.replace(tzinfo=timezone.utc).isoformat() if creds.expiry else None}
-    path = token_path(account)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    folder = youtube_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return confined.write_text(folder, f"{account}.json", json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
 def sign_in(account: str, client_secrets: Path, *, playlists: bool, open_browser: bool, port: int,
@@ -85,9 +75,9 @@ def sign_in(account: str, client_secrets: Path, *, playlists: bool, open_browser
                         hint="choose another --port") from None
     except Exception as exc:  # noqa: BLE001 - oauthlib raises many kinds; all mean the sign-in failed
         raise UserError(f"the sign-in did not complete ({type(exc).__name__}: {exc})",
-                        hint=f"run {_fix_command(account, playlists)} again") from None
+                        hint="sign in again") from None
     if not creds.refresh_token:
-        raise UserError("Google returned no refresh token", hint=f"run {_fix_command(account, playlists)} again")
+        raise UserError("Google returned no refresh token", hint="sign in again")
     return save_token(account, creds)
 
 
@@ -98,7 +88,6 @@ def load_credentials(account: str, *, scopes: list[str], endpoint: str | None = 
     from google.oauth2.credentials import Credentials
 
     path = token_path(account)
-    playlists = MANAGE in scopes
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         expiry = datetime.fromisoformat(data["expiry"]).astimezone(timezone.utc).replace(tzinfo=None) \
@@ -107,32 +96,29 @@ def load_credentials(account: str, *, scopes: list[str], endpoint: str | None = 
                             client_id=data["client_id"], client_secret=data["client_secret"],
                             scopes=data.get("scopes"), expiry=expiry)
     except FileNotFoundError:
-        raise UserError(f"no YouTube sign-in for account {account!r} ({path} is missing)",
-                        hint=f"run {_fix_command(account, playlists)}") from None
+        raise SignInNeeded(f"no YouTube sign-in for account {account!r} ({path} is missing)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: not a usable token file ({type(exc).__name__})",
-                        hint=f"run {_fix_command(account, playlists)}") from None
+        raise SignInNeeded(f"{path}: not a usable token file ({type(exc).__name__})") from None
     made_for = data.get("endpoint") or GOOGLE
     if made_for.rstrip("/") != (endpoint or GOOGLE).rstrip("/"):
-        raise UserError(f"the sign-in of account {account!r} is for {made_for}, not {endpoint or GOOGLE}; a token "
-                        "is never sent to another address", hint=f"run {_fix_command(account, playlists)}")
+        raise SignInNeeded(f"the sign-in of account {account!r} is for {made_for}, not {endpoint or GOOGLE}; a "
+                           "token is never sent to another address")
     missing = [s.rsplit("/", 1)[1] for s in scopes if s not in (data.get("scopes") or [])]
     if missing:
-        raise UserError(f"the sign-in of account {account!r} does not allow {', '.join(missing)} "
-                        f"(needed for {'playlists' if 'youtube' in missing else 'publishing'})",
-                        hint=f"run {_fix_command(account, playlists)}")
+        raise SignInNeeded(f"the sign-in of account {account!r} does not allow {', '.join(missing)} "
+                           f"(needed for {'playlists' if 'youtube' in missing else 'publishing'})")
     if not creds.valid:
         try:
             creds.refresh(Request())
         except RefreshError as exc:
-            raise dead_token(account, playlists, exc) from None
+            raise dead_token(account, exc) from None
         save_token(account, creds, made_for)
     return creds
 
 
-def dead_token(account: str, playlists: bool, exc: Exception) -> UserError:
+def dead_token(account: str, exc: Exception) -> SignInNeeded:
     detail = str(exc.args[0]) if exc.args else type(exc).__name__
-    return UserError(f"the YouTube sign-in of account {account!r} has expired or was revoked ({detail}); apps "
-                     "whose OAuth consent screen is in Testing get refresh tokens that die after 7 days",
-                     hint=f"run {_fix_command(account, playlists)} (and publish the consent screen to "
-                          "Production to stop the weekly sign-in)")
+    return SignInNeeded(f"the YouTube sign-in of account {account!r} has expired or was revoked ({detail}); apps "
+                        "whose OAuth consent screen is in Testing get refresh tokens that die after 7 days",
+                        hint="sign in again, and publish the consent screen to Production to stop the weekly "
+                             "sign-in")

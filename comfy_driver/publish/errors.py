@@ -1,8 +1,8 @@
 """What can go wrong while publishing, as the user must act on it; and YouTube's error replies, read.
 
-A refused credential or metadata YouTube rejects is the user's to fix (UserError, exit 2). A spent
+A refused credential (SignInNeeded) or metadata YouTube rejects is the user's to fix (UserErrors). A spent
 quota or the channel's daily upload cap stops publishing until the reset (QuotaExhausted): rendering
-goes on and the next run continues. Anything else is a failed publish step (exit 1), resumable.
+goes on and the next run continues. Anything else is a failed publish step (a RunError), resumable.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from comfy_driver.errors import RunError, UserError
 TRANSIENT_STATUSES = {500, 502, 503, 504}
 METADATA_REASONS = {"invalidTitle", "invalidDescription", "invalidCategoryId", "invalidTags", "invalidPublishAt",
                     "invalidVideoMetadata", "forbiddenPrivacySetting", "mediaBodyRequired", "invalidImage"}
+
+
+class SignInNeeded(UserError):
+    """The account's sign-in is missing, dead (revoked, expired), for another address, or lacks a scope."""
 
 
 class PublishError(RunError):
@@ -69,8 +73,7 @@ def classify(error: HttpError, what: str) -> Exception:
         return QuotaExhausted(f"{what}: the channel reached YouTube's daily upload limit",
                               hint="it lifts within 24 hours; the next run publishes what is left")
     if why in ("authError", "insufficientPermissions") or error.status_code == 401:
-        return UserError(f"{what}: YouTube refused the credentials ({text})",
-                         hint="sign in again: comfy-drive auth youtube")
+        return SignInNeeded(f"{what}: YouTube refused the credentials ({text})", hint="sign in again")
     if why in METADATA_REASONS:
         return UserError(f"{what}: YouTube rejected the metadata ({why}: {text})",
                          hint="fix the publish section of the series file")

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
-
 from comfy_driver.config.publish import Privacy, PublishSettings
+from comfy_driver.config.templates import render
 from comfy_driver.errors import UserError
 
 TITLE_MAX = 100
@@ -99,20 +97,6 @@ class VideoMetadata:
         return {"snippet": snippet, "status": status}
 
 
-_TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-
-
-def render_template(text: str, ctx: dict[str, Any], where: str, field_name: str) -> str:
-    """A publish template rendered in jinja2's sandbox; an undefined variable is an error."""
-    try:
-        return _TEMPLATES.from_string(text).render(ctx)
-    except UndefinedError as exc:
-        raise UserError(f"{where}: {field_name}: undefined template variable ({exc.message})",
-                        hint="known: series, episode, scenes, report, vars") from None
-    except TemplateError as exc:
-        raise UserError(f"{where}: {field_name}: bad template ({exc})") from None
-
-
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -149,16 +133,16 @@ def render_metadata(settings: PublishSettings, episode: EpisodeInfo, where: Call
     """The episode's metadata, every limit checked; UserError naming file:line otherwise."""
     ctx = context(episode)
 
-    def render(text: str, name: str) -> str:
-        return render_template(text, ctx, where(name), name).strip()
+    def rendered(template: str, name: str) -> str:
+        return render(template, ctx, where=where(name), field=name).strip()
 
-    title = render(settings.title, "title")
+    title = rendered(settings.title, "title")
     if not title:
         raise UserError(f"{where('title')}: title: empty for episode {episode.id}", hint="YouTube needs a title")
     if len(title) > TITLE_MAX:
         raise UserError(f"{where('title')}: title: {len(title)} characters for episode {episode.id}, YouTube "
                         f"allows {TITLE_MAX}: {title[:60]!r}...", hint="shorten the title template")
-    description = render(settings.description, "description")
+    description = rendered(settings.description, "description")
     extra = []
     if settings.chapters:
         extra.append("\n".join(f"{s['start_text']} {_chapter_name(s['id'])}" for s in ctx["scenes"]))
@@ -178,7 +162,7 @@ def render_metadata(settings: PublishSettings, episode: EpisodeInfo, where: Call
             raise UserError(f"{where(name)}: {name}: YouTube refuses '<' and '>' (episode {episode.id})")
     tags = []
     for i, raw in enumerate(settings.tags):
-        tag = render(raw, "tags")
+        tag = rendered(raw, "tags")
         if "<" in tag or ">" in tag or "," in tag:
             raise UserError(f"{where('tags')}: tags[{i}]: {tag!r}: a tag may not contain ',', '<' or '>'")
         if tag and tag not in tags:
@@ -194,7 +178,7 @@ def render_metadata(settings: PublishSettings, episode: EpisodeInfo, where: Call
         privacy=privacy, publish_at=_publish_at(settings, episode, ctx, where, now, check_schedule),
         made_for_kids=settings.made_for_kids, contains_synthetic_media=settings.contains_synthetic_media,
         notify_subscribers=settings.notify_subscribers,
-        playlist=render(settings.playlist, "playlist") or None if settings.playlist is not None else None,
+        playlist=rendered(settings.playlist, "playlist") or None if settings.playlist is not None else None,
         playlist_privacy=settings.playlist_privacy or privacy, thumbnail=_thumbnail(settings, episode, where, base))
 
 
@@ -212,11 +196,11 @@ def _publish_at(settings: PublishSettings, episode: EpisodeInfo, ctx: dict[str, 
         field_name = "schedule"
     elif settings.publish_at is not None:
         field_name = "publish_at"
-        text = render_template(settings.publish_at, ctx, where(field_name), field_name).strip()
+        when = render(settings.publish_at, ctx, where=where(field_name), field=field_name).strip()
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
         except ValueError:
-            raise UserError(f"{where(field_name)}: publish_at: {text!r} is not a date and time",
+            raise UserError(f"{where(field_name)}: publish_at: {when!r} is not a date and time",
                             hint="write it like 2026-12-01 17:00 (in `timezone`) or 2026-12-01T16:00:00Z") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=ZoneInfo(settings.timezone))

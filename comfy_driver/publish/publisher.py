@@ -49,7 +49,7 @@ class Publisher:
         scopes = auth.scopes_for(options.playlists)
         creds = auth.load_credentials(options.account, scopes=scopes, endpoint=options.endpoint)
         self.calls = Calls(build_youtube(creds, options.endpoint), sleep=options.sleep,
-                           on_auth_error=lambda exc: auth.dead_token(options.account, options.playlists, exc))
+                           on_auth_error=lambda exc: auth.dead_token(options.account, exc))
         self.youtube = self.calls.youtube
         self.ledger = Ledger(ledger_path)
         self._uploads_playlist: str | None = None
