@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from datetime import date, time
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Privacy = Literal["private", "unlisted", "public"]
 
@@ -37,6 +37,9 @@ def _zone(name: str) -> str:
     return name
 
 
+Zone = Annotated[str, AfterValidator(_zone)]  # an IANA time zone name
+
+
 class Schedule(BaseModel):
     """A cadence: the n-th episode of the series goes public `every_days` * (n-1) days after `start`."""
 
@@ -44,7 +47,7 @@ class Schedule(BaseModel):
 
     start: date
     at: str = Field(description="local time of day, HH:MM")
-    timezone: str
+    timezone: Zone
     every_days: int = Field(default=1, ge=1, le=366)
 
     @field_validator("at", mode="before")
@@ -55,11 +58,6 @@ class Schedule(BaseModel):
         if not isinstance(v, str) or not _CLOCK.match(v):
             raise ValueError(f"{v!r} is not a time of day; write it as \"17:00\" (quoted)")
         return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        return _zone(v)
 
     def clock(self) -> time:
         hours, minutes = self.at.split(":")
@@ -97,7 +95,7 @@ class PublishSettings(BaseModel):
     language: str | None = None
     privacy: Privacy | None = None  # default: private (and required to be private with a schedule)
     publish_at: str | None = None  # one moment (template), RFC 3339 or "YYYY-MM-DD HH:MM" in `timezone`
-    timezone: str = "UTC"  # for a publish_at without an offset
+    timezone: Zone = "UTC"  # for a publish_at without an offset
     schedule: Schedule | None = None
     made_for_kids: bool = False
     contains_synthetic_media: bool = True
@@ -127,11 +125,6 @@ class PublishSettings(BaseModel):
         if v is not None and not _LANGUAGE.match(v):
             raise ValueError(f"{v!r} is not a language code; use a BCP-47 code such as en or pt-BR")
         return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        return _zone(v)
 
     @model_validator(mode="after")
     def _combinations(self) -> PublishSettings:
