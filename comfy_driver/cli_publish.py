@@ -102,6 +102,9 @@ def publish_report(loaded: Any, report: Any, publisher: Any, episodes: tuple[str
     with sign_in_command(loaded):
         records = publish_all(publisher, planned, _say)
     attach(report, records, root)
+    uploads = sum(r.status == "published" for r in records.values())
+    _say(f"YouTube quota used: {uploads} upload(s) of the 100 a day, {publisher.calls.units} of the 10,000 "
+         "daily units")
     return all(r.status not in ("failed", "stopped") for r in records.values())
 
 
@@ -152,6 +155,7 @@ def publish(series_file: Path, episodes: tuple[str, ...], dry_run: bool, republi
             youtube_endpoint: str | None, as_json: bool) -> None:
     """Upload the rendered episodes of SERIES_FILE to YouTube; each once, resumable."""
     from comfy_driver.config.series import load_series
+    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.publishing import open_publisher, plan, rendered_episodes, settings_of
     from comfy_driver.pipeline.report import RunReport
 
@@ -176,13 +180,14 @@ def publish(series_file: Path, episodes: tuple[str, ...], dry_run: bool, republi
         show_plan(plan(loaded, found, root, republish=republish))
         click.echo(f"{len(found)} episode(s) valid; nothing uploaded (dry run)")
         return
-    with sign_in_command(loaded):
-        publisher = open_publisher(loaded, root, endpoint=youtube_endpoint, republish=republish, say=_say,
-                                   on_progress=UploadBar())
-    try:
-        ok = publish_report(loaded, report, publisher, episodes)
-    finally:
-        publisher.close()
+    with claim_output(root, series=loaded.series.title):  # never two publishers on one series
+        with sign_in_command(loaded):
+            publisher = open_publisher(loaded, root, endpoint=youtube_endpoint, republish=republish, say=_say,
+                                       on_progress=UploadBar())
+        try:
+            ok = publish_report(loaded, report, publisher, episodes)
+        finally:
+            publisher.close()
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:

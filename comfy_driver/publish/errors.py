@@ -25,8 +25,16 @@ class SignInNeeded(UserError):
     """The account's sign-in is missing, dead (revoked, expired), for another address, or lacks a scope."""
 
 
+class MetadataRejected(UserError):
+    """YouTube refused what was sent with a video (title, category, image, ...): `reason` says which."""
+
+    reason = ""
+
+
 class PublishError(RunError):
     """Publishing an episode failed; nothing finished is lost and the next run continues."""
+
+    reason = ""  # YouTube's machine reason, when it gave one
 
 
 class QuotaExhausted(PublishError):
@@ -75,6 +83,10 @@ def classify(error: HttpError, what: str) -> Exception:
     if why in ("authError", "insufficientPermissions") or error.status_code == 401:
         return SignInNeeded(f"{what}: YouTube refused the credentials ({text})", hint="sign in again")
     if why in METADATA_REASONS:
-        return UserError(f"{what}: YouTube rejected the metadata ({why}: {text})",
-                         hint="fix the publish section of the series file")
-    return PublishError(f"{what}: YouTube answered {error.status_code} ({why or 'no reason'}: {text})")
+        rejected = MetadataRejected(f"{what}: YouTube rejected the metadata ({why}: {text})",
+                                    hint="fix the publish section of the series file")
+        rejected.reason = why
+        return rejected
+    failed = PublishError(f"{what}: YouTube answered {error.status_code} ({why or 'no reason'}: {text})")
+    failed.reason = why
+    return failed

@@ -18,7 +18,7 @@ from googleapiclient.errors import HttpError
 
 from comfy_driver.errors import UserError
 from comfy_driver.publish import auth
-from comfy_driver.publish.errors import PublishError, reason
+from comfy_driver.publish.errors import MetadataRejected, PublishError, reason
 from comfy_driver.publish.ledger import DONE, Ledger, Upload
 from comfy_driver.publish.metadata import EpisodeInfo, Frame, VideoMetadata, check_thumbnail_file
 from comfy_driver.publish.record import PublishRecord
@@ -187,11 +187,11 @@ class Publisher:
             self.calls(self.youtube.thumbnails().set(videoId=row.video_id, media_body=media),
                        f"setting the thumbnail of episode {episode.id}")
             outcome = "set"
-        except (PublishError, UserError) as exc:
-            if "forbidden" not in str(exc) and "invalidImage" not in str(exc):
+        except (PublishError, MetadataRejected) as exc:
+            if exc.reason not in ("forbidden", "invalidImage"):
                 raise
-            outcome = str(exc.message)
-            if "forbidden" in outcome:
+            outcome = exc.message
+            if exc.reason == "forbidden":
                 outcome += " (custom thumbnails need a verified channel: youtube.com/verify)"
         self.ledger.thumbnail(episode.id, outcome)
         return outcome

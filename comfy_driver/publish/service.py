@@ -84,10 +84,10 @@ def retrying(attempts: int, sleep: Sleep | None, on_retry: Callable[[BaseExcepti
 
 
 class Calls:
-    """Runs API requests with retries; counts quota units spent (as YouTube bills them)."""
+    """Runs API requests with retries; counts the units they spend of the shared daily quota (uploads,
+    videos.insert, have a bucket of their own and are not counted here)."""
 
-    COSTS = {"videos.insert": 1, "thumbnails.set": 50, "playlists.insert": 50, "playlistItems.insert": 50,
-             "videos.update": 50}
+    COSTS = {"thumbnails.set": 50, "playlists.insert": 50, "playlistItems.insert": 50, "videos.update": 50}
 
     def __init__(self, youtube: Any, *, attempts: int = 6, sleep: Sleep | None = None,
                  on_auth_error: Callable[[Exception], Exception] | None = None) -> None:
