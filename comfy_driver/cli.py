@@ -164,10 +164,15 @@ def _simulated(speed: str | None) -> Iterator[str | None]:
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
 @click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
+@click.option("--publish", "publish_", is_flag=True, help="Upload each finished episode to YouTube (publish section).")
+@click.option("--republish", is_flag=True, help="With --publish: upload again an episode re-rendered since its upload.")
+@click.option("--youtube-endpoint", default=None, help="With --publish: send YouTube API calls to this address "
+                                                       "instead of Google's (a local test server).")
 @connection_options
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: str | None, dry_run: bool,
-        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, settings: Any) -> None:
+        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, publish_: bool, republish: bool,
+        youtube_endpoint: str | None, settings: Any) -> None:
     """Render every scene of SERIES_FILE, download the clips and join each episode.
 
     Rerunning it resumes: finished scenes are kept, prompts still on a server are re-attached.
@@ -182,13 +187,18 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.pipeline.runner import RunOptions
 
     loaded = load_series(series_file)
+    publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \
+        if publish_ else None
     if dry_run:
         _dry_run(loaded, backend, list(servers), settings)
         return
     progress = Progress(len(loaded.scenes), enabled=True)
     stop, interrupt = threading.Event(), threading.Event()
     options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, settings=settings)
-    with _simulated(simulate) as sim_url:
+    published = True
+    with contextlib.ExitStack() as closing, _simulated(simulate) as sim_url:
+        if publisher is not None:
+            closing.callback(publisher.close)
         previous = _stop_on_signals(stop, interrupt, progress)
         try:
             report = run_series(loaded, servers=[sim_url] if sim_url else list(servers), backend=backend,
@@ -198,12 +208,17 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if publisher is not None:
+            from comfy_driver.pipeline.outlock import claim_output
+
+            with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
+                published = publish_report(loaded, report, publisher)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         click.echo(report.summary())
         click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
-    if report.failed:
+    if report.failed or not published:
         sys.exit(1)
 
 
@@ -896,6 +911,10 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
                                  "prompt (e.g. --backend svd)") from None
         raise
 
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
+
+main.add_command(auth)
+main.add_command(publish)
 
 if __name__ == "__main__":
     main()
