@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_driver.paths import ROOT
+from .conftest import ROOT
 from tests.fakeyoutube import FakeYouTube, Hold
 from tests.youtubekit import CHUNK, episode, sign_in
 
