@@ -272,13 +272,18 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
 @click.option("--server", default=None, help="ComfyUI URL.")
 @click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for the outputs (default: replay-<file name>).")
+              help="Folder for the outputs (default: a new replay-<file name>-<date>-<time> folder per replay).")
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool, output: Path | None) -> None:
-    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI.
+
+    A --set value that names a local file (on LoadImage, LoadVideo, VHS_LoadVideo ...) is uploaded;
+    model names the server lists under another spelling (a Windows sub-folder) take the server's."""
+    from comfy_driver.models.in_workflow import rewrite_model_names
     from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay as run_replay
+    from comfy_driver.pipeline.replay import apply_sets, load_replayable, new_output_folder, upload_files
+    from comfy_driver.pipeline.replay import replay as run_replay
 
     if not simulate and not server:
         raise UserError("replay needs --server URL (or --simulate)")
@@ -286,8 +291,11 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool
         client = _client(sim_url or server or "")
         catalog = client.catalog()
         item = load_replayable(file, catalog)
-        item.graph = apply_sets(item.graph, list(sets), catalog)
-        dest = output or Path(f"replay-{file.stem}")
+        local: dict[tuple[str, str], Path] = {}
+        item.graph = apply_sets(item.graph, list(sets), catalog, local_files=local)
+        for line in rewrite_model_names(item.graph, catalog) + upload_files(client, item.graph, local):
+            click.echo(line, err=True)
+        dest = output or new_output_folder(file.stem)
         with claim_output(dest):
             files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
     for got in files:

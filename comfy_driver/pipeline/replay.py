@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,14 @@ def parse_set(text: str) -> tuple[str, str, Any]:
     return title, name, value
 
 
-def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict[str, Any]:
-    """The graph with each --set applied, by node title (or node id); every problem reported."""
+def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog, *,
+               local_files: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
+    """The graph with each --set applied, by node title (or node id); every problem reported.
+
+    A value that names a file on this machine, set on a file input (LoadImage, LoadVideo,
+    VHS_LoadVideo ...), is put in `local_files` under (node id, input): `upload_files` sends it to
+    the server, content-addressed as `run` does, and puts the server's name in its place.
+    """
     graph = json.loads(json.dumps(graph))
     titles: dict[str, list[str]] = {}
     for node_id, node in graph.items():
@@ -95,15 +102,51 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
                           + (f"; did you mean {guess[0]!r}?" if guess else ""))
             continue
         node["inputs"][name] = value
+        if local_files is not None and isinstance(value, str) and _is_file_input(catalog, node["class_type"], name):
+            path = Path(value).expanduser()
+            if path.is_file():  # else it names a file already in the server's input folder
+                local_files[(ids[0], name)] = path
     if errors:
         raise UserError("\n".join(errors))
     return graph
 
 
+def _is_file_input(catalog: Catalog, class_type: str, name: str) -> bool:
+    return class_type in catalog and catalog.upload_kind(class_type, name) is not None
+
+
+def upload_files(client: ComfyClient, graph: dict[str, Any], local_files: dict[tuple[str, str], Path]) -> list[str]:
+    """Upload each local file a --set named and put its server name in the graph; one line per file."""
+    done = []
+    for (node_id, name), path in local_files.items():
+        stored = client.upload(path)
+        graph[node_id]["inputs"][name] = stored
+        done.append(f"uploaded {path} as {stored}")
+    return done
+
+
+def new_output_folder(stem: str, base: Path | None = None) -> Path:
+    """A folder no earlier replay used: replay-<workflow>-<date>-<time>[-N]."""
+    base = base or Path.cwd()
+    name = f"replay-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = base / name, 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{name}-{n}"
+    return folder
+
+
 def replay(client: ComfyClient, item: Replayable, dest: Path, catalog: Catalog, *,
            progress: Progress | None = None) -> list[Downloaded]:
-    """Validate, submit, follow and download one graph's outputs into dest."""
-    result = catalog.validate(item.graph, stricter=True)
+    """Validate, submit, follow and download one graph's outputs into dest.
+
+    Files in the graph's file inputs must be on the server already (`upload_files`); validation is
+    the preflight's, stricter than the server's.
+    """
+    present = catalog.input_files()
+    uploaded = set(client.uploaded)
+    result = catalog.validate(item.graph, stricter=True,
+                              file_exists=lambda kind, name: name in present or name in uploaded)
     if not result.ok:
         raise PromptRejected(result.error or {}, result.node_errors, item.graph, where="replay: ")
     workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None
