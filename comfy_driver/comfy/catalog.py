@@ -9,12 +9,12 @@ stop at the first broken link of a branch), and is checked against the recorded 
 from __future__ import annotations
 
 import copy
-import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.versions import Version, has
 
 # Input types of node schema v3 whose values arrive flattened with dots ("format.codec", "values.a").
@@ -22,8 +22,10 @@ DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose chosen option brings ne
 AUTOGROW = "COMFY_AUTOGROW_V3"  # a growing list of inputs made from a template
 MATCHTYPE = "COMFY_MATCHTYPE_V3"  # an input of whichever type is linked, among allowed_types
 
-# Widget options that mark an input whose value is a file the server checks in its input folder.
-UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
+# The option flags by which object_info marks a combo as an upload input (the GUI adds an upload button).
+UPLOAD_FLAGS = ("image_upload", "animated_image_upload", "video_upload", "audio_upload")
+# Of those, the inputs whose node checks that the file exists, as the server validates, and its kind.
+CHECKED_UPLOADS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
 
 
 # File inputs of node packs whose object_info carries no upload flag, though the node checks the file
@@ -53,7 +55,7 @@ def set_combo_choices(spec: list[Any], names: list[str]) -> None:
 
 
 def is_upload(spec: list[Any]) -> bool:
-    return any(spec[1].get(flag) for flag in UPLOAD_FLAGS)
+    return any(spec[1].get(flag) for flag in CHECKED_UPLOADS)
 
 
 class Catalog:
@@ -70,7 +72,7 @@ class Catalog:
 
     @classmethod
     def from_file(cls, path: str | Path, *, version: Version | None = None) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")), version=version)
+        return cls(jsontext.loads(Path(path).read_text(encoding="utf-8"), finite=False), version=version)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
@@ -141,7 +143,7 @@ class Catalog:
     def upload_kind(self, class_type: str, name: str) -> str | None:
         """'image' / 'video' / 'audio' when the input names a file in the server's input folder."""
         _, _, extra = self.input_info(class_type, name)
-        for flag, kind in UPLOAD_FLAGS.items():
+        for flag, kind in CHECKED_UPLOADS.items():
             if extra and extra.get(flag):
                 return kind
         return PACK_FILE_INPUTS.get((class_type, name))
@@ -294,7 +296,8 @@ def _unknown_node(catalog: Catalog, node_id: str, node: Any) -> dict[str, Any]:
                           f"Node ID '#{node_id}'")
         return _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
                       f"Node ID '#{node_id}'")
-    meta = node.get("_meta") if isinstance(node, dict) and isinstance(node.get("_meta"), dict) else {}
+    raw_meta = node.get("_meta") if isinstance(node, dict) else None
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     if not has_class:
         title = meta.get("title")
         error = _error("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. "
@@ -435,7 +438,8 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                                "extra_info": {"input_name": name, "input_config": info, "received_value": val,
                                               "exception_message": str(ex)}})
                 continue
-        kind = next((k for f, k in UPLOAD_FLAGS.items() if extra.get(f)), PACK_FILE_INPUTS.get((class_type, name)))
+        kind = next((k for f, k in CHECKED_UPLOADS.items() if extra.get(f)),
+                    PACK_FILE_INPUTS.get((class_type, name)))
         if kind is not None and file_exists is not None:
             custom.append((name, kind))
             continue

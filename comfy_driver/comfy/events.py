@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import struct
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from comfy_driver import jsontext
 
 
 class _Event(BaseModel):
@@ -154,7 +155,7 @@ _IMAGE_FORMATS = {1: "jpeg", 2: "png"}
 
 def parse_text(raw: str | bytes) -> Event:
     """One text frame `{"type", "data"}` -> a typed event (Unknown for anything unrecognised)."""
-    msg = json.loads(raw)
+    msg = jsontext.loads(raw, finite=False)
     kind = msg.get("type") if isinstance(msg, dict) else None
     data = msg.get("data") if isinstance(msg, dict) else None
     if not isinstance(kind, str):
@@ -171,7 +172,7 @@ def parse_text(raw: str | bytes) -> Event:
     if cls is ProgressState:  # the largest and most frequent message; its node map is passed on as is
         return ProgressState.model_construct(prompt_id_=data.get("prompt_id"), nodes=data.get("nodes") or {})
     try:
-        return cls.model_validate(data)
+        return cast(Event, cls.model_validate(data))
     except ValueError:
         return Unknown(type=kind, data=data)
 
@@ -192,7 +193,7 @@ def parse_binary(raw: bytes) -> Event:
     if kind == 4 and len(body) >= 4:
         (n,) = struct.unpack(">I", body[:4])
         try:
-            meta = json.loads(body[4:4 + n])
+            meta = jsontext.loads(body[4:4 + n], finite=False)
         except ValueError:
             meta = {}
         image_type = str(meta.get("image_type", "")).split("/")[-1] or "unknown"

@@ -14,7 +14,7 @@ from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import ModelsLock
 from comfy_driver.models.tree import ModelsTree
 from comfy_driver.paths import WORKFLOWS
-from comfy_driver.workflow.drift import WorkflowCheck, check_workflow
+from comfy_driver.workflow.server_check import WorkflowCheck, check_workflow
 from comfy_driver.workflow.files import workflow_class_types
 
 

@@ -1,118 +1,73 @@
-"""How a server's node schemas differ from the ones a workflow was made against, and whether it matters.
+"""What changed between the node definitions a workflow was saved with and the server's, in words.
 
-The shipped workflows were saved against the catalogue comfy-drive ships (`baseline`). A server of
-another release may have changed a node: an input gained (SaveVideo's `codec`), removed or renamed,
-or retyped (SaveVideo's `format`, a combo that became a dynamic combo with nested inputs). Conversion
-against the server's catalogue handles most of it (a new input gets the value the GUI would give it);
-validation tells whether the result is accepted. `check_workflow` does both for one workflow.
+The GUI maps saved widget values onto the current widgets by position and says nothing when a node
+gained, lost or renamed an input. The conversion reproduces that faithfully; these notes tell the
+person what it meant: inputs filled with defaults, values left over or landing in another widget
+(seen through `widgets_values_named`, which frontend 1.49 saves), links into inputs that are gone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import describe_node, format_node_errors
-from comfy_driver.errors import DriveError
-from comfy_driver.workflow.template import FILE_TYPES, Param, load_template
-
-SAMPLE_UPLOAD = {"image": "comfy_drive/" + "0" * 20 + ".png", "video": "comfy_drive/" + "0" * 20 + ".mp4"}
+from comfy_driver.workflow.frontend import Frontend
+from comfy_driver.workflow.graph import subgraph_definitions
+from comfy_driver.workflow.widgets import assign, widget_defs
 
 
-def _type_name(spec_type: Any) -> str:
-    return "COMBO" if isinstance(spec_type, list) else str(spec_type)
+def _nodes(workflow: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for node in workflow.get("nodes") or []:
+        yield "", node
+    for definition in subgraph_definitions(workflow):
+        for node in definition.get("nodes") or []:
+            yield f" in subgraph {definition.get('name') or definition.get('id')!r}", node
 
 
-def _schema(catalog: Catalog, class_type: str) -> dict[str, tuple[str, str]]:
-    """Declared input -> (category, type name) of one node class."""
-    out = {}
-    for name, category in catalog.input_order(class_type):
-        if category != "hidden":
-            spec_type, _, _ = catalog.input_info(class_type, name)
-            out[name] = (category, _type_name(spec_type))
-    return out
+def _input_names(catalog: Catalog, class_type: str) -> set[str]:
+    return {name for name, _ in catalog.input_order(class_type)}
 
 
-@dataclass
-class NodeDrift:
-    node_id: str
-    who: str  # 'node 29 "Save Video" (SaveVideo)'
-    gained: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-    retyped: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # the server's verdict on this node, if it fails
-
-    def describe(self) -> str:
-        parts = [f"gained {', '.join(self.gained)}" if self.gained else "",
-                 f"lost {', '.join(self.lost)}" if self.lost else "",
-                 ", ".join(self.retyped)]
-        return f"{self.who}: schema changed on this server ({'; '.join(p for p in parts if p)})"
-
-    def fix(self) -> str:
-        if not self.errors:
-            return "handled: converted against this server's catalogue as its GUI would (new inputs get their defaults)"
-        if self.lost:
-            return (f"the workflow sets {', '.join(self.lost)}, which this node no longer takes: open the workflow "
-                    "in this server's GUI, check the node and save it")
-        return "open the workflow in this server's GUI, set the inputs named above on this node and save it"
+def _known_input(name: str, names: set[str]) -> bool:
+    """An input of the definition, a nested input of one of its dynamic inputs, or one more of a
+    numbered series the node grows (image_3 beside image_1)."""
+    if name in names or name.split(".", 1)[0] in names:
+        return True
+    stem = re.sub(r"\d+$", "", name)
+    return stem != name and any(re.sub(r"\d+$", "", n) == stem for n in names)
 
 
-@dataclass
-class WorkflowCheck:
-    name: str
-    errors: list[str]  # every validation error, one line each (node, input, message)
-    drift: list[NodeDrift]
-    failure: str | None = None  # the workflow could not even be converted or rendered
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None and not self.errors
-
-
-def sample_values(params: dict[str, Param]) -> dict[str, Any]:
-    """A value for every parameter without a default: what a scene would give, for validating."""
-    values: dict[str, Any] = {}
-    for name, param in params.items():
-        if param.default is not None:
+def drift_notes(workflow: Mapping[str, Any], catalog: Catalog, fe: Frontend) -> list[str]:
+    """One line per node whose saved inputs do not fit the server's definition of its type."""
+    notes = []
+    for where, node in _nodes(workflow):
+        class_type = node.get("type")
+        if class_type not in catalog:
             continue
-        if param.type in FILE_TYPES:
-            values[name] = SAMPLE_UPLOAD[param.type]
-        elif param.type in ("int", "float"):
-            values[name] = param.min if param.min is not None else 1
-        elif param.type == "bool":
-            values[name] = False
-        else:
-            values[name] = param.choices[0] if param.choices else "a test"
-    return values
-
-
-def check_workflow(name: str, workflows_dir: Path, server: Catalog, baseline: Catalog) -> WorkflowCheck:
-    """Convert and render one workflow against the server's catalogue and validate it as preflight does."""
-    try:
-        template = load_template(name, workflows_dir, server)
-        graph = template.render(sample_values(template.params))
-    except DriveError as exc:
-        return WorkflowCheck(name, [], [], failure=str(exc))
-    result = server.validate(graph, file_exists=lambda kind, value: True, stricter=True)
-    errors = format_node_errors(result.node_errors, graph) if result.node_errors else []
-    if not result.ok and not errors and result.error:
-        errors = [f"{result.error.get('message', '')} {result.error.get('details', '')}".strip()]
-    drift = []
-    for node_id, node in graph.items():
-        class_type = node.get("class_type")
-        if class_type not in server or class_type not in baseline:
+        label = f"node {node.get('id')} {node.get('title') or class_type!r} ({class_type}){where}"
+        names = _input_names(catalog, class_type)
+        for entry in node.get("inputs") or []:
+            if entry.get("link") is not None and not _known_input(str(entry.get("name")), names):
+                notes.append(f"{label}: input {entry.get('name')!r} is not an input of {class_type} on this "
+                             "server (removed or renamed); check what its link feeds now")
+        raw = node.get("widgets_values")
+        if not isinstance(raw, list):
             continue
-        old, new = _schema(baseline, class_type), _schema(server, class_type)
-        if old == new:
-            continue
-        who = describe_node(graph, node_id)
-        entry = NodeDrift(node_id, who)
-        entry.gained = [f"'{n}' ({new[n][0]})" for n in new if n not in old]
-        entry.lost = [f"'{n}'" for n in old if n not in new and n in node.get("inputs", {})]
-        entry.retyped = [f"'{n}' {' '.join(old[n])} -> {' '.join(new[n])}" for n in new if n in old and old[n] != new[n]]
-        entry.errors = [line for line in errors if line.startswith(who)]
-        if entry.gained or entry.lost or entry.retyped:
-            drift.append(entry)
-    return WorkflowCheck(name, errors, drift)
+        widgets = assign(widget_defs(catalog, class_type, fe), raw)
+        if len(raw) > len(widgets):
+            notes.append(f"{label}: {len(raw) - len(widgets)} saved value(s) more than its widgets, ignored: "
+                         f"{raw[len(widgets):]!r}")
+        added = [w.name for w, _ in widgets[len(raw):] if w.sent and not w.display]
+        if added:
+            notes.append(f"{label}: no saved value for {', '.join(added)}; the default is used (inputs the "
+                         "node gained since the workflow was saved)")
+        saved_names = list((node.get("widgets_values_named") or {}).keys())
+        for index, (widget, _) in enumerate(widgets[:min(len(raw), len(saved_names))]):
+            if widget.sent and saved_names[index] != widget.name:
+                notes.append(f"{label}: the value saved as {saved_names[index]!r} lands in {widget.name!r} "
+                             "(its widgets changed; the GUI assigns saved values by position): re-save the "
+                             "workflow from this server's GUI after checking the node")
+                break
+    return notes
