@@ -312,23 +312,26 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
 @click.option("--server", default=None, help="ComfyUI URL.")
 @simulate_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for the outputs (default: replay-<file name>).")
+              help="Folder for the outputs (default: a new replay-<file name>-<date>-<time> folder per replay).")
 @connection_options
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str | None, output: Path | None,
            settings: Any) -> None:
-    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI.
+
+    A --set value that names a local file (on LoadImage, LoadVideo, VHS_LoadVideo ...) is uploaded;
+    model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
     from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
     from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.replay import parse_set
+    from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
     if not simulate and not server:
         raise UserError("replay needs --server URL (or --simulate)")
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
-    dest = output or Path(f"replay-{file.stem}")
+    dest = output or new_output_folder(file.stem)
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
         job = client.submit(file, sets=changes)
         started, node, step = None, "", None
