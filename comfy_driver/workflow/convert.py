@@ -327,7 +327,7 @@ class _Converter:
         raw = node.data.get("widgets_values") or []
         names = [(slot, (entry.get("widget") or {}).get("name")) for slot, entry in enumerate(node.inputs)]
         names = [(slot, name) for slot, name in names if name]
-        values = {}
+        values: dict[Any, Any] = {}
         for index, (slot, name) in enumerate(names):
             if index < len(raw):
                 values[name] = raw[index]

@@ -14,10 +14,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.catalog import UPLOAD_FLAGS, Catalog
 from comfy_driver.workflow.frontend import Frontend
 
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 
