@@ -19,6 +19,7 @@ from comfy_driver.paths import EXAMPLES
 from comfy_driver.pipeline.benchmark import write
 from comfy_driver.pipeline.compare import compare, plan
 from comfy_driver.sim.executor import Timing
+from comfy_driver.sim.server import Faults
 from comfy_driver.sim.render import write_mp4
 
 MIRA = EXAMPLES / "assets" / "mira.png"
@@ -136,3 +137,27 @@ def test_try_without_an_image_for_a_backend_that_needs_one_says_so(tmp_path: Pat
     assert result.exit_code == 2
     assert "wan22_animate, svd: a backend here animates a reference image, and none was given" in result.output
     assert "hint: pass --image FILE" in result.output and "Traceback" not in result.output
+
+
+def test_a_fallback_is_labelled_and_a_failed_backend_leaves_a_comparison_and_exit_1(sim_factory: Any,
+                                                                                  tmp_path: Path) -> None:
+    def quick(server: str, out: Path) -> Any:
+        return CliRunner().invoke(main, ["try", "--prompt", "a fox", "--image", str(MIRA), "--backend", "wan22_5b",
+                                         "--vs", "svd", "--width", "64", "--height", "64", "--frames", "9", "--fps",
+                                         "8", "--server", server, "-o", str(out), "--json"])
+
+    oom = sim_factory(faults=Faults(error_at={"Wan22ImageToVideoLatent": "oom"}))  # the 5B runs out of memory
+    result = quick(oom.url, tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["per_scene"]["wan22_5b"]["try/scene"]["rendered_by"] == "svd"  # its fallback made the clip
+    assert "| try/scene | svd | done |" in (tmp_path / "a" / "benchmark.md").read_text()
+
+    broken = sim_factory(faults=Faults(error_at={"SVD_img2vid_Conditioning": "error"}))  # svd always fails
+    out = tmp_path / "b"
+    result = quick(broken.url, out)
+    assert result.exit_code == 1 and "not rendered: svd: try/scene (failed)" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["medians"]["wan22_5b"]["scenes"] == "1/1" and data["medians"]["svd"]["scenes"] == "0/1"
+    assert probe(out / "side-by-side" / "try-scene.mp4").width == 64  # the one column there is
+    assert "data:video/mp4;base64," in (out / "index.html").read_text()
