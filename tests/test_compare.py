@@ -19,8 +19,8 @@ from comfy_driver.paths import EXAMPLES
 from comfy_driver.pipeline.benchmark import write
 from comfy_driver.pipeline.compare import compare, plan
 from comfy_driver.sim.executor import Timing
-from comfy_driver.sim.server import Faults
 from comfy_driver.sim.render import write_mp4
+from comfy_driver.sim.server import Faults
 
 MIRA = EXAMPLES / "assets" / "mira.png"
 
