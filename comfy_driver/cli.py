@@ -812,18 +812,23 @@ def stats(server: str, as_json: bool, settings: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ compare, try
-def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: bool, as_json: bool,
-                       **kw: Any) -> None:
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: bool, as_json: bool, *,
+                       scenes: list[str] | None = None, from_report: bool = False, folder: Path | None = None) -> None:
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
     from comfy_driver.pipeline.compare import compare as run_compare
+    from comfy_driver.pipeline.compare import default_folder, plan
+    from comfy_driver.pipeline.outlock import claim_output
 
+    chosen = plan(loaded, backends, scenes)
     urls = servers or loaded.series.server_urls
-    if not urls and not simulate and not kw.get("from_report"):
+    if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
-    with _simulated(simulate and not kw.get("from_report")) as sim_url:
-        comparison = run_compare(loaded, backends, [sim_url] if sim_url else urls, progress=not as_json, **kw)
-    paths = write(comparison, loaded.series.title)
+    folder = folder or default_folder(loaded)
+    with claim_output(folder, series=loaded.series.title), _simulated(simulate and not from_report) as sim_url:
+        comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
+                                 from_report=from_report, folder=folder)
+        paths = write(comparison, loaded.series.title)
     missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
                if s.status != "done"]
     if as_json:
