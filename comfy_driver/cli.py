@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from comfy_driver import __version__
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report
 from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
 from comfy_driver.errors import DriveError, RunError, UserError
 
@@ -667,10 +668,10 @@ def stats(server: str, as_json: bool) -> None:
         click.echo(f"  {fact.name} (since {fact.since}): {fact.what}")
 
 
-from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
-
 main.add_command(auth)
 main.add_command(publish)
+for _command in (auth.commands["youtube"], publish):
+    _command.callback = handle_errors(_command.callback)  # type: ignore[arg-type]
 
 if __name__ == "__main__":
     main()
