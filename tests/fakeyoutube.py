@@ -379,7 +379,7 @@ def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
 
 def main() -> None:
     """`python -m tests.fakeyoutube --port 8099`: serve the fake and sign the default account in to it
-    (in $XDG_CONFIG_HOME: point it at a scratch folder, not your real configuration)."""
+    (in the user config folder: point COMFY_DRIVE_CONFIG at a scratch folder, not your real one)."""
     import argparse
     import signal
     import time

@@ -16,8 +16,7 @@ from tests.youtubekit import CHUNK, episode, metadata, publisher, sign_in
 
 
 @pytest.fixture
-def yt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeYouTube]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def yt() -> Iterator[FakeYouTube]:
     server = FakeYouTube()
     server.start()
     sign_in(server)

@@ -169,7 +169,10 @@ class LoadedSeries:
 
     @property
     def output_dir(self) -> Path:
-        return (self.path.parent / self.series.output).resolve()
+        try:
+            return (self.path.parent / self.series.output).resolve()
+        except (OSError, RuntimeError) as exc:  # a link loop
+            raise UserError(f"{self.path}: output {self.series.output!r} cannot be used ({exc})") from None
 
     @property
     def slug(self) -> str:
@@ -286,24 +289,8 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
 
 def _media(base: Path, value: str, where: str, kind: str) -> Path:
     """An input file, checked to exist and to be what it claims (an image, a video)."""
-    path = (base / value).resolve()
-    if not path.is_file():
-        raise UserError(f"{where}: file {value!r} not found (looked in {path.parent})")
-    if kind == "image":
-        from PIL import Image, UnidentifiedImageError
+    from comfy_driver.media.inputs import check_image, check_video, input_path
 
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise UserError(f"{where}: {value!r} is not an image ComfyUI can load",
-                            hint="use a PNG, JPEG or WebP file") from None
-    else:
-        from comfy_driver.media.ffmpeg import probe
-
-        try:
-            probe(path)
-        except UserError:
-            raise UserError(f"{where}: {value!r} is not a video ffmpeg can read",
-                            hint="use an MP4 (H.264) or WebM file") from None
+    path = input_path(base, value, where)
+    (check_image if kind == "image" else check_video)(path, where, value)
     return path

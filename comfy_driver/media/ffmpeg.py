@@ -60,12 +60,40 @@ _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
 _META = re.compile(r"^\s{4}(\w+)\s*:\s(.*)$")
 
 
+def container(path: Path) -> str | None:
+    """The ffmpeg demuxer of a video file, told from its first bytes (not its suffix); None if it
+    does not start like a video container ffmpeg should read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp_pipe"
+    return None
+
+
 def probe(path: Path) -> VideoInfo:
-    """Size, fps, exact frame count (decoded), duration and container metadata of a video file."""
+    """Size, fps, exact frame count (decoded), duration and container metadata of a video file.
+
+    ffmpeg reads it with the demuxer its first bytes name, never by guessing: a text file of
+    ffmpeg's own formats (ffconcat, playlists) would otherwise make it open other files.
+    """
     if not path.is_file():
         raise UserError(f"{path}: no such video file")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
-                           "-f", "null", "-"], capture_output=True, check=False)
+    demuxer = container(path)
+    if demuxer is None:
+        raise UserError(f"{path}: not a readable video file")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-f", demuxer, "-i", str(path),
+                           "-map", "0:v:0", "-f", "null", "-"], capture_output=True, check=False)
     err = proc.stderr.decode("utf-8", "replace")
     stream = _STREAM.search(err)
     if proc.returncode != 0 or stream is None:

@@ -50,9 +50,9 @@ def _where(loaded: LoadedSeries) -> Callable[[str], str]:
 
 def _models(backends: list[str]) -> list[str]:
     from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.paths import models_lock
 
-    lock = load_lock(MODELS_LOCK)
+    lock = load_lock(models_lock())
     known = {b for m in lock.models for b in m.backends}
     used = [b for b in backends if b in known]
     return sorted({m.name for m in lock.for_backends(used)}) if used else []

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from comfy_driver import confined
-from comfy_driver.pipeline.progress import fmt_seconds
+from comfy_driver.units import fmt_seconds
 from comfy_driver.publish.record import PublishRecord
 
 
