@@ -916,7 +916,7 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
 main.add_command(auth)
 main.add_command(publish)
 for _command in (auth.commands["youtube"], publish):
-    _command.callback = handle_errors(_command.callback)  # type: ignore[arg-type]
+    _command.callback = handle_errors(_command.callback)  # type: ignore[type-var]
 
 if __name__ == "__main__":
     main()
