@@ -204,3 +204,16 @@ def test_revoked_and_missing_tokens_name_the_fixing_command(yt: FakeYouTube, tmp
     with pytest.raises(UserError, match="no YouTube sign-in for account 'nobody'"):
         publisher(yt, tmp_path / "publish.db", account="nobody")
     assert not yt.sessions
+
+
+def test_a_connection_that_keeps_failing_is_one_clear_error(yt: FakeYouTube, tmp_path: Path) -> None:
+    from comfy_driver.publish.errors import PublishError
+
+    ep = episode(tmp_path / "ep01")
+    yt.drops = [CHUNK + i for i in range(1, 40)]  # every try of the second chunk is cut
+    pub = publisher(yt, tmp_path / "publish.db", attempts=3)
+    with pytest.raises(PublishError, match="no answer from YouTube after several tries"):
+        pub.publish_episode(ep, metadata(ep))
+    pub.close()
+    yt.drops = []
+    assert publish(yt, tmp_path, ep).status == "published" and len(yt.sessions) == 1
