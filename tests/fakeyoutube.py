@@ -343,6 +343,9 @@ class FakeYouTube:
         playlist_id = request.query.get("playlistId", "")
         if playlist_id == "UUfakechannel":
             rows = [(f"UU-{v}", playlist_id, v) for v in self.uploads]
+        elif playlist_id not in self.playlists:
+            return error(404, "playlistNotFound", "The playlist identified with the request's playlistId parameter "
+                         "cannot be found.")
         else:
             rows = [r for r in self.items if r[1] == playlist_id]
         if "videoId" in request.query:

@@ -217,3 +217,10 @@ def test_a_connection_that_keeps_failing_is_one_clear_error(yt: FakeYouTube, tmp
     pub.close()
     yt.drops = []
     assert publish(yt, tmp_path, ep).status == "published" and len(yt.sessions) == 1
+
+
+def test_a_playlist_deleted_on_youtube_is_made_again(yt: FakeYouTube, tmp_path: Path) -> None:
+    first = publish(yt, tmp_path, episode(tmp_path / "ep01", "ep01"), playlist="Series")
+    yt.playlists.clear()
+    second = publish(yt, tmp_path, episode(tmp_path / "ep02", "ep02", index=2), playlist="Series")
+    assert yt.playlist_of(second.video_id) == ["Series"] and first.playlist_id != second.playlist_id
