@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from comfy_driver import __version__
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report
 from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
 from comfy_driver.errors import DriveError, RunError, UserError
 
@@ -919,10 +920,11 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
                                  "prompt (e.g. --backend svd)") from None
         raise
 
-from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
 
 main.add_command(auth)
 main.add_command(publish)
+for _command in (auth.commands["youtube"], publish):
+    _command.callback = handle_errors(_command.callback)  # type: ignore[type-var]
 
 if __name__ == "__main__":
     main()
