@@ -117,6 +117,13 @@ def connection_options(fn: F) -> F:
 
         if insecure and ca_bundle:
             raise click.UsageError("--insecure and --ca-bundle contradict each other: choose one")
+        if insecure:  # said once here, instead of a warning from urllib3 on every request
+            import warnings
+
+            from urllib3.exceptions import InsecureRequestWarning
+
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+            click.echo("warning: --insecure: the server's TLS certificate is not checked", err=True)
         verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
         settings = Settings(timeout=timeout, connect_timeout=connect_timeout, retries=retries,
                             keepalive=keepalive, dead_after=max(90.0, 4 * keepalive), verify=verify)
@@ -538,7 +545,8 @@ def _server_models(client: Any, folder: str) -> list[str]:
 @click.option("--pin", "pin_unpinned", is_flag=True, help="Also fetch model files with no sha256 yet (see `lock pin`).")
 @click.option("--start-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 7200),
               help="Seconds to wait for the short start of ComfyUI that checks its nodes.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server: str | None, dry_run: bool,
           pin_unpinned: bool, start_timeout: float, lock_file: Path | None) -> None:
