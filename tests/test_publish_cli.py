@@ -115,6 +115,7 @@ def test_publish_command_dry_run_then_episode_then_all(yt: FakeYouTube, rendered
     assert dry.exit_code == 0, dry.output
     assert "title:       Publish Test: One" in dry.output and "privacy:     unlisted" in dry.output
     assert "2 episode(s) valid; nothing uploaded" in dry.output and not yt.requests
+    assert "64x64, 2 s: YouTube shows a square or vertical video of 3 minutes or less as a Short" in dry.output
     one = cli("publish", path, "--episode", "one", "--youtube-endpoint", yt.url)
     assert one.exit_code == 0, one.output
     assert len(yt.videos) == 1
