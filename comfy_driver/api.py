@@ -24,6 +24,7 @@ from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Watch
 from comfy_driver.comfy.job import Job, JobEvent, job_event
 from comfy_driver.comfy.settings import Settings
+from comfy_driver.comfy.target import native_only
 from comfy_driver.config.series import LoadedSeries, load_series
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.pipeline.jobs import build_jobs
@@ -122,7 +123,7 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
     Returns the report (scenes not done are in it as failed); raises when the run could not go on.
     """
     loaded = series if isinstance(series, LoadedSeries) else load_series(Path(series))
-    urls = list(servers or loaded.series.server_urls)
+    urls = native_only(list(servers or loaded.series.server_urls))
     if not urls:
         raise UserError(f"{loaded.path}: no server to run on", hint="add server: http://host:8188 to the series")
     options = options or RunOptions()

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from comfy_driver.comfy.target import V2_PREFIX, Target, native_only, parse_target
 from comfy_driver.config.backends import Backends
 from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.source import Located, load_yaml, validate
@@ -106,7 +107,7 @@ class Series(BaseModel):
 
     title: str = Field(min_length=1)
     server: str | None = None
-    servers: list[str] = []
+    servers: list[str | Target] = []  # a ComfyUI URL, v2+URL, or {url, api: v2, key_env, max_jobs}
     backend: str = "wan22_animate"
     output: str = "out"
     workflows: str | None = None
@@ -128,9 +129,22 @@ class Series(BaseModel):
             raise ValueError("give either server or servers, not both")
         return self
 
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v if isinstance(v, str) and not v.lower().startswith(V2_PREFIX) else Target.model_validate(
+                {"url": v[len(V2_PREFIX):], "api": "v2"} if isinstance(v, str) else v) for v in value]
+        return value
+
+    @property
+    def targets(self) -> list[Target]:
+        return [parse_target(self.server)] if self.server else [parse_target(s) for s in self.servers]
+
     @property
     def server_urls(self) -> list[str]:
-        return [self.server] if self.server else list(self.servers)
+        """The native ComfyUI servers (`run` does not drive API v2 targets yet)."""
+        return native_only([self.server] if self.server else list(self.servers))
 
 
 @dataclass
