@@ -45,6 +45,7 @@ class Timing:
     model_load: float = 0.0
     per_class: dict[str, float] = field(default_factory=dict)
     history_delay: float = 0.0  # gap between execution_success and the history entry (the race)
+    queue_gap: float = 0.0  # the prompt is off the queue this long before its history entry appears
 
     @classmethod
     def realistic(cls, scale: float = 1.0) -> Timing:

@@ -618,6 +618,9 @@ class SimServer:
         await emit("execution_success", {"prompt_id": pid, "timestamp": _ms()}, keep=True)
         if self.timing.history_delay:
             await asyncio.sleep(self.timing.history_delay)
+        if self.timing.queue_gap:  # widens the window a reader of /history, then /queue, misses it in
+            self.running = None
+            await asyncio.sleep(self.timing.queue_gap)
         await self._finish(task, outputs, messages, "success", completed=True)
 
     async def _finish(self, task: _Task, outputs: dict[str, Any], messages: list[list[Any]], status: str,

@@ -1,0 +1,143 @@
+"""The v2 transport against the real comfy-api-proxy in front of the simulator (instant, or with a few
+tenths of a second per node where a test needs a job to be running)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from comfy_driver.comfy.job import Cancelled, Finished, Started, StepProgress
+from comfy_driver.comfy.v2 import V2Client
+from comfy_driver.comfy.v2http import V2Error, WorkflowRefused
+from comfy_driver.models.catalog import bundled_catalog
+from comfy_driver.models.lock import load_lock
+from comfy_driver.sim.executor import Timing
+from comfy_driver.sim.server import SimServer
+
+from .conftest import IMAGE_GRAPH, MODELS_LOCK
+from .v2proxy import ProxyProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def behind_proxy(sim_factory: Any) -> Iterator[Any]:
+    """make(timing) -> (sim, proxy): a simulator playing ComfyUI 0.33.0 and the real proxy in front of it."""
+    proxies: list[ProxyProcess] = []
+
+    def make(timing: Timing | None = None) -> tuple[SimServer, ProxyProcess]:
+        sim = sim_factory(timing=timing, catalog=bundled_catalog(load_lock(MODELS_LOCK), "0.33.0"))
+        proxies.append(ProxyProcess(sim.url))
+        return sim, proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+def test_a_job_runs_through_the_proxy_with_uploads_progress_and_downloads(behind_proxy: Any, tmp_path: Path) -> None:
+    sim, proxy = behind_proxy(Timing(node=0.1))
+    image = tmp_path / "ref.png"
+    Image.new("RGB", (32, 16), "red").save(image)
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "v2/inverted"}}}
+    with V2Client(f"v2+{proxy.url}") as client:
+        job = client.submit(graph, files={("1", "image"): image})
+        assert job.graph is not None and job.graph["1"]["inputs"]["image"]["__type"] == "core/ASSET"
+        events = list(job.events(timeout=30))
+        assert isinstance(events[-1], Finished) and events[-1].error is None
+        assert any(isinstance(e, Started) for e in events)
+        steps = [e for e in events if isinstance(e, StepProgress)]
+        assert steps and steps[-1].fraction == 1.0
+        files = job.download(tmp_path / "out")
+        assert [f.path for f in files] == [tmp_path / "out" / "inverted_00001_.png"]
+        ran = client.http.json("GET", f"/jobs/{job.id}/workflow")["workflow"]
+        assert ran["1"]["inputs"]["image"] == "ref.png" and sim.uploads == 1  # the asset, as a loader's file name
+        again = client.submit(graph, files={("1", "image"): image})  # same bytes: reused by hash, not sent
+        again.result(timeout=30)
+        assert sim.uploads == 1
+
+
+def test_an_expired_answer_for_a_finished_prompt_loses_nothing(behind_proxy: Any, tmp_path: Path) -> None:
+    # The prompt leaves the queue half a second before its history entry appears: the proxy calls it
+    # "expired" in between (on a real server the window is between the proxy's /history and /queue
+    # reads). The transport asks again instead of calling it failed.
+    _, proxy = behind_proxy(Timing(node=0.05, queue_gap=0.6))
+    with V2Client(f"v2+{proxy.url}", poll=0.05, poll_max=0.1) as client:
+        job = client.submit(IMAGE_GRAPH)
+        files = job.download(tmp_path)
+    assert "expired" in job.statuses and job.statuses[-1] == "succeeded"
+    assert len(files) == 1 and files[0].size > 0
+
+
+def test_cancel_through_the_proxy(behind_proxy: Any) -> None:
+    sim, proxy = behind_proxy(Timing(node=0.5))
+    with V2Client(f"v2+{proxy.url}", poll=0.05) as client:
+        running = client.submit(IMAGE_GRAPH)
+        waiting = client.submit(IMAGE_GRAPH)
+        waiting.cancel()  # queued: taken off the queue (the proxy then no longer finds it)
+        running.cancel()  # running: interrupted
+        for job in (running, waiting):
+            with pytest.raises(Cancelled):
+                job.result(timeout=30)
+    assert not any(entry["status"]["status_str"] == "success" for entry in sim.history.values())
+
+
+DRIVER = textwrap.dedent("""
+    import json, sys, time
+    from comfy_driver.comfy.v2 import V2Client
+    graph, keyfile = json.loads(sys.argv[2]), sys.argv[3]
+    def record(key):
+        with open(keyfile, "w") as fh:
+            fh.write(key)
+    V2Client("v2+" + sys.argv[1]).submit(graph, on_key=record)
+    time.sleep(60)  # killed here: the job was created, its id never recorded
+""")
+
+
+def test_a_driver_killed_mid_submit_reattaches_without_a_second_job(behind_proxy: Any, tmp_path: Path) -> None:
+    sim, proxy = behind_proxy()
+    keyfile = tmp_path / "key"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, proxy.url, json.dumps(IMAGE_GRAPH), str(keyfile)],
+                              cwd=ROOT)
+    try:
+        for _ in range(300):
+            if sim.history or driver.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"])
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(10)
+    key = keyfile.read_text()
+    with V2Client(f"v2+{proxy.url}") as client:
+        job = client.find(key)
+        assert job is not None
+        assert job.download(tmp_path / "out")
+        with pytest.raises(V2Error) as err:  # keys are single-use: resending it is refused, so find() it is
+            client.http.request("POST", "/jobs", json={"workflow": IMAGE_GRAPH}, headers={"Idempotency-Key": key})
+        assert err.value.code == "idempotency_key_reuse"
+        assert client.find("never-sent") is None
+    assert len(sim.history) == 1
+
+
+def test_a_bad_graph_is_refused_with_the_endpoint_reason(behind_proxy: Any) -> None:
+    _, proxy = behind_proxy()
+    broken = json.loads(json.dumps(IMAGE_GRAPH))
+    broken["2"]["inputs"]["image"] = ["9", 0]
+    with V2Client(f"v2+{proxy.url}") as client:
+        with pytest.raises(WorkflowRefused) as err:
+            client.submit(broken)
+        assert err.value.code == "invalid_workflow"
+        assert requests.get(proxy.url + "/api/v2/jobs", timeout=5).json()["jobs"] == []
