@@ -317,7 +317,7 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, help="'Node Title.input=value' (repeatable); values are read as JSON.")
-@click.option("--server", default=None, help="ComfyUI URL.")
+@click.option("--server", default=None, help="ComfyUI URL, or v2+URL for a Comfy API v2 endpoint (key in COMFY_API_KEY).")
 @simulate_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Folder for the outputs (default: a new replay-<file name>-<date>-<time> folder per replay).")
@@ -330,8 +330,6 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
     A --set value that names a local file (on LoadImage, LoadVideo, VHS_LoadVideo ...) is uploaded;
     model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
-    from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
-    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
@@ -340,19 +338,39 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
     dest = output or new_output_folder(file.stem)
+    if server and not simulate and server.strip().lower().startswith("v2+"):
+        _replay_v2(file, changes, server, dest, settings, progress)
+        return
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
-        job = client.submit(file, sets=changes)
-        started, node, step = None, "", None
-        for event in job.events():
-            if isinstance(event, Started):
-                started = time.time()
-            elif isinstance(event, NodeStarted):
-                node, step = event.name, None
-            elif isinstance(event, StepProgress):
-                step = (event.value, event.max)
-            progress.update(1, "replay", node, step, started)
-        with claim_output(dest):
-            files = job.download(dest)
+        _follow_and_download(client.submit(file, sets=changes), progress, dest)
+
+
+def _replay_v2(file: Path, changes: dict[str, Any], server: str, dest: Path, settings: Any, progress: Any) -> None:
+    """replay through a Comfy API v2 target (--server v2+URL): the same events, outputs and files."""
+    from comfy_driver.api_v2 import V2Target
+
+    with V2Target(server, settings=settings) as target:
+        if target.catalog() is None:
+            click.echo(target.catalog_source, err=True)
+        _follow_and_download(target.submit(file, sets=changes), progress, dest)
+
+
+def _follow_and_download(job: Any, progress: Any, dest: Path) -> None:
+    """Show a replayed job's progress, then download its outputs into dest and list them."""
+    from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
+    from comfy_driver.pipeline.outlock import claim_output
+
+    started, node, step = None, "", None
+    for event in job.events():
+        if isinstance(event, Started):
+            started = time.time()
+        elif isinstance(event, NodeStarted):
+            node, step = event.name, None
+        elif isinstance(event, StepProgress):
+            step = (event.value, event.max)
+        progress.update(1, "replay", node, step, started)
+    with claim_output(dest):
+        files = job.download(dest)
     for got in files:
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 

@@ -141,3 +141,32 @@ def test_a_bad_graph_is_refused_with_the_endpoint_reason(behind_proxy: Any) -> N
             client.submit(broken)
         assert err.value.code == "invalid_workflow"
         assert requests.get(proxy.url + "/api/v2/jobs", timeout=5).json()["jobs"] == []
+
+
+def test_replay_a_gui_workflow_through_the_proxy(behind_proxy: Any, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from comfy_driver.cli import main
+
+    sim, proxy = behind_proxy()
+    result = CliRunner().invoke(main, ["replay", str(ROOT / "workflows" / "svd_from_image.json"), "--server",
+                                       f"v2+{proxy.url}", "--set",
+                                       f"Reference Image.image={ROOT / 'examples' / 'assets' / 'mira.png'}",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "validation skipped" in result.output  # the proxy serves no node catalogue, and that is said
+    assert (tmp_path / "out" / "svd_00001_.mp4").stat().st_size > 0 and sim.uploads == 1
+
+
+def test_preflight_uses_the_native_catalogue_behind_a_proxy(behind_proxy: Any) -> None:
+    from comfy_driver.api_v2 import V2Target
+    from comfy_driver.comfy.errors import PromptRejected
+    from comfy_driver.comfy.target import Target
+
+    sim, proxy = behind_proxy()
+    with V2Target(Target(url=proxy.url, api="v2", native=sim.url)) as target:
+        assert target.catalog_source == f"the node catalogue of {sim.url}"
+        with pytest.raises(PromptRejected, match="Blank"):
+            target.submit(IMAGE_GRAPH, sets={"Blank.width": "wide"})
+        assert target.submit(IMAGE_GRAPH, sets={"Blank.width": 40}).result(timeout=30).outputs
+    assert len(sim.history) == 1  # the bad one never reached the server
