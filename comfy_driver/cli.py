@@ -622,7 +622,7 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
 
 
 @main.command()
-@click.option("--server", default=None, help="Also check what this ComfyUI server has.")
+@click.option("--server", default=None, help="Also check what this ComfyUI server has (or a Comfy API v2 target: v2+URL).")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A ComfyUI models folder to check for the model files (holding checkpoints/, loras/, ...).")
 @click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -640,11 +640,30 @@ def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lo
     from comfy_driver.models.tree import ModelsTree
     from comfy_driver.paths import BACKENDS
 
+    if server and server.strip().lower().startswith("v2+"):
+        _doctor_v2(server, settings)
+        return
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
     client = _client(server, settings) if server else None
     problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo, load_backends(BACKENDS))
     if problems:
         sys.exit(1)
+
+
+def _doctor_v2(server: str, settings: Any) -> None:
+    """doctor for a Comfy API v2 target: reachable with its key, node packs and workflows where a catalogue is."""
+    from comfy_driver.api_v2 import V2Target
+    from comfy_driver.config.backends import load_backends
+    from comfy_driver.models.doctor_v2 import diagnose_v2
+    from comfy_driver.models.lock import read_lock
+    from comfy_driver.paths import BACKENDS
+
+    config = load_backends(BACKENDS)
+    lock = read_lock(_lock_path(None)).lock
+    backends = sorted({b for m in lock.models for b in m.backends} | set(config.backends) | set(config.stages))
+    with V2Target(server, settings=settings, busy_budget=5.0) as target:
+        if diagnose_v2(target, click.echo, config, backends):
+            sys.exit(1)
 
 
 def _stop_on_signals(stop: Any, interrupt: Any, progress: Any) -> dict[int, Any]:

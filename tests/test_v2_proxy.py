@@ -36,8 +36,8 @@ def behind_proxy(sim_factory: Any) -> Iterator[Any]:
     """make(timing) -> (sim, proxy): a simulator playing ComfyUI 0.33.0 and the real proxy in front of it."""
     proxies: list[ProxyProcess] = []
 
-    def make(timing: Timing | None = None) -> tuple[SimServer, ProxyProcess]:
-        sim = sim_factory(timing=timing, catalog=bundled_catalog(load_lock(MODELS_LOCK), "0.33.0"))
+    def make(timing: Timing | None = None, catalog: Any = None) -> tuple[SimServer, ProxyProcess]:
+        sim = sim_factory(timing=timing, catalog=catalog or bundled_catalog(load_lock(MODELS_LOCK), "0.33.0"))
         proxies.append(ProxyProcess(sim.url))
         return sim, proxies[-1]
 
@@ -170,3 +170,35 @@ def test_preflight_uses_the_native_catalogue_behind_a_proxy(behind_proxy: Any) -
             target.submit(IMAGE_GRAPH, sets={"Blank.width": "wide"})
         assert target.submit(IMAGE_GRAPH, sets={"Blank.width": 40}).result(timeout=30).outputs
     assert len(sim.history) == 1  # the bad one never reached the server
+
+
+def test_doctor_reports_on_a_v2_target(behind_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from comfy_driver.api_v2 import V2Target
+    from comfy_driver.cli import main
+    from comfy_driver.comfy.target import Target
+    from comfy_driver.config.backends import Backends
+    from comfy_driver.comfy.catalog import Catalog
+    from comfy_driver.models.doctor import pack_of
+    from comfy_driver.models.doctor_v2 import diagnose_v2
+    from comfy_driver.workflow.files import workflow_class_types
+
+    monkeypatch.delenv("COMFY_API_KEY", raising=False)
+    sim, proxy = behind_proxy()
+    result = CliRunner().invoke(main, ["doctor", "--server", f"v2+{proxy.url}"])
+    assert result.exit_code == 0, result.output
+    assert "reachable" in result.output and "key from none" in result.output
+    assert "not checked here" in result.output
+    full = bundled_catalog(load_lock(MODELS_LOCK), "0.33.0")
+    wan = workflow_class_types(json.loads((ROOT / "workflows" / "wan22_animate.json").read_text()))
+    gone = sorted(c for c in wan if str(full.nodes[c].get("python_module", "")).startswith("custom_nodes."))[0]
+    partial, partial_proxy = behind_proxy(catalog=Catalog({k: v for k, v in full.nodes.items() if k != gone},
+                                                          version=full.version))
+    lines: list[str] = []
+    with V2Target(Target(url=partial_proxy.url, api="v2", native=partial.url)) as target:
+        problems = diagnose_v2(target, lines.append, Backends(), ["svd", "wan22_animate"])
+    report = "\n".join(lines)
+    assert f"node catalogue: the node catalogue of {partial.url}" in report
+    assert "workflow svd: passes this server's validation" in report
+    assert f"node pack missing on the target: {pack_of(gone)} ({gone})" in report and problems == 1

@@ -78,6 +78,16 @@ class Target(BaseModel):
     def is_v2(self) -> bool:
         return self.api == "v2"
 
+    @property
+    def key_source(self) -> str:
+        """Where this target's key comes from (never the key itself)."""
+        name = self.key_env or DEFAULT_KEY_ENV
+        if os.environ.get(name, "").strip():
+            return f"the environment variable {name}"
+        if self.is_v2 and stored_headers(self.url).get("Authorization"):
+            return "the credentials store"
+        return f"none (export {name}; a self-hosted proxy without --token needs none)"
+
     def auth_headers(self) -> dict[str, str]:
         """The headers that authenticate to this target (never logged; sent only to its origin).
 
