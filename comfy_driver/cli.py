@@ -115,51 +115,66 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     interrupted too. Either way the next run picks up where this one stopped.
     """
     from comfy_driver.config.series import load_series
-    from comfy_driver.models.catalog import bundled_catalog
-    from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
-    from comfy_driver.pipeline.jobs import build_jobs
+    from comfy_driver.pipeline.plan import build_plan
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.preflight import every_prompt, preflight
-    from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
+    from comfy_driver.pipeline.supervisor import RunOptions, Supervisor
 
     loaded = load_series(series_file)
     urls = list(servers) or loaded.series.server_urls
     # GUI-saved templates are converted with the catalogue of the server that will run them.
     catalog = _client(urls[0]).catalog() if urls and not simulate and (servers or not dry_run) else None
-    jobs = build_jobs(loaded, backend, catalog)
-    known = {job.spec.key for job in jobs}
-    unknown = [f for f in force if f != "all" and f not in known]
-    if unknown:
-        raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
+    plan = build_plan(loaded, backend, catalog)
+    options = RunOptions(depth=depth, force=plan.scene_keys(list(force)), server_timeout=server_timeout)
     if dry_run:
-        preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
-        for job in jobs:
-            click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
-                       f"  uploads {len(job.uploads)}")
-        click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
+        _dry_run(plan, catalog, as_json)
         return
-    progress = Progress(len(jobs), enabled=True)
+    if not urls and not simulate:
+        raise UserError(f"{series_file}: no server to run on",
+                        hint="add server: http://host:8188 to the series, pass --server, or use --simulate")
+    progress = Progress(len(plan.scenes), enabled=True)
     with _simulated(simulate) as sim_url:
-        runner = Runner(loaded, jobs, [sim_url] if sim_url else urls, progress=progress,
-                        options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
-        previous = _stop_on_signals(runner, progress)
+        supervisor = Supervisor(plan, [sim_url] if sim_url else urls, options, progress=progress)
+        previous = _stop_on_signals(supervisor)
         try:
-            report = runner.run()
-        except StopRun as exc:
-            if runner.stop.is_set() and not runner.errors:
-                raise UserInterrupt(exc.message, hint=exc.hint) from None
-            raise
+            report = supervisor.run()
         finally:
+            progress.end()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         click.echo(report.summary())
-        click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
-    if report.failed:
+        click.echo(f"report: {plan.layout.report}")
+    if supervisor.user_stopped:
+        click.echo(f"stopped: {report.stopped}; run the same command again to resume", err=True)
+        sys.exit(130)
+    if not report.complete:
         sys.exit(1)
+
+
+def _dry_run(plan: Any, catalog: Any, as_json: bool) -> None:
+    """Validate every prompt the run may submit and show each scene's steps with their prompt text."""
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.pipeline.preflight import preflight
+
+    preflight(plan, catalog or bundled_catalog(load_lock(MODELS_LOCK)))
+    described = plan.to_json()
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    for scene in described["scenes"]:
+        for r, route in enumerate(scene["routes"]):
+            head = f"{scene['key']}" + (f"  fallback {r}: {route['backend']}" if r else f"  {route['backend']}")
+            click.echo(head + (f"  ({route['note']})" if route["note"] else ""))
+            for i, step in enumerate(route["steps"]):
+                click.echo(f"  {i + 1}. {step['label']:<24} {step['workflow']:<28} {step['nodes']} nodes  "
+                           f"uploads {step['uploads']}  identity {step['identity'][:12]}")
+                if step["prompt"]:
+                    click.echo(f"     prompt: {step['prompt']}")
+    click.echo(f"{len(described['scenes'])} scene(s) valid; nothing submitted (dry run)")
 
 
 def _catalog(server: str | None, object_info: Path | None) -> Any:
@@ -365,22 +380,10 @@ def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lo
         sys.exit(1)
 
 
-class UserInterrupt(DriveError):
-    """The user stopped the run (Ctrl-C / SIGTERM)."""
-
-    exit_code = 130
-
-
-def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
+def _stop_on_signals(supervisor: Any) -> dict[int, Any]:
     """First Ctrl-C / SIGTERM: stop queueing, let the running scene finish; second: interrupt it."""
     def handler(signum: int, frame: Any) -> None:
-        if not runner.stop.is_set():
-            runner.stop.set()
-            progress.message("stopping: nothing more is queued, the running scene finishes "
-                             "(press Ctrl-C again to interrupt it)")
-        else:
-            runner.interrupt.set()
-            progress.message("interrupting the running scene")
+        supervisor.stop()
 
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

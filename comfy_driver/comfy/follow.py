@@ -119,6 +119,17 @@ class Follower:
             if on_event is not None:
                 on_event(watch, event)
 
+    def feed(self, event: Event | None) -> tuple[Watch | None, list[Watch]]:
+        """For a caller that reads the stream itself: apply one event (None: a quiet spell, so ask the
+        server about prompts silent for `poll_after`); return the event's watch and the prompts that ended."""
+        watch = None
+        if event is None:
+            self._recover(quiet_only=True)
+        else:
+            watch = self._apply(event)
+        ended, self._finished = self._finished, []
+        return watch, ended
+
     def wait(self, prompt_id: str, *, timeout: float | None = None,
              on_event: Callable[[Watch | None, Event], None] | None = None) -> PromptResult:
         """Follow one prompt to its end; raise its error if it failed."""

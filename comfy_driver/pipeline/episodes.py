@@ -1,46 +1,34 @@
-"""Joining each episode's scene clips into one MP4, once per set of clips."""
+"""Joining an episode's scene clips into one MP4, once per set of clips (a task of the supervisor)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_driver.comfy.client import file_sha256
-from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.media.ffmpeg import concat
-from comfy_driver.pipeline.jobs import SceneJob
-from comfy_driver.pipeline.progress import Progress
-from comfy_driver.pipeline.report import EpisodeRecord
-from comfy_driver.pipeline.state import DONE, FAILED, StateStore
+from comfy_driver.pipeline.plan import EpisodePlan
 
 
-def stitch_episodes(root: Path, jobs: list[SceneJob], state: StateStore, progress: Progress) -> list[EpisodeRecord]:
-    """An episode whose scenes all have clips is joined; an unchanged one is not joined again."""
-    episodes: dict[str, list[SceneJob]] = {}
-    for job in jobs:
-        episodes.setdefault(job.spec.episode_id, []).append(job)
-    records = []
-    for ep_id, ep_jobs in episodes.items():
-        states = [state.scene(j.spec.key) for j in ep_jobs]
-        keys = [j.spec.key for j in ep_jobs]
-        title = ep_jobs[0].spec.episode_title
-        if any(s is None or s.status != DONE or not s.clip for s in states):
-            status = "failed" if all(s is not None and s.status == FAILED for s in states) else "incomplete"
-            records.append(EpisodeRecord(id=ep_id, title=title, status=status, scenes=keys))
-            continue
-        clips, digests = [], []
-        for job, st in zip(ep_jobs, states):
-            assert st is not None and st.clip
-            clips.append(root / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id) / st.clip)
-            digests.append(next(o["sha256"] for o in st.outputs if o["file"] == st.clip))
-        clips_hash = hashlib.sha256("\n".join(digests).encode()).hexdigest()
-        target = root / safe_component(ep_id) / f"{safe_component(ep_id)}.mp4"
-        _, known_sha, known_clips = state.episode(ep_id)
-        if not (known_clips == clips_hash and target.is_file() and file_sha256(target) == known_sha):
-            concat(clips, target)
-            state.episode_done(ep_id, target.relative_to(root).as_posix(), file_sha256(target), clips_hash)
-            progress.message(f"episode {ep_id}: {target}")
-        _, sha, _ = state.episode(ep_id)
-        records.append(EpisodeRecord(id=ep_id, title=title, status="done", path=target.relative_to(root).as_posix(),
-                                     sha256=sha, scenes=keys))
-    return records
+@dataclass
+class Stitched:
+    episode: EpisodePlan
+    sha256: str
+    clips_hash: str
+    joined: bool  # False: the file on disk already was these clips joined
+
+
+def clips_hash(digests: list[str]) -> str:
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def stitch(episode: EpisodePlan, clips: list[Path], digests: list[str], known: tuple[str | None, str | None]) -> Stitched:
+    """Join the clips unless the episode file on disk is exactly the join recorded for these clips."""
+    wanted = clips_hash(digests)
+    known_sha, known_clips = known
+    target = episode.file
+    if known_clips == wanted and target.is_file() and file_sha256(target) == known_sha:
+        return Stitched(episode, known_sha, wanted, False)
+    concat(clips, target)
+    return Stitched(episode, file_sha256(target), wanted, True)

@@ -6,6 +6,7 @@ only when a scene starts a new node, so logs stay readable.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ class Progress:
         self._lock = threading.Lock()
         self._last_line = ""
         self._last_key: tuple[str, str] | None = None
+        self._last_update: tuple[int, str, str, tuple[float, float] | None, float | None] | None = None
 
     def eta(self, running_fraction: float = 0.0) -> float | None:
         if not self.scene_seconds:
@@ -41,6 +43,7 @@ class Progress:
     def update(self, index: int, key: str, node: str, step: tuple[float, float] | None, scene_start: float | None) -> None:
         if not self.enabled:
             return
+        self._last_update = (index, key, node, step, scene_start)
         now = time.monotonic()
         parts = [f"scene {index}/{self.total} {key}"]
         if node:
@@ -55,6 +58,7 @@ class Progress:
         line = " | ".join(parts)
         with self._lock:
             if self.tty:
+                line = line[:max(20, shutil.get_terminal_size().columns - 1)]  # one line, however narrow
                 pad = max(0, len(self._last_line) - len(line))
                 self.stream.write("\r" + line + " " * pad)
                 self.stream.flush()
@@ -63,6 +67,20 @@ class Progress:
                 self._last_key = (key, node)
                 self.stream.write(line + "\n")
                 self.stream.flush()
+
+    def tick(self) -> None:
+        """Redraw the status line so the clock moves between server events (on a terminal)."""
+        if self.tty and self._last_update is not None:
+            self.update(*self._last_update)
+
+    def end(self) -> None:
+        """Clear the status line, so what is printed next starts on a line of its own."""
+        with self._lock:
+            if self.tty and self._last_line:
+                self.stream.write("\r" + " " * len(self._last_line) + "\r")
+                self.stream.flush()
+                self._last_line = ""
+        self._last_update = None
 
     def message(self, text: str) -> None:
         if not self.enabled:

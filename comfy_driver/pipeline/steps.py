@@ -1,65 +1,31 @@
-"""From resolved scenes to jobs: the rendered API graph, its input files and its hash.
+"""One scene's steps and how each is rendered into an API graph.
 
-Uploaded inputs get content-addressed server names, known before any upload, so a scene's graph
-(and its hash, the identity used to resume) is fixed offline by its prompt, settings, workflow and
-the bytes of its input files.
+A scene takes one or more prompts: its backend's workflow (the variant its inputs call for), more
+windows when it is longer than one, then the stages named after '+'. Uploaded inputs get
+content-addressed server names, known before any upload, so a step's graph is fixed offline by the
+scene's values, the workflow and the bytes of its input files; a step that takes the previous
+step's clip is rendered with a placeholder name until that clip exists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
-from comfy_driver.comfy.outputs import safe_component
-from comfy_driver.config.backends import Backends, load_backends
-from comfy_driver.config.series import LoadedSeries, SceneSpec
+from comfy_driver.config.backends import Backends
+from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.models.catalog import bundled_catalog
-from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import BACKENDS, MODELS_LOCK, WORKFLOWS
+from comfy_driver.paths import WORKFLOWS
 from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
 
-_NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
 SCENE_FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "reference_image",
                 "driving_video")
-
-
-@dataclass
-class SceneJob:
-    spec: SceneSpec
-    template: Template
-    graph: dict[str, Any]
-    uploads: dict[str, Path | None]  # server name -> local file (None: a clip not made yet, only validated)
-    graph_hash: str
-    workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
-    output_nodes: frozenset[str] = frozenset()  # the nodes that write files
-    on_oom: SceneJob | None = None  # what to render instead after a failure of a fallback_on kind
-    fallback_on: tuple[str, ...] = ()
-    stage: int = 0  # which prompt of the scene this is (windows and stages follow the first)
-    stages: int = 1
-    stage_label: str = ""
-    scene_hash: str = ""  # the scene as a whole: its steps and their settings
-    backend: str = ""
-    next: Callable[[Path | None], SceneJob] | None = None  # the next prompt, from this one's clip
-
-    @property
-    def key(self) -> str:
-        """The state key of this prompt: the scene's, or the scene's plus the step for chained ones."""
-        if self.stages == 1:
-            return self.spec.key
-        return f"{self.spec.key}:{self.stage}-{safe_component(self.stage_label).replace(' ', '-')}"
-
-    def prompt_id(self, attempt: int = 1) -> str:
-        """Deterministic per scene, graph and attempt: a lost reply can be looked up, not re-posted."""
-        return str(uuid.uuid5(_NAMESPACE, f"{self.spec.series}/{self.key}/{self.graph_hash}/{attempt}"))
 
 
 def graph_hash(graph: dict[str, Any], backend: str) -> str:
@@ -172,18 +138,29 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     return steps
 
 
-def build_job(spec: SceneSpec, templates: TemplateCache, backend: str, backends: Backends) -> SceneJob:
-    """The first prompt of a scene; each job knows how to build the next from its clip."""
-    steps = plan_steps(spec, backends, backend)
-    for step in steps:  # every problem of every step now, before anything runs
-        templates.get(step.workflow)
-    scene_hash = graph_hash({"steps": [[s.workflow, s.values] for s in steps]}, backend)
-    return _step_job(spec, templates, steps, 0, None, backend, scene_hash)
+@dataclass
+class Rendered:
+    """A step's API graph for one input clip (or the placeholder), with what it uploads and makes."""
+
+    template: Template
+    graph: dict[str, Any]
+    uploads: dict[str, Path | None]  # server name -> local file (None: the placeholder of a clip not made yet)
+    workflow: dict[str, Any] | None  # the GUI workflow with this step's values, embedded in its outputs
+    output_nodes: frozenset[str]  # the nodes that write files
+    graph_hash: str
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The positive prompt as the server gets it (for dry runs and reports)."""
+        for node_id, input_name in self.template.targets.get("prompt", []):
+            value = self.graph[node_id]["inputs"].get(input_name)
+            if isinstance(value, str):
+                return value
+        return None
 
 
-def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], index: int, clip: Path | None,
-              backend: str, scene_hash: str) -> SceneJob:
-    step = steps[index]
+def render_step(spec: SceneSpec, templates: TemplateCache, step: Step, clip: Path | None) -> Rendered:
+    """A step's graph; every problem of the scene's values is reported at once, naming the workflow."""
     template = templates.get(step.workflow)
     values, problems = scene_values(spec, template, strict=step.stage is None, stage=step.stage)
     values.update(step.values)
@@ -205,52 +182,4 @@ def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], inde
     graph = template.render(values, where=f"{spec.where}: ")
     workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
     outputs = frozenset(n for n, node in graph.items() if templates.catalog.is_output_node(node["class_type"]))
-    following = None
-    if index + 1 < len(steps):
-        def following(made: Path | None) -> SceneJob:
-            return _step_job(spec, templates, steps, index + 1, made, backend, scene_hash)
-    return SceneJob(spec, template, graph, uploads, graph_hash(graph, f"{backend}#{index}"), workflow, outputs,
-                    stage=index, stages=len(steps), stage_label=step.label, scene_hash=scene_hash, backend=backend,
-                    next=following)
-
-
-def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:
-    """Every scene's first job; all problems of all scenes are reported together."""
-    series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-    templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
-    backends = load_backends(BACKENDS).merged(loaded.series.backends)
-    jobs: list[SceneJob] = []
-    errors: list[str] = []
-    on_oom = loaded.series.on_oom
-
-    def instead(spec: SceneSpec, base: str, stages: list[str], tried: tuple[str, ...]) -> SceneJob:
-        """The job of a fallback backend, itself with its own fallback (a chain, never a loop)."""
-        if spec.driving_video is not None and not backends.backend(base).takes_driving_video:
-            spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
-        job = build_job(spec, templates, "+".join([base, *stages]), backends)
-        following = backends.backend(base).fallback
-        if following and following not in tried:
-            job.on_oom = instead(spec, following, stages, (*tried, base))
-            job.fallback_on = tuple(backends.fallback_on)
-        return job
-
-    for spec in loaded.scenes:
-        try:
-            chosen = backend or spec.backend
-            job = build_job(spec, templates, chosen, backends)
-            base, stages = backends.parse(chosen)
-            if on_oom is not None:
-                smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
-                                  frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
-                                  where=f"{spec.where} (on_oom)")
-                job.on_oom = instead(smaller, on_oom.backend or base, stages, (base,) if on_oom.backend else ())
-                job.fallback_on = ("oom",)
-            elif backends.backend(base).fallback:
-                job.on_oom = instead(spec, backends.backend(base).fallback or base, stages, (base,))
-                job.fallback_on = tuple(backends.fallback_on)
-            jobs.append(job)
-        except UserError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise UserError("\n".join(errors))
-    return jobs
+    return Rendered(template, graph, uploads, workflow, outputs, graph_hash(graph, step.workflow))

@@ -1,0 +1,316 @@
+"""The plan of a run, as data: scenes -> routes (the backend, then its fallbacks) -> steps.
+
+Expanding a series yields a `Plan`; preflight, dry runs, resume, `--force`, the supervisor and the
+report all read it. Each step has a typed key, the rule that renders its graph (fixed for a first
+step, from the previous step's clip for the others) and its folder. Where every file of a run lies
+is decided here, in `Layout`, and nowhere else.
+
+A step's identity chains the identities of the steps before it with its own rendered graph (inputs
+appear in graphs under content-addressed names, so their bytes are covered too); a scene is done
+when the last step of one of its routes is done under the identity the plan gives it now. Editing
+anything that shapes a scene's output (prompt, seed, a reference image, a stage's parameter) thus
+renders it again; editing nothing keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.outputs import safe_component
+from comfy_driver.config.backends import Backends, load_backends
+from comfy_driver.config.series import LoadedSeries, SceneSpec
+from comfy_driver.errors import UserError
+from comfy_driver.models.catalog import bundled_catalog
+from comfy_driver.models.lock import load_lock
+from comfy_driver.paths import BACKENDS, MODELS_LOCK
+from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step
+
+_NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
+
+
+@dataclass(frozen=True, order=True)
+class SceneKey:
+    episode: str
+    scene: str
+
+    def __str__(self) -> str:
+        return f"{self.episode}/{self.scene}"
+
+    @classmethod
+    def parse(cls, text: str) -> SceneKey:
+        """'EPISODE/SCENE' as the user types it (ids never contain '/')."""
+        episode, sep, scene = text.partition("/")
+        if not sep or not episode or not scene or "/" in scene:
+            raise UserError(f"{text!r} is not a scene key", hint="write it as EPISODE/SCENE, e.g. ep01/s01")
+        return cls(episode, scene)
+
+
+@dataclass(frozen=True, order=True)
+class StepKey:
+    scene: SceneKey
+    route: int  # 0: the scene's backend; 1, 2, ...: its fallbacks, in the order they are tried
+    index: int  # 0-based within the route
+
+    def __str__(self) -> str:
+        fallback = f" fallback {self.route}" if self.route else ""
+        return f"{self.scene}{fallback} step {self.index + 1}"
+
+
+class Layout:
+    """Where a run's files lie, under the series' output folder (the one place that says so).
+
+    A scene's clip is `<episode>/<scene>/clip.<ext>`, whatever route made it; the steps before a
+    route's last keep their files in `<episode>/<scene>/<n>-<label>/` (fallbacks: `f<route>-<n>-...`).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    def scene_dir(self, key: SceneKey) -> Path:
+        return self.root / safe_component(key.episode) / safe_component(key.scene)
+
+    def step_dir(self, key: StepKey, label: str, last: bool) -> Path:
+        if last:
+            return self.scene_dir(key.scene)
+        prefix = f"f{key.route}-" if key.route else ""
+        return self.scene_dir(key.scene) / safe_component(f"{prefix}{key.index + 1}-{label}".replace(" ", "-"))
+
+    def episode_file(self, episode: str) -> Path:
+        return self.root / safe_component(episode) / f"{safe_component(episode)}.mp4"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+@dataclass
+class PlannedStep:
+    """One prompt of a scene: its key, its rule of rendering, its identity and its folder."""
+
+    key: StepKey
+    step: Step
+    first: Rendered  # the graph as planned; a step taking a clip has the placeholder in it
+    identity: str
+    folder: Path
+    last: bool
+    count: int  # steps in the route
+    spec: SceneSpec
+    templates: TemplateCache
+
+    @property
+    def label(self) -> str:
+        return self.step.label
+
+    @property
+    def name(self) -> str:
+        """The step for messages: 'ep01/s02 step 2/3 (denoise)'; a one-step scene is its key."""
+        if self.count == 1 and not self.key.route:
+            return str(self.key.scene)
+        return f"{self.key} of {self.count} ({self.label})"
+
+    @property
+    def takes_clip(self) -> bool:
+        return self.step.takes_clip
+
+    def render(self, clip: Path | None) -> Rendered:
+        """This step's graph: as planned for a first step, from the previous step's clip otherwise."""
+        if not self.step.takes_clip:
+            return self.first
+        if clip is None:
+            raise ValueError(f"{self.name} takes the previous step's clip")
+        return render_step(self.spec, self.templates, self.step, clip)
+
+    def prompt_id(self, series: str, graph_hash: str, attempt: int) -> str:
+        """Deterministic per step, graph and attempt: a lost reply (or a lost state file) is looked up on
+        the server, never posted twice."""
+        return str(uuid.uuid5(_NAMESPACE, f"{series}/{self.key}/{graph_hash}/{attempt}"))
+
+
+@dataclass
+class Route:
+    """One way to render a scene: a backend with its windows and stages."""
+
+    backend: str
+    steps: list[PlannedStep]
+    fallback_on: tuple[str, ...] = ()  # error kinds that send the scene on to the next route
+    note: str | None = None  # what was adapted for this route (frames a fallback can take)
+
+    @property
+    def identity(self) -> str:
+        return self.steps[-1].identity
+
+
+@dataclass
+class ScenePlan:
+    key: SceneKey
+    spec: SceneSpec
+    index: int  # 1-based over the whole run
+    routes: list[Route]
+    unavailable: str | None = None  # the fallback after the last route cannot render this scene: why
+    notes: list[str] = field(default_factory=list)  # said before submitting, and in the report
+
+    @property
+    def steps(self) -> list[PlannedStep]:
+        return [s for r in self.routes for s in r.steps]
+
+
+@dataclass
+class EpisodePlan:
+    id: str
+    title: str
+    scenes: list[SceneKey]
+    file: Path
+
+
+@dataclass
+class Plan:
+    series: str
+    source: Path
+    layout: Layout
+    scenes: list[ScenePlan]
+    episodes: list[EpisodePlan]
+
+    def scene(self, key: SceneKey) -> ScenePlan:
+        return self._by_key[key]
+
+    def __post_init__(self) -> None:
+        self._by_key = {s.key: s for s in self.scenes}
+
+    def scene_keys(self, texts: list[str]) -> set[SceneKey]:
+        """Scene keys as the user typed them (--force); 'all' is every scene."""
+        if "all" in texts:
+            return set(self._by_key)
+        keys = set()
+        for text in texts:
+            key = SceneKey.parse(text)
+            if key not in self._by_key:
+                raise UserError(f"--force {text}: no such scene",
+                                hint=f"scenes: {', '.join(str(k) for k in sorted(self._by_key))}")
+            keys.add(key)
+        return keys
+
+    def to_json(self) -> dict[str, Any]:
+        """What the state database records of the plan: every scene, route and step with its identity."""
+        return {"series": self.series, "scenes": [
+            {"key": str(s.key), "routes": [
+                {"backend": r.backend, "fallback_on": list(r.fallback_on), "note": r.note, "steps": [
+                    {"label": p.label, "workflow": p.step.workflow, "identity": p.identity,
+                     "prompt": p.first.prompt_text, "nodes": len(p.first.graph), "uploads": len(p.first.uploads),
+                     "graph_hash": p.first.graph_hash, "folder": self.layout.relative(p.folder)
+                     if p.folder != self.layout.root else ""} for p in r.steps]} for r in s.routes],
+             "unavailable": s.unavailable, "notes": s.notes}
+            for s in self.scenes]}
+
+
+def _chain(previous: str, backend: str, rendered: Rendered) -> str:
+    text = json.dumps([previous, backend, rendered.template.name, rendered.graph_hash])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Planner:
+    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None) -> None:
+        series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
+        self.templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
+        self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
+        self.layout = Layout(loaded.output_dir / loaded.slug)
+        self.loaded = loaded
+
+    def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
+        steps = plan_steps(spec, self.backends, backend)
+        key = SceneKey(spec.episode_id, spec.scene_id)
+        planned: list[PlannedStep] = []
+        identity = ""
+        for i, step in enumerate(steps):
+            rendered = render_step(spec, self.templates, step, None)
+            identity = _chain(identity, backend, rendered)
+            step_key = StepKey(key, route, i)
+            last = i == len(steps) - 1
+            planned.append(PlannedStep(step_key, step, rendered, identity,
+                                       self.layout.step_dir(step_key, step.label, last), last, len(steps), spec,
+                                       self.templates))
+        return Route(backend, planned)
+
+    def fallback(self, scene: ScenePlan, spec: SceneSpec, base: str, stages: list[str]) -> Route | None:
+        """The route of a fallback backend; its own limits apply (frames it can take, no driving video).
+
+        A fallback that cannot render the scene at all is recorded with its reason: the scene fails
+        with it if the fallback is ever needed, and runs otherwise.
+        """
+        number = len(scene.routes)
+        backend = self.backends.backend(base)
+        note = None
+        if spec.driving_video is not None and not backend.takes_driving_video:
+            spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
+        try:
+            frames = self.templates.get(plan_steps(spec, self.backends, base)[0].workflow).params.get("frames")
+            if frames is not None and frames.max is not None and spec.frames and spec.frames > frames.max:
+                note = f"{base} takes at most {frames.max:g} frames: its clip has {frames.max:g} of {spec.frames}"
+                spec = replace(spec, frames=int(frames.max))
+            route = self.route(spec, "+".join([base, *stages]), number)
+        except UserError as exc:
+            scene.unavailable = f"fallback {base!r} cannot render this scene: {exc}"
+            return None
+        route.note = note
+        return route
+
+    def scene(self, spec: SceneSpec, index: int, backend: str | None) -> ScenePlan:
+        chosen = backend or spec.backend
+        scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), spec, index, [self.route(spec, chosen, 0)])
+        base, stages = self.backends.parse(chosen)
+        on_oom = self.loaded.series.on_oom
+        tried = [base]
+        following: str | None = self.backends.backend(base).fallback
+        kinds = tuple(self.backends.fallback_on)
+        if on_oom is not None:
+            spec = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
+                           frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
+                           where=f"{spec.where} (on_oom)")
+            following, kinds = on_oom.backend or base, ("oom",)
+            if on_oom.backend is None:
+                tried = []
+        while following and following not in tried:
+            scene.routes[-1].fallback_on = kinds
+            route = self.fallback(scene, spec, following, stages)
+            if route is None:
+                break
+            scene.routes.append(route)
+            tried.append(following)
+            following, kinds = self.backends.backend(following).fallback, tuple(self.backends.fallback_on)
+        return scene
+
+
+def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> Plan:
+    """The plan of a series; every problem of every scene is reported together.
+
+    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped).
+    """
+    planner = _Planner(loaded, catalog)
+    scenes: list[ScenePlan] = []
+    errors: list[str] = []
+    for i, spec in enumerate(loaded.scenes):
+        try:
+            scenes.append(planner.scene(spec, i + 1, backend))
+        except UserError as exc:
+            if str(exc) not in errors:
+                errors.append(str(exc))
+    if errors:
+        raise UserError("\n".join(errors))
+    episodes: dict[str, EpisodePlan] = {}
+    for spec in loaded.scenes:
+        ep = episodes.setdefault(spec.episode_id, EpisodePlan(spec.episode_id, spec.episode_title, [],
+                                                              planner.layout.episode_file(spec.episode_id)))
+        ep.scenes.append(SceneKey(spec.episode_id, spec.scene_id))
+    return Plan(loaded.series.title, loaded.path, planner.layout, scenes, list(episodes.values()))
