@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import shutil
 import signal
 import sys
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from comfy_driver import __version__
+from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
 from comfy_driver.errors import DriveError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +31,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _fail(message: str, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+class UserInterrupt(DriveError):
+    """The user stopped the run (Ctrl-C / SIGTERM)."""
+
+
+def exit_status(exc: DriveError) -> int:
+    """The one place errors become exit statuses: 2 bad input, 130 stopped by the user, 1 the rest."""
+    if isinstance(exc, UserInterrupt):
+        return 130
+    return 2 if isinstance(exc, UserError) else 1
+
+
+# What the command line adds to a library hint: the command that helps (the library names none).
+_COMMAND_HINTS: list[tuple[type[DriveError], str]] = [
+    (AccessRefused, "comfy-drive login URL --header 'Authorization: Bearer …' stores them (mode 600)"),
+    (OutOfMemory, "comfy-drive free --server URL unloads the server's models"),
+]
+
+
+def render_error(exc: DriveError) -> str:
+    text = str(exc)
+    for cls, command in _COMMAND_HINTS:
+        if isinstance(exc, cls):
+            text += f"\n  {command}"
+    return text
 
 
 def handle_errors(fn: F) -> F:
@@ -41,7 +69,7 @@ def handle_errors(fn: F) -> F:
         except DriveError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), exc.exit_code)
+            _fail(render_error(exc), exit_status(exc))
         except KeyboardInterrupt:
             _fail("interrupted; rerun the same command to resume", 130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
@@ -49,6 +77,16 @@ def handle_errors(fn: F) -> F:
                 traceback.print_exc()
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", 1)
     return wrapper  # type: ignore[return-value]
+
+
+class FiniteRange(click.FloatRange):
+    """A float option within bounds; nan and infinity are refused (they pass every comparison)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,9 +112,10 @@ def _simulated(wanted: bool) -> Iterator[str | None]:
 
 
 def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
-                port: int = 0, time_scale: float = 0.2) -> Any:
+                port: int = 0, time_scale: float = 0.2, comfyui: str | None = None) -> Any:
     from comfy_driver.comfy.catalog import Catalog
-    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.comfy.versions import Version
+    from comfy_driver.models.catalog import DEFAULT_RELEASE, bundled_catalog, sim_release
     from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import MODELS_LOCK
@@ -84,11 +123,12 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
     from comfy_driver.sim.server import SimServer
 
     lock = load_lock(MODELS_LOCK)
+    release = sim_release(comfyui) if comfyui else DEFAULT_RELEASE
     if object_info is not None:
         info = json.loads(object_info.read_text(encoding="utf-8"))
-        catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()))
+        catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()), version=Version.parse(release))
     else:
-        catalog = bundled_catalog(lock)
+        catalog = bundled_catalog(lock, release)
     timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
     return SimServer(root, catalog, timing=timing, host=host, port=port)
 
@@ -103,7 +143,7 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Prompts kept queued on each server (queue-ahead).")
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
-@click.option("--server-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 86400),
+@click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
@@ -177,46 +217,57 @@ def _dry_run(plan: Any, catalog: Any, as_json: bool) -> None:
     click.echo(f"{len(described['scenes'])} scene(s) valid; nothing submitted (dry run)")
 
 
-def _catalog(server: str | None, object_info: Path | None) -> Any:
-    """The node catalogue: a server's (cached per server), an object_info file, or the bundled one."""
+def _convert_catalog(server: str | None, object_info: Path | None, frontend: str | None) -> tuple[Any, Any]:
+    """(node catalogue, frontend version) for `convert`: a server's, or an object_info file's.
+
+    Conversion is only as right as its catalogue: every widget value lands by the node definitions
+    of the server that will run the graph, so there is no built-in default.
+    """
     from comfy_driver.comfy.catalog import Catalog
 
     if object_info is not None:
         try:
-            return Catalog.from_file(object_info)
+            return Catalog.from_file(object_info), frontend
         except ValueError as exc:
             raise UserError(f"{object_info}: not an object_info JSON file ({exc})") from None
     if server:
-        return _client(server).catalog()
-    from comfy_driver.models.catalog import bundled_catalog
-    from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
-
-    return bundled_catalog(load_lock(MODELS_LOCK))
+        client = _client(server)
+        if frontend is None:  # the GUI that server ships is the one to reproduce
+            system = client.system_stats().get("system") or {}
+            frontend = system.get("required_frontend_version") or None
+        return client.catalog(), frontend
+    raise UserError("convert needs the node catalogue of the server the graph is for",
+                    hint="pass --server URL, or --object-info FILE (a saved GET /object_info of that server)")
 
 
 @main.command()
 @click.argument("workflow", type=click.Path(path_type=Path))
-@click.option("--server", default=None, help="Use this ComfyUI server's node catalogue.")
+@click.option("--server", default=None, help="Use this ComfyUI server's node catalogue and its GUI's rules.")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Use a saved object_info.json as the node catalogue.")
+@click.option("--frontend", "frontend", default=None, metavar="VERSION",
+              help="Convert as this ComfyUI frontend does (default: the server's; with --object-info, the newest).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write here (default: stdout).")
 @click.option("--to", "target", type=click.Choice(["api", "ui"]), default="api", show_default=True,
               help="api: GUI workflow -> API graph (as the frontend does); ui: API graph -> GUI workflow.")
 @handle_errors
-def convert(workflow: Path, server: str | None, object_info: Path | None, output: Path | None, target: str) -> None:
+def convert(workflow: Path, server: str | None, object_info: Path | None, frontend: str | None,
+            output: Path | None, target: str) -> None:
     """Convert a GUI-saved workflow to the API format (or an API graph to a GUI workflow)."""
     from comfy_driver.workflow.convert import ui_to_api
     from comfy_driver.workflow.files import detect_format, load_json
+    from comfy_driver.workflow.frontend import parse_version
     from comfy_driver.workflow.layout import api_to_ui
 
+    if frontend is not None:
+        parse_version(frontend)  # a bad --frontend is named before anything is fetched
     data = load_json(workflow)
     kind = detect_format(data)
-    catalog = _catalog(server, object_info)
     if kind == "unknown":
         raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
+    catalog, frontend = _convert_catalog(server, object_info, frontend)
     if target == "api":
-        result = data if kind == "api" else ui_to_api(data, catalog)
+        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend)
     else:
         result = data if kind == "ui" else api_to_ui(data, catalog)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
@@ -237,6 +288,7 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, output
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool, output: Path | None) -> None:
     """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay as run_replay
 
@@ -248,7 +300,8 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool
         item = load_replayable(file, catalog)
         item.graph = apply_sets(item.graph, list(sets), catalog)
         dest = output or Path(f"replay-{file.stem}")
-        files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
+        with claim_output(dest):
+            files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
     for got in files:
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
@@ -271,9 +324,11 @@ def _lock_path(lock: Path | None) -> Path:
               help="The models.lock to use (default: the project's).")
 @click.option("--dry-run", is_flag=True, help="List what would be downloaded, and the total size.")
 @click.option("--jobs", default=3, show_default=True, type=click.IntRange(1, 16), help="Files downloaded at once.")
+@click.option("--pin", "pin_unpinned", is_flag=True,
+              help="Also download entries with no sha256 yet, pinning what the Hub serves now (see `lock pin`).")
 @handle_errors
 def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | None, extra_model_paths: Path | None,
-          lock: Path | None, dry_run: bool, jobs: int) -> None:
+          lock: Path | None, dry_run: bool, jobs: int, pin_unpinned: bool) -> None:
     """Download the pinned model files of models.lock into a ComfyUI models tree, verified."""
     from comfy_driver.models.fetch import fetch as run_fetch
     from comfy_driver.models.fetch import human, plan
@@ -289,18 +344,20 @@ def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | No
         items = plan(lockfile, entries, tree, None)
         total, unknown = 0, 0
         for item in items:
-            size = human(item.entry.size) if item.entry.size is not None else "size not pinned yet"
+            size = human(item.entry.size) if item.entry.size is not None else "size read at download"
+            if item.entry.sha256 is None:
+                size += "; not pinned: `lock pin` first, or --pin"
             click.echo(f"{item.status:<8} {item.entry.folder}/{item.entry.name}  ({size})  <- "
                        f"{item.entry.repo}/{item.entry.path}")
             if item.status == "missing":
                 total += item.entry.size or 0
                 unknown += item.entry.size is None
         missing = sum(i.status == "missing" for i in items)
-        note = f" + {unknown} file(s) whose size the Hub gives on first fetch" if unknown else ""
+        note = f" + {unknown} file(s) whose size the Hub gives at download" if unknown else ""
         click.echo(f"{missing} of {len(items)} file(s) to download: {human(total)}{note}")
         return
     assert tree is not None
-    report = run_fetch(lockfile, entries, tree, jobs=jobs)
+    report = run_fetch(lockfile, entries, tree, jobs=jobs, allow_unpinned=pin_unpinned)
     for name in report.pinned:
         click.echo(f"pinned {name} in {lockfile.path}", err=True)
     for item in report.items:
@@ -337,6 +394,26 @@ def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str
     entry, what = add_to_lock(_lock_path(lock_file), parse_ref(ref), folder=folder, name=name,
                               backends=list(backends), allow_pickle=allow_pickle)
     click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision} ({entry.size} bytes, sha256 {entry.sha256})")
+
+
+@lock.command("pin")
+@click.option("--backend", "backends", multiple=True, help="Only the entries these backends use (repeatable).")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@handle_errors
+def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
+    """Read revision, size and sha256 of entries not pinned yet from the Hub, show them, write them."""
+    from comfy_driver.models.fetch import plan
+    from comfy_driver.models.fetch import pin as pin_entries
+    from comfy_driver.models.lock import read_lock
+
+    lockfile = read_lock(_lock_path(lock_file))
+    items = plan(lockfile, lockfile.lock.for_backends(list(backends)), None, None)
+    pinned = set(pin_entries(lockfile, items))
+    for item in items:
+        e = item.entry
+        mark = "pinned" if e.name in pinned else "already"
+        click.echo(f"{mark:<8} {e.folder}/{e.name}  revision {e.revision}  size {e.size}  sha256 {e.sha256}")
+    click.echo(f"{len(pinned)} entr{'y' if len(pinned) == 1 else 'ies'} pinned in {lockfile.path}")
 
 
 @lock.command("from-workflow")
@@ -397,16 +474,21 @@ def _stop_on_signals(supervisor: Any) -> dict[int, Any]:
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder for input/, output/ and temp/ (default: a temporary folder).")
 @click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True)
-@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100),
+@click.option("--time-scale", default=1.0, show_default=True, type=FiniteRange(0.001, 100),
               help="Multiply the realistic durations (0.1: ten times faster).")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
+@click.option("--comfyui", default=None, metavar="VERSION",
+              help="The ComfyUI release to play: its catalogue, routes, messages and rules (0.3.64 or 0.33.0).")
 @handle_errors
-def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None) -> None:
+def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None,
+        comfyui: str | None) -> None:
     """Run the simulated ComfyUI server in the foreground."""
     root = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale)
-    click.echo(f"simulated ComfyUI on http://{host}:{port} (files in {root}); Ctrl-C stops it", err=True)
+    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale,
+                         comfyui=comfyui)
+    click.echo(f"simulated ComfyUI {server.versions.comfyui} on http://{host}:{port} (files in {root}); "
+               "Ctrl-C stops it", err=True)
     try:
         server.serve()
     except OSError as exc:
@@ -477,15 +559,36 @@ def free(server: str) -> None:
 
 @main.command()
 @click.option("--server", required=True, help="ComfyUI URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was detected as JSON.")
 @handle_errors
-def stats(server: str) -> None:
-    """Show the server's version and devices (and check that it is ComfyUI)."""
-    data = _client(server).system_stats()
+def stats(server: str, as_json: bool) -> None:
+    """What the server is: ComfyUI and frontend versions, node catalogue, devices, version facts."""
+    client = _client(server)
+    data = client.system_stats()
+    versions = client.versions()
+    catalog = client.catalog()
     system = data["system"]
-    click.echo(f"ComfyUI {system.get('comfyui_version', '?')}, Python {str(system.get('python_version', '?')).split()[0]}")
+    if as_json:
+        click.echo(json.dumps({
+            "comfyui": versions.comfyui_text or None, "frontend": str(versions.frontend) if versions.frontend else None,
+            "frontend_reported": versions.frontend_reported, "supported": versions.support_note() is None,
+            "note": versions.support_note(), "node_classes": len(catalog.nodes), "sources": catalog.packs(),
+            "facts": [f.name for f in versions.facts], "devices": data.get("devices", [])}, indent=2))
+        return
+    click.echo(versions.describe())
+    note = versions.support_note()
+    click.echo(f"  {note}" if note else "  supported release")
+    click.echo(f"Python {str(system.get('python_version', '?')).split()[0]}, PyTorch {system.get('pytorch_version', '?')}")
+    packs = catalog.packs()
+    listed = ", ".join(f"{name} {n}" for name, n in sorted(packs.items(), key=lambda kv: (-kv[1], kv[0])))
+    click.echo(f"node catalogue: {len(catalog.nodes)} classes ({listed})")
     for dev in data.get("devices", []):
         click.echo(f"  {dev.get('name')}: {int(dev.get('vram_free', 0)) >> 20} MiB free of "
                    f"{int(dev.get('vram_total', 0)) >> 20} MiB")
+    facts = versions.facts
+    click.echo("behaviour of this release:" if facts else "behaviour of this release: as 0.3.60-0.3.64")
+    for fact in facts:
+        click.echo(f"  {fact.name} (since {fact.since}): {fact.what}")
 
 
 if __name__ == "__main__":

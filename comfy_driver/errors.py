@@ -1,8 +1,25 @@
-"""The two kinds of failure the command line tells apart.
+"""The exception tree: every error comfy-drive raises, classed by its cause.
 
-`UserError` means the input (a file, an argument, a server address) is wrong and the user must change
-it: exit status 2. `RunError` means the run itself failed (a node crashed, the server went away):
-exit status 1. Both carry one clear message; the CLI prints it without a traceback.
+```
+DriveError                      one clear message (+ an optional hint), never a traceback for users
+├── UserError                   the input is wrong: fix it and run again
+│   ├── BadInputFile            a file given is not what it claims (not a workflow, image, video)
+│   ├── NotComfyUI              something answers at the URL, but it is not ComfyUI   (comfy.errors)
+│   ├── AccessRefused           the server wants credentials                           (comfy.errors)
+│   ├── PromptRejected          the server refused the prompt, with its node errors    (comfy.errors)
+│   └── ModelVerificationFailed a model file or its pin does not match what was promised
+└── RunError                    the run failed for a reason outside the input
+    ├── ServerUnreachable       nobody answers at the URL                              (comfy.errors)
+    ├── ServerProtocolError     an answer ComfyUI never gives                          (comfy.errors)
+    ├── ExecutionFailed         a node raised while the prompt ran                     (comfy.errors)
+    │   └── OutOfMemory         ... because the GPU (or RAM) ran out
+    ├── Interrupted             the prompt was interrupted                             (comfy.errors)
+    ├── PromptLost              the server forgot a prompt it accepted (a restart)     (comfy.errors)
+    └── JobTimeout              a job did not finish in the time given (also a TimeoutError)
+```
+
+Decision: the library never decides exit statuses and its hints never name command-line commands;
+the command line maps these classes to exit statuses (and adds its own commands to hints).
 """
 
 from __future__ import annotations
@@ -10,8 +27,6 @@ from __future__ import annotations
 
 class DriveError(Exception):
     """Base of every error comfy-drive reports to the user."""
-
-    exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -25,10 +40,18 @@ class DriveError(Exception):
 class UserError(DriveError):
     """Something the user gave us is wrong (file, field, argument): fix the input and rerun."""
 
-    exit_code = 2
+
+class BadInputFile(UserError):
+    """A file given as input is not what it claims to be (not a workflow, an image, a video)."""
+
+
+class ModelVerificationFailed(UserError):
+    """A model file, or the pin of one, does not match its models.lock entry or the Hub."""
 
 
 class RunError(DriveError):
     """The run failed for a reason outside the input (server, node crash, disk)."""
 
-    exit_code = 1
+
+class JobTimeout(RunError, TimeoutError):
+    """A job did not finish within the time the caller allowed; it may still be running."""

@@ -1,6 +1,8 @@
 """Regenerate comfy_driver/data/catalog.json, the trimmed node catalogue comfy-drive ships.
 
-Usage: python scripts/make_catalog.py OBJECT_INFO.json
+Usage: python scripts/make_catalog.py OBJECT_INFO.json [COMFYUI_VERSION]
+Without a version it writes catalog.json (the ComfyUI 0.3.64 catalogue); with one, catalog-<version>.json,
+the catalogue the simulator serves in that version mode (`comfy-drive sim --comfyui VERSION`).
 Keeps the node classes the shipped workflows (and the simulator's test graphs) use, with types,
 defaults, ranges and options only (no tooltips or descriptions), and marks model-file inputs with
 their ComfyUI folder so their choices come from models.lock at load time.
@@ -22,6 +24,8 @@ from comfy_driver.workflow.files import workflow_class_types  # noqa: E402
 EXTRA = ["EmptyImage", "ImageInvert", "ImageBlur", "ImageScale", "SaveImage", "PreviewImage", "LoadImage",
          "LoadVideo", "CreateVideo", "SaveVideo", "SaveAnimatedWEBP", "VHS_VideoCombine", "EmptyLatentImage",
          "KSampler", "VAEDecode", "CLIPTextEncode", "CheckpointLoaderSimple"]
+# Only in newer catalogues: the nodes of the 0.33 traces the simulator replays.
+EXTRA_IF_PRESENT = ["RepeatImageBatch", "PrimitiveInt", "ComfyMathExpression", "GetImageSize"]
 KEEP_NODE = ("input", "input_order", "output", "output_is_list", "output_name", "name", "display_name",
              "python_module", "category", "output_node")
 DROP_OPTION = ("tooltip", "description", "placeholder")
@@ -33,9 +37,9 @@ def trim_options(spec: object) -> object:
     return spec
 
 
-def main(object_info_path: str) -> None:
+def main(object_info_path: str, version: str | None) -> None:
     info = mark_model_inputs(json.loads(Path(object_info_path).read_text(encoding="utf-8")))
-    wanted = set(EXTRA)
+    wanted = set(EXTRA) | {c for c in EXTRA_IF_PRESENT if c in info}
     for wf in sorted((ROOT / "workflows").glob("*.json")):
         wanted |= workflow_class_types(json.loads(wf.read_text(encoding="utf-8")))
     missing = sorted(c for c in wanted if c not in info)
@@ -47,12 +51,12 @@ def main(object_info_path: str) -> None:
         node["input"] = {cat: {k: trim_options(v) for k, v in inputs.items()}
                          for cat, inputs in node["input"].items()}
         out[name] = node
-    target = ROOT / "comfy_driver" / "data" / "catalog.json"
+    target = ROOT / "comfy_driver" / "data" / (f"catalog-{version}.json" if version else "catalog.json")
     target.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {target.relative_to(ROOT)}: {len(out)} node classes")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None)

@@ -58,7 +58,9 @@ class SimProcess:
     def wait_until_running(self, timeout: float = 30) -> None:
         """Until a prompt runs on the simulator (a driver has submitted)."""
         deadline = time.time() + timeout
-        while time.time() < deadline and not self.queue()["queue_running"]:
+        while not self.queue()["queue_running"]:
+            if time.time() > deadline:
+                raise AssertionError(f"no prompt ran on the simulator within {timeout} s")
             time.sleep(0.05)
 
     def stop(self) -> None:

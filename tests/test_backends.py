@@ -115,7 +115,11 @@ def test_stage_names_and_stage_parameters_are_checked(tmp_path: Path) -> None:
         build_plan(load_series(series(tmp_path, "svd", "+denoize")))
     path = series(tmp_path, "svd", "")
     path.write_text(path.read_text().replace("params: {steps: 2}", "params: {steps: 2, upscale.per_batch: 4}"))
-    with pytest.raises(UserError, match="parameter 'upscale.per_batch' is for stage 'upscale'"):
+    (scene,) = build_plan(load_series(path)).scenes  # a stage outside the pipeline: skipped, and said so
+    assert scene.routes[0].skipped == ("upscale.per_batch (upscale is not in this pipeline)",)
+    path.write_text(path.read_text().replace("upscale.per_batch", "upscale.per_batsh"))
+    with pytest.raises(UserError, match="unknown parameter 'upscale.per_batsh' for 'upscale'; did you mean "
+                                        "'upscale.per_batch'"):
         build_plan(load_series(path))
 
 

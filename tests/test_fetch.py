@@ -74,6 +74,7 @@ def lock_file(tmp_path: Path, text: str = UNPINNED) -> Path:
 
 def run_fetch(lock: Path, models: Path, **kw: Any) -> Any:
     lockfile = read_lock(lock)
+    kw.setdefault("allow_unpinned", True)  # as `fetch --pin`
     return fetch(lockfile, lockfile.lock.for_backends(kw.pop("backends", [])), ModelsTree(models), **kw)
 
 
@@ -124,7 +125,7 @@ def test_resume_after_the_process_is_killed(hub: FakeHub, tmp_path: Path) -> Non
     models = tmp_path / "models"
     hub.chunk_delay = 0.03
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "comfy_driver.cli", "fetch", "--lock", str(lock),
+    proc = subprocess.Popen([sys.executable, "-m", "comfy_driver.cli", "fetch", "--pin", "--lock", str(lock),
                              "--models-dir", str(models), "--backend", "other"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     part_dir = models / ".comfy-drive" / "partial" / "diffusion_models"
@@ -168,7 +169,7 @@ def test_corrupted_bytes_are_quarantined(hub: FakeHub, tmp_path: Path) -> None:
 ])
 def test_hub_refusals_are_clear(hub: FakeHub, tmp_path: Path, setup: Any, expected: str) -> None:
     setup(hub)
-    result = CliRunner().invoke(main, ["fetch", "--lock", str(lock_file(tmp_path)),
+    result = CliRunner().invoke(main, ["fetch", "--pin", "--lock", str(lock_file(tmp_path)),
                                        "--models-dir", str(tmp_path / "models")])
     assert result.exit_code == 2, result.output
     assert expected in result.output and "Traceback" not in result.output
@@ -197,7 +198,7 @@ def test_disk_space_is_checked_first(hub: FakeHub, tmp_path: Path) -> None:
 def test_pickles_are_refused_unless_allowed(hub: FakeHub, tmp_path: Path) -> None:
     hub.add(REPO, "old.ckpt", b"pickle")
     text = UNPINNED + "  - name: old.ckpt\n    repo: acme/video-models\n    path: old.ckpt\n    folder: checkpoints\n"
-    result = CliRunner().invoke(main, ["fetch", "--lock", str(lock_file(tmp_path, text)),
+    result = CliRunner().invoke(main, ["fetch", "--pin", "--lock", str(lock_file(tmp_path, text)),
                                        "--models-dir", str(tmp_path / "models")])
     assert result.exit_code == 2 and "pickle-based file" in result.output and "allow_pickle" in result.output
     report = run_fetch(lock_file(tmp_path, text + "    allow_pickle: true\n"), tmp_path / "models")
@@ -273,3 +274,70 @@ def test_doctor_against_the_simulator(sim_factory: Any, tmp_path: Path) -> None:
     assert "model loras/extra.safetensors: NOT on the server" in result.output
     assert "node pack missing on the server: ComfyUI-KJNodes (ImageUpscaleWithModelBatched)" in result.output
     assert result.exit_code == 1
+
+
+HOSTILE_NAMES = ["../../../victim.txt", "/tmp/victim.txt", "C:/victim.txt", "sub\\..\\..\\victim.txt",
+                 "sub/../../victim.txt", "./x.safetensors", "a//b.safetensors", "", "x\x00.safetensors"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_lock_names_cannot_leave_their_folder(tmp_path: Path, name: str) -> None:
+    text = UNPINNED.replace("name: small.safetensors", f"name: {json.dumps(name)}")
+    with pytest.raises(UserError, match=r"models.lock:4: models\[0\]\.name|models.lock:4"):
+        read_lock(lock_file(tmp_path, text))
+
+
+def test_sub_folder_names_are_kept(hub: FakeHub, tmp_path: Path) -> None:
+    text = UNPINNED.replace("name: small.safetensors", "name: wan/small.safetensors")
+    run_fetch(lock_file(tmp_path, text), tmp_path / "models", backends=["demo"])
+    assert (tmp_path / "models" / "vae" / "wan" / "small.safetensors").is_file()
+
+
+def test_a_name_is_checked_again_right_before_writing(hub: FakeHub, tmp_path: Path) -> None:
+    lockfile = read_lock(lock_file(tmp_path))
+    lockfile.lock.models[0] = lockfile.lock.models[0].model_copy(update={"name": "../../victim.txt"})
+    with pytest.raises(UserError, match="refusing to write model file '../../victim.txt'"):
+        fetch(lockfile, lockfile.lock.models[:1], ModelsTree(tmp_path / "models"))
+    assert not (tmp_path / "victim.txt").exists()
+    assert not list(tmp_path.rglob("victim.txt*"))
+
+
+@pytest.mark.parametrize("name", ["../../../victim.txt", "/tmp/victim.txt", "..\\..\\victim.txt"])
+def test_lock_from_a_hostile_workflow_writes_nothing(hub: FakeHub, tmp_path: Path, name: str) -> None:
+    lock = lock_file(tmp_path, "version: 1\nmodels: []\n")
+    before = lock.read_text()
+    workflow = {"nodes": [{"id": 1, "type": "UNETLoader", "properties": {"models": [
+        {"name": name, "url": f"https://huggingface.co/{REPO}/resolve/main/big.safetensors",
+         "directory": "diffusion_models"}]}}], "links": [], "version": 0.4}
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(workflow))
+    result = CliRunner().invoke(main, ["lock", "from-workflow", str(wf), "--lock", str(lock)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "absolute path" in result.output or "plain relative path" in result.output or "uses '\\'" in result.output
+    assert lock.read_text() == before
+
+
+def test_unpinned_entries_are_refused_until_pinned(hub: FakeHub, tmp_path: Path) -> None:
+    lock, models = lock_file(tmp_path), tmp_path / "models"
+    refused = CliRunner().invoke(main, ["fetch", "--lock", str(lock), "--models-dir", str(models)])
+    assert refused.exit_code == 2, refused.output
+    assert "not pinned yet" in refused.output and "lock pin" in refused.output
+    assert hub.bytes_sent == 0 and not list(models.rglob("*.safetensors"))
+    shown = CliRunner().invoke(main, ["lock", "pin", "--lock", str(lock), "--backend", "other"])
+    assert shown.exit_code == 0, shown.output
+    big = hub.files[(REPO, "big.safetensors")]
+    assert f"pinned   diffusion_models/big.safetensors  revision {hub.commit}  size 3000000  sha256 {big.sha256}" \
+        in shown.output
+    assert [m.sha256 is not None for m in read_lock(lock).lock.models] == [False, True]
+    fetched = CliRunner().invoke(main, ["fetch", "--lock", str(lock), "--models-dir", str(models),
+                                        "--backend", "other"])
+    assert fetched.exit_code == 0, fetched.output
+    assert (models / "diffusion_models" / "big.safetensors").read_bytes() == payload(3_000_000, 2)
+
+
+def test_a_pinned_sha256_the_hub_no_longer_serves_stops_before_downloading(hub: FakeHub, tmp_path: Path) -> None:
+    text = UNPINNED.replace("    sha256: null\n", f"    sha256: {'ab' * 32}\n", 1)
+    with pytest.raises(UserError, match="models.lock says sha256 abab.*the Hub says"):
+        run_fetch(lock_file(tmp_path, text), tmp_path / "models", backends=["demo"])
+    assert hub.bytes_sent == 0

@@ -72,8 +72,11 @@ def test_cli_replay_simulated(tmp_path: Path) -> None:
 def test_set_errors_are_clear() -> None:
     with pytest.raises(UserError) as info:
         apply_sets(IMAGE_GRAPH, ["Blnk.width=3", "Blank.widht=3", "nonsense"], CATALOG)
-    text = str(info.value)
-    assert "did you mean 'Blank'" in text or "'nonsense'" in text
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3, lines  # every problem, each once
+    assert "no node is titled 'Blnk'; did you mean 'Blank'?" in lines[0]
+    assert "has no input 'widht'; did you mean 'width'?" in lines[1]
+    assert "--set 'nonsense': write it as 'Node Title.input=value'" in lines[2]
     with pytest.raises(UserError, match="did you mean 'width'"):
         apply_sets(IMAGE_GRAPH, ["Blank.widht=3"], CATALOG)
 

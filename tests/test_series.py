@@ -59,7 +59,7 @@ def test_example_series_loads() -> None:
     assert [s.key for s in loaded.scenes] == ["ep01/arrival", "ep01/stall", "ep02/rain"]
     rain = loaded.scenes[2]
     assert rain.frames == 12 and rain.prompt.startswith("Mira walks home")
-    assert loaded.scenes[1].seed == 42 and loaded.scenes[1].params["motion_bucket_id"] == 60
+    assert loaded.scenes[1].seed == 42 and loaded.scenes[1].params["svd.motion_bucket_id"] == 60
 
 
 def test_templates_render(tmp_path: Path) -> None:
@@ -73,8 +73,15 @@ def test_templates_render(tmp_path: Path) -> None:
 
 
 def test_random_seed_is_stable(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("seed: 5", "seed: random"))
-    assert load_series(path).scenes[0].seed == load_series(path).scenes[0].seed
+    text = GOOD.replace("seed: 5", "seed: random")
+    text += text[text.index("      - prompt"):].replace("character: Mira", "character: Mira\n        id: second")
+    path = write(tmp_path, text)
+    first, second = load_series(path).scenes
+    assert [s.seed for s in load_series(path).scenes] == [first.seed, second.seed]  # a rerun matches
+    other = write(tmp_path, text.replace("title: Test Series", "title: Other Series"), "other.yaml")
+    seeds = {first.seed, second.seed, *(s.seed for s in load_series(other).scenes)}
+    assert len(seeds) == 4  # each scene of each series its own seed
+    assert all(isinstance(s, int) and 0 <= s < 2**64 for s in seeds)
 
 
 @pytest.mark.parametrize("edit,expected", [

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from comfy_driver.cli import main
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.follow import Follower
-from comfy_driver.pipeline import episodes
+from comfy_driver.media import stitch as media_stitch
 
 from .simproc import resubmitted_after_success
 from .test_run import SERIES, series_file
@@ -38,7 +38,7 @@ def _fail_on_call(monkeypatch: Any, owner: Any, name: str, call: int) -> list[in
     ("queue", ComfyClient, "queue_prompt", 2, "one/b: queueing it on"),
     ("follow", Follower, "feed", 4, ": following it on"),
     ("download", ComfyClient, "download", 2, "one/b: reading its outcome and downloading its outputs"),
-    ("stitch", episodes, "concat", 1, "episode one: joining its clips"),
+    ("stitch", media_stitch, "stitch", 1, "episode one: joining its clips"),
 ])
 def test_an_unexpected_error_in_any_task_stops_cleanly_and_the_rerun_finishes(
         sim: Any, tmp_path: Path, monkeypatch: Any, kind: str, owner: Any, name: str, call: int, named: str) -> None:

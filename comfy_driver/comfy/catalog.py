@@ -15,6 +15,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from comfy_driver.comfy.versions import Version, has
+
+# Input types of node schema v3 whose values arrive flattened with dots ("format.codec", "values.a").
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose chosen option brings nested inputs
+AUTOGROW = "COMFY_AUTOGROW_V3"  # a growing list of inputs made from a template
+MATCHTYPE = "COMFY_MATCHTYPE_V3"  # an input of whichever type is linked, among allowed_types
+
 # Widget options that mark an input whose value is a file the server checks in its input folder.
 UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
 
@@ -45,18 +52,37 @@ def is_upload(spec: list[Any]) -> bool:
 
 
 class Catalog:
-    """A node catalogue: class name -> object_info entry."""
+    """A node catalogue: class name -> object_info entry.
 
-    def __init__(self, object_info: dict[str, Any]) -> None:
+    `version` is the ComfyUI release that served it: validation answers as that release does
+    (None: the newest).
+    """
+
+    def __init__(self, object_info: dict[str, Any], *, version: Version | None = None) -> None:
         self.nodes = object_info
+        self.version = version
         self._outputs: dict[str, tuple[Any, ...]] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+    def from_file(cls, path: str | Path, *, version: Version | None = None) -> Catalog:
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")), version=version)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
+
+    def packs(self) -> dict[str, int]:
+        """Node classes per source: 'core', 'api nodes', or the custom node pack's folder name."""
+        counts: dict[str, int] = {}
+        for node in self.nodes.values():
+            module = str(node.get("python_module") or "")
+            if module.startswith("custom_nodes."):
+                source = module.split(".")[1]
+            elif module.startswith("comfy_api_nodes"):
+                source = "api nodes"
+            else:
+                source = "core"
+            counts[source] = counts.get(source, 0) + 1
+        return counts
 
     def output_types(self, class_type: str) -> tuple[Any, ...]:
         types = self._outputs.get(class_type)
@@ -85,6 +111,20 @@ class Catalog:
                 return spec[0], category, extra
         return None, None, None
 
+    def live_inputs(self, class_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
+        """(name, category, type, options) of every input the server checks for these input values.
+
+        Plain inputs are the declared ones. A dynamic combo is followed by the nested inputs of the
+        option its value chooses, named with dots ("format.codec"), recursively; an autogrow input
+        stands for its numbered copies ("values.a", "values.b"; the first `min` required).
+        """
+        out: list[tuple[str, str, Any, dict[str, Any]]] = []
+        for name, category in self.input_order(class_type):
+            if category != "hidden":
+                input_type, _, extra = self.input_info(class_type, name)
+                _expand(name, category, input_type, extra or {}, inputs, out)
+        return out
+
     def upload_kind(self, class_type: str, name: str) -> str | None:
         """'image' / 'video' / 'audio' when the input names a file in the server's input folder."""
         _, _, extra = self.input_info(class_type, name)
@@ -109,18 +149,20 @@ class Catalog:
             for _, spec in option_specs({class_type: nodes[class_type]}):
                 if is_upload(spec):
                     set_combo_choices(spec, names)
-        return Catalog(nodes)
+        return Catalog(nodes, version=self.version)
 
     # ----------------------------------------------------------------------------------------------
     def validate(self, prompt: dict[str, Any], *, partial_targets: list[str] | None = None,
-                 file_exists: Callable[[str, str], bool] | None = None) -> ValidationResult:
+                 file_exists: Callable[[str, str], bool] | None = None, stricter: bool = False) -> ValidationResult:
         """Validate an API graph as the server's POST /prompt does.
 
         `file_exists(kind, name)` answers the custom validation of upload inputs (LoadImage & co):
         the simulator checks its input folder, the driver's preflight the files it is about to upload.
         Without it those inputs are checked against their combo list like any other.
+        `stricter` (preflight) also refuses what the server accepts but cannot run: a required dynamic
+        combo that is missing or names no option of it.
         """
-        return _validate_prompt(self, prompt, partial_targets, file_exists)
+        return _validate_prompt(self, prompt, partial_targets, file_exists, stricter)
 
 
 class ValidationResult:
@@ -135,6 +177,37 @@ class ValidationResult:
     def response(self) -> dict[str, Any]:
         """The 400 body the server sends for this result."""
         return {"error": self.error, "node_errors": self.node_errors}
+
+
+def _split(spec: Any) -> tuple[Any, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    return spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+
+
+def _expand(name: str, category: str, input_type: Any, extra: dict[str, Any], live: dict[str, Any],
+            out: list[tuple[str, str, Any, dict[str, Any]]]) -> None:
+    if input_type == DYNAMIC_COMBO:
+        out.append((name, category, input_type, extra))
+        chosen = live.get(name)
+        option = next((o for o in extra.get("options", []) if isinstance(o, dict) and o.get("key") == chosen), None)
+        for cat in ("required", "optional"):
+            for sub, spec in ((option or {}).get("inputs") or {}).get(cat, {}).items():
+                _expand(f"{name}.{sub}", cat, *_split(spec), live, out)
+    elif input_type == AUTOGROW:
+        template = extra.get("template") or {}
+        names = template.get("names") or [str(i) for i in range(int(template.get("max", 0) or 0))]
+        specs = [(sub, spec) for cat in ("required", "optional")
+                 for sub, spec in (template.get("input") or {}).get(cat, {}).items()]
+        for i, suffix in enumerate(names):
+            cat = "required" if i < int(template.get("min", 0) or 0) else "optional"
+            for sub, spec in specs:
+                _expand(f"{name}.{suffix}" if len(specs) == 1 else f"{name}.{suffix}.{sub}", cat, *_split(spec),
+                        live, out)
+    elif input_type == MATCHTYPE:
+        out.append((name, category, (extra.get("template") or {}).get("allowed_types", "*"), extra))
+    else:
+        out.append((name, category, input_type, extra))
 
 
 def _error(type_: str, message: str, details: str = "") -> dict[str, Any]:
@@ -155,18 +228,12 @@ def types_compatible(received: Any, expected: Any) -> bool:
 
 
 def _validate_prompt(catalog: Catalog, prompt: dict[str, Any], partial_targets: list[str] | None,
-                     file_exists: Callable[[str, str], bool] | None) -> ValidationResult:
+                     file_exists: Callable[[str, str], bool] | None, stricter: bool) -> ValidationResult:
     outputs: list[str] = []
     for node_id, node in prompt.items():
-        if not isinstance(node, dict) or "class_type" not in node:
-            return ValidationResult(False, _error(
-                "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
-                f"Node ID '#{node_id}'"), [], {})
+        if not isinstance(node, dict) or "class_type" not in node or node["class_type"] not in catalog:
+            return ValidationResult(False, _unknown_node(catalog, node_id, node), [], {})
         class_type = node["class_type"]
-        if class_type not in catalog:
-            return ValidationResult(False, _error(
-                "invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
-                f"Node ID '#{node_id}'"), [], {})
         if catalog.is_output_node(class_type) and (partial_targets is None or node_id in partial_targets):
             outputs.append(node_id)
     if not outputs:
@@ -177,8 +244,10 @@ def _validate_prompt(catalog: Catalog, prompt: dict[str, Any], partial_targets: 
     node_errors: dict[str, Any] = {}
     validated: dict[str, tuple[bool, list[dict[str, Any]], str]] = {}
     for out in outputs:
+        if has(catalog.version, "dependency_cycle"):
+            _mark_cycles(prompt, out, validated)
         try:
-            valid, reasons, _ = _validate_inputs(catalog, prompt, out, validated, file_exists)
+            valid, reasons, _ = _validate_inputs(catalog, prompt, out, validated, file_exists, stricter)
         except Exception as ex:  # noqa: BLE001 - mirrors the server, which reports any exception
             valid = False
             reasons = [{"type": "exception_during_validation", "message": "Exception when validating node",
@@ -203,6 +272,62 @@ def _validate_prompt(catalog: Catalog, prompt: dict[str, Any], partial_targets: 
     return ValidationResult(True, None, good, node_errors)
 
 
+def _unknown_node(catalog: Catalog, node_id: str, node: Any) -> dict[str, Any]:
+    """The top-level error for a node without a class_type, or of a class the server lacks."""
+    has_class = isinstance(node, dict) and "class_type" in node
+    if not has(catalog.version, "missing_node_type"):
+        if not has_class:
+            return _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
+                          f"Node ID '#{node_id}'")
+        return _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
+                      f"Node ID '#{node_id}'")
+    meta = node.get("_meta") if isinstance(node, dict) and isinstance(node.get("_meta"), dict) else {}
+    if not has_class:
+        title = meta.get("title")
+        error = _error("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. "
+                       "The workflow may be corrupted or a custom node is missing.", f"Node ID '#{node_id}'")
+        error["extra_info"] = {"node_id": node_id, "class_type": None, "node_title": title}
+        return error
+    class_type = node["class_type"]
+    title = meta.get("title", class_type)
+    error = _error("missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
+                   f"Node ID '#{node_id}'")
+    error["extra_info"] = {"node_id": node_id, "class_type": class_type, "node_title": title}
+    return error
+
+
+def _mark_cycles(prompt: dict[str, Any], start: str,
+                 validated: dict[str, tuple[bool, list[dict[str, Any]], str]]) -> None:
+    """Record a dependency_cycle error on every node of each cycle reachable from `start`."""
+    path: list[str] = []
+    on_path: set[str] = set()
+    done: set[str] = set()
+
+    def visit(node_id: str) -> None:
+        if node_id in done or node_id not in prompt or node_id in validated:
+            return
+        if node_id in on_path:
+            cycle = path[path.index(node_id):]
+            names = [f"{n} ({prompt[n].get('class_type')})" for n in [*cycle, node_id]]
+            for member in cycle:
+                validated[member] = (False, [{
+                    "type": "dependency_cycle", "message": "Dependency cycle detected",
+                    "details": " -> ".join(names), "extra_info": {"node_id": member, "cycle_nodes": list(cycle)}}],
+                    member)
+            return
+        path.append(node_id)
+        on_path.add(node_id)
+        inputs = prompt[node_id].get("inputs") if isinstance(prompt[node_id], dict) else None
+        for value in (inputs or {}).values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                visit(value[0])
+        path.pop()
+        on_path.discard(node_id)
+        done.add(node_id)
+
+    visit(start)
+
+
 def _type_name(ex: BaseException) -> str:
     module = type(ex).__module__
     return type(ex).__qualname__ if module == "builtins" else f"{module}.{type(ex).__qualname__}"
@@ -213,7 +338,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {"INT": int, "FLOAT": float, "STRING
 
 def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                      validated: dict[str, tuple[bool, list[dict[str, Any]], str]],
-                     file_exists: Callable[[str, str], bool] | None) -> tuple[bool, list[dict[str, Any]], str]:
+                     file_exists: Callable[[str, str], bool] | None,
+                     stricter: bool) -> tuple[bool, list[dict[str, Any]], str]:
     if node_id in validated:
         return validated[node_id]
     node = prompt[node_id]
@@ -223,11 +349,23 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
     valid = True
     custom: list[tuple[str, str]] = []  # (input, upload kind): checked after the loop, as the server does
 
-    for name, category in catalog.input_order(class_type):
-        if category == "hidden":
+    for name, category, input_type, extra in catalog.live_inputs(class_type, inputs):
+        if input_type == DYNAMIC_COMBO:
+            # The server checks only the nested inputs of a chosen option: it accepts a graph without
+            # the combo, or with a value that is no option, and the node then fails at run time.
+            if stricter and category == "required" and name not in inputs:
+                errors.append({"type": "required_input_missing", "message": "Required input is missing",
+                               "details": f"{name} (the server accepts the graph without it, but the node "
+                                          f"then fails at run time: missing 1 required positional argument: "
+                                          f"'{name}')", "extra_info": {"input_name": name}})
+            elif stricter and name in inputs and not isinstance(inputs[name], list):
+                keys = [o.get("key") for o in extra.get("options", []) if isinstance(o, dict)]
+                if inputs[name] not in keys:
+                    errors.append({"type": "value_not_in_list", "message": "Value not in list",
+                                   "details": f"{name}: '{inputs[name]}' not in {keys}",
+                                   "extra_info": {"input_name": name, "input_config": None,
+                                                  "received_value": inputs[name]}})
             continue
-        input_type, _, extra = catalog.input_info(class_type, name)
-        extra = extra or {}
         if name not in inputs:
             if category == "required":
                 errors.append({"type": "required_input_missing", "message": "Required input is missing",
@@ -252,7 +390,7 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                                               "received_type": received_type, "linked_node": val}})
                 continue
             try:
-                if _validate_inputs(catalog, prompt, source_id, validated, file_exists)[0] is False:
+                if _validate_inputs(catalog, prompt, source_id, validated, file_exists, stricter)[0] is False:
                     valid = False
                     continue
             except Exception as ex:  # noqa: BLE001 - the server records any exception on the linked node

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,12 @@ from typing import Any
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from comfy_driver.comfy.address import ServerAddress
+from comfy_driver import confined
+from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
+from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.comfy.versions import ServerVersions
 from comfy_driver.errors import RunError, UserError
 
 UPLOAD_SUBFOLDER = "comfy_drive"
@@ -80,6 +81,7 @@ class ComfyClient:
         self.session.headers.update(self.address.headers)
         self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
+        self._versions: ServerVersions | None = None
 
     # ---------------------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -113,8 +115,8 @@ class ComfyClient:
         except _Transient as exc:
             raise ServerUnreachable(str(exc), hint="is ComfyUI running and is the URL right?") from None
         if response.status_code in (401, 403) and path != "/view":
-            raise UserError(f"{self.address.display} refused access ({response.status_code}) on {path}",
-                            hint="set COMFY_DRIVE_TOKEN / COMFY_DRIVE_HEADERS or run comfy-drive login")
+            raise AccessRefused(f"{self.address.display} refused access ({response.status_code}) on {path}",
+                                hint=CREDENTIALS_HINT)
         return response
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
@@ -139,6 +141,12 @@ class ComfyClient:
             raise NotComfyUI(f"{self.address.display} answers, but not as ComfyUI does (/system_stats)")
         return stats
 
+    def versions(self) -> ServerVersions:
+        """The server's ComfyUI and frontend versions (asked once per client)."""
+        if self._versions is None:
+            self._versions = ServerVersions.from_system_stats(self.system_stats())
+        return self._versions
+
     def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
         """GET /object_info, cached per server for the life of the process."""
         key = self.address.http
@@ -153,7 +161,8 @@ class ComfyClient:
         return info
 
     def catalog(self, *, refresh: bool = False) -> Catalog:
-        return Catalog(self.object_info(refresh=refresh))
+        """The node catalogue, validating with the rules of this server's version."""
+        return Catalog(self.object_info(refresh=refresh), version=self.versions().comfyui)
 
     def features(self) -> dict[str, Any]:
         return self._json("GET", "/features")
@@ -251,13 +260,16 @@ class ComfyClient:
         response.close()
         return response.status_code in (200, 206)
 
-    def download(self, file: OutputFile, dest_dir: Path, *, name: str | None = None) -> Downloaded:
-        """Stream one output from /view into dest_dir (never outside it), hashing while writing.
+    def download(self, file: OutputFile, dest_dir: Path, *, name: str | None = None,
+                 within: Path | None = None) -> Downloaded:
+        """Stream one output from /view into dest_dir, hashing while writing.
 
-        The file appears under its final name only once complete (temp file + rename).
+        The server's names are sanitised into dest_dir, and the write never follows a link inside
+        `within` (default: dest_dir), the folder it must stay in. The file appears under its final
+        name only once complete (temp file + rename).
         """
+        root = within or dest_dir
         target = safe_destination(dest_dir, "" if name else file.subfolder, name or file.filename)
-        target.parent.mkdir(parents=True, exist_ok=True)
         params = {"filename": file.filename, "subfolder": file.subfolder, "type": file.type}
         response = self._request("GET", "/view", params=params, stream=True)
         if response.status_code != 200:
@@ -266,25 +278,17 @@ class ComfyClient:
                            f"({response.status_code})")
         digest = hashlib.sha256()
         size = 0
-        tmp = target.with_name(f".{target.name}.part")
         try:
-            with response, open(tmp, "wb") as fh:
+            with response, confined.writer(root, target.relative_to(root).as_posix()) as fh:
                 for chunk in response.iter_content(_CHUNK):
                     fh.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            expected = response.headers.get("Content-Length")
-            if expected is not None and int(expected) != size:
-                raise RunError(f"download of {file.filename!r} was cut short ({size} of {expected} bytes)")
-            os.replace(tmp, target)
-        except (requests.exceptions.RequestException, OSError) as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno == 28:
-                raise RunError(f"disk full while writing {target}", hint="free disk space and rerun") from None
+                expected = response.headers.get("Content-Length")
+                if expected is not None and int(expected) != size:
+                    raise RunError(f"download of {file.filename!r} was cut short ({size} of {expected} bytes)")
+        except requests.exceptions.RequestException as exc:
             raise RunError(f"download of {file.filename!r} failed: {exc}") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return Downloaded(target, digest.hexdigest(), size)
 
     def close(self) -> None:

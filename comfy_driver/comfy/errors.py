@@ -1,4 +1,7 @@
-"""Exceptions for what a ComfyUI server can answer, each rendering to one clear message."""
+"""Exceptions for what a ComfyUI server can answer, each rendering to one clear message.
+
+Their place in the exception tree is drawn in `comfy_driver.errors`.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ class ServerUnreachable(RunError):
 
 class NotComfyUI(UserError):
     """Something answers at the URL, but it is not a ComfyUI server."""
+
+
+class AccessRefused(UserError):
+    """The server (or a proxy in front of it) refused our credentials: 401 or 403."""
 
 
 class ServerProtocolError(RunError):
@@ -57,7 +64,8 @@ class PromptRejected(UserError):
         for line in format_node_errors(node_errors, graph):
             lines.append("  " + line)
         hint = None
-        if error.get("type") == "invalid_prompt" and "does not exist" in str(error.get("message")):
+        if error.get("type") == "missing_node_type" or (
+                error.get("type") == "invalid_prompt" and "does not exist" in str(error.get("message"))):
             hint = "install the custom node pack that provides this node on the server, or change the workflow"
         super().__init__("\n".join(lines), hint=hint)
 
@@ -90,9 +98,19 @@ class ExecutionFailed(RunError):
         who = describe_node(graph, self.node_id, self.node_type)
         kind = "ran out of memory" if self.is_oom else f"failed with {self.exception_type or 'an error'}"
         first = self.exception_message.splitlines()[0] if self.exception_message else ""
-        hint = ("lower the resolution or frame count, use a lighter backend, or free the GPU "
-                "(comfy-drive free)" if self.is_oom else None)
+        hint = ("lower the resolution or frame count, use a lighter backend, or free the GPU's memory"
+                if self.is_oom else None)
         super().__init__(f"{who} {kind}: {first}", hint=hint)
+
+
+class OutOfMemory(ExecutionFailed):
+    """The prompt failed because the GPU (or the host) ran out of memory."""
+
+
+def execution_error(data: dict[str, Any], graph: dict[str, Any] | None = None) -> ExecutionFailed:
+    """The error of a failed execution, as its most precise class (OutOfMemory or ExecutionFailed)."""
+    failed = ExecutionFailed(data, graph)
+    return OutOfMemory(data, graph) if failed.is_oom else failed
 
 
 def is_out_of_memory(exception_type: str, message: str) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_driver.comfy.client import ComfyClient
-from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, ServerUnreachable
+from comfy_driver.comfy.errors import Interrupted, PromptLost, ServerUnreachable, execution_error
 from comfy_driver.comfy.events import (Event, ExecutionCached, ExecutionError, ExecutionInterrupted,
                                         ExecutionStart, ExecutionSuccess, Executed, Executing, Progress,
                                         Reconnected)
@@ -229,7 +229,7 @@ class Follower:
         elif watch.failure_kind == "interrupted":
             self._done(watch, error=Interrupted(watch.failure or {}, watch.graph))
         else:
-            self._done(watch, error=ExecutionFailed(watch.failure or {"exception_message": "unknown error"},
+            self._done(watch, error=execution_error(watch.failure or {"exception_message": "unknown error"},
                                                     watch.graph))
 
     def recover(self, prompt_id: str | None = None) -> None:

@@ -15,10 +15,9 @@ import time
 
 import websocket
 
-from comfy_driver.comfy.address import ServerAddress
-from comfy_driver.comfy.errors import ServerUnreachable
+from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
+from comfy_driver.comfy.errors import AccessRefused, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
-from comfy_driver.errors import UserError
 
 
 class EventStream:
@@ -49,8 +48,8 @@ class EventStream:
             self._ws = self._connect()
         except websocket.WebSocketBadStatusException as exc:
             if exc.status_code in (401, 403):
-                raise UserError(f"{self.address.display} refused the websocket ({exc.status_code})",
-                                hint="set COMFY_DRIVE_TOKEN / COMFY_DRIVE_HEADERS or run comfy-drive login") from None
+                raise AccessRefused(f"{self.address.display} refused the websocket ({exc.status_code})",
+                                    hint=CREDENTIALS_HINT) from None
             raise ServerUnreachable(f"{self.address.display} refused the websocket ({exc.status_code})",
                                     hint="is this a ComfyUI server (and the path of a reverse proxy right)?") from None
         except (OSError, websocket.WebSocketException) as exc:

@@ -26,6 +26,12 @@ class Backend(BaseModel):
     takes_driving_video: bool = False
     fallback: str | None = None
 
+    def workflows(self) -> list[str]:
+        """Every workflow this backend may run, its variants and further windows included."""
+        names = [self.workflow, self.without_driving_video, self.with_reference_image, self.extend,
+                 self.extend_without_driving_video]
+        return list(dict.fromkeys(n for n in names if n))
+
 
 class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -60,6 +66,16 @@ class Backends(BaseModel):
             raise UserError(f"backend {text!r}: unknown stage {bad!r}"
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (stages: {', '.join(self.stages)})"))
         return base, stages
+
+    def owner_workflows(self, owner: str) -> list[str] | None:
+        """The workflows a 'owner.param' name may set: a declared backend's or a stage's; None for neither."""
+        if owner in self.stages:
+            return [self.stages[owner].workflow]
+        return self.backends[owner].workflows() if owner in self.backends else None
+
+    def all_workflows(self) -> list[str]:
+        names = [w for b in self.backends.values() for w in b.workflows()]
+        return list(dict.fromkeys(names + [s.workflow for s in self.stages.values()]))
 
     def takers_of_driving_video(self) -> list[str]:
         return sorted(n for n, b in self.backends.items() if b.takes_driving_video)

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import jinja2
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from comfy_driver.config.backends import Backends
 from comfy_driver.config.source import Located, load_yaml, validate
+from comfy_driver.config.templates import render
 from comfy_driver.errors import UserError
 
+MAX_FRAMES = 10000  # frames of one scene, however they are given (frames, or duration x fps)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -47,7 +48,7 @@ class SceneSettings(BaseModel):
     seed: Seed | None = None
     reference_image: str | None = None
     driving_video: str | None = None
-    frames: int | None = Field(default=None, ge=1, le=10000)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
     duration: float | None = Field(default=None, gt=0, le=600)
     width: int | None = Field(default=None, ge=16, le=8192)
     height: int | None = Field(default=None, ge=16, le=8192)
@@ -95,7 +96,7 @@ class OnOutOfMemory(BaseModel):
     backend: str | None = None
     width: int | None = Field(default=None, ge=16, le=8192)
     height: int | None = Field(default=None, ge=16, le=8192)
-    frames: int | None = Field(default=None, ge=1, le=10000)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
     params: dict[str, Any] = {}
 
 
@@ -178,17 +179,8 @@ def slugify(text: str) -> str:
     return slug[:64] or "series"
 
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-
-
 def _render(text: str, ctx: dict[str, Any], where: str, field_name: str) -> str:
-    try:
-        return _ENV.from_string(text).render(ctx)
-    except jinja2.UndefinedError as exc:
-        raise UserError(f"{where}: {field_name}: undefined template variable ({exc.message})",
-                        hint="known: series, episode, scene, character, characters, vars") from None
-    except jinja2.TemplateError as exc:
-        raise UserError(f"{where}: {field_name}: bad template ({exc})") from None
+    return render(text, ctx, where=where, field=field_name)
 
 
 def scene_seed(series: str, episode: str, scene: str) -> int:
@@ -207,7 +199,10 @@ def load_series(path: Path) -> LoadedSeries:
 
 def _expand(series: Series, located: Located) -> list[SceneSpec]:
     base = located.path.parent
-    chars = {c.name: c for c in series.characters}
+    series_ctx = {"series": {"title": series.title}, "vars": series.vars}
+    chars = {c.name: c.model_copy(update={"description": _render(
+        c.description, series_ctx, located.where(("characters", i, "description")), "description")})
+        for i, c in enumerate(series.characters)}
     out: list[SceneSpec] = []
     seen_eps: set[str] = set()
     for e_i, ep in enumerate(series.episodes):
@@ -215,6 +210,8 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
         if ep_id in seen_eps:
             raise UserError(f"{located.where(('episodes', e_i, 'id'))}: episode id {ep_id!r} is used twice")
         seen_eps.add(ep_id)
+        ep_title = _render(ep.title, {**series_ctx, "episode": {"id": ep_id, "index": e_i + 1}},
+                           located.where(("episodes", e_i, "title")), "title") if ep.title else ep_id
         seen: set[str] = set()
         for s_i, sc in enumerate(ep.scenes):
             loc = ("episodes", e_i, "scenes", s_i)
@@ -235,8 +232,8 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
                 value = getattr(sc, name) if name in sc.model_fields_set else getattr(series.defaults, name)
                 merged[name] = value
             merged["params"] = {**series.defaults.params, **sc.params}
-            ctx = {"series": {"title": series.title}, "vars": series.vars,
-                   "episode": {"id": ep_id, "title": ep.title or ep_id, "index": e_i + 1},
+            ctx = {**series_ctx,
+                   "episode": {"id": ep_id, "title": ep_title, "index": e_i + 1},
                    "scene": {"id": sc_id, "index": s_i + 1},
                    "character": character.model_dump() if character else None,
                    "characters": {n: c.model_dump() for n, c in chars.items()}}
@@ -264,11 +261,15 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
                     if fps is None:
                         raise UserError(f"{field_where('duration')}: duration needs fps to become a frame count")
                     frames = max(1, round(merged["duration"] * fps))
+                    if frames > MAX_FRAMES:
+                        raise UserError(f"{field_where('duration')}: duration {merged['duration']:g} s at {fps:g} fps "
+                                        f"is {frames} frames; a scene has at most {MAX_FRAMES}",
+                                        hint="shorten it, lower fps, or split it into several scenes")
             seed = merged["seed"]
             if seed is None or seed == "random":
                 seed = scene_seed(series.title, ep_id, sc_id)
             out.append(SceneSpec(
-                series=series.title, episode_id=ep_id, episode_title=ep.title or ep_id, scene_id=sc_id,
+                series=series.title, episode_id=ep_id, episode_title=ep_title, scene_id=sc_id,
                 index=s_i + 1, backend=merged["backend"] or series.backend, prompt=texts["prompt"],
                 negative_prompt=texts["negative_prompt"] or "", seed=int(seed), frames=frames,
                 width=merged["width"], height=merged["height"], fps=fps,

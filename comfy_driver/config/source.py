@@ -7,7 +7,9 @@ did-you-mean for unknown keys: a typo is an error, never silently ignored.
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,33 +45,106 @@ class Located:
         return f"{self.path}:{line}" if line else str(self.path)
 
 
-def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: Path) -> Any:
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+MAX_BYTES = 4 << 20  # a series file is a few KiB; megabytes mean a mistake or an attack
+MAX_DEPTH = 48
+MAX_VALUES = 200_000  # values built, aliases counted each time they are used (billion laughs stops here)
+_MAP_TAG, _SEQ_TAG, _MERGE_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge"
+
+
+class _Builder:
+    """Builds plain data from composed nodes within the limits above, recording each value's line.
+
+    Aliases are allowed (they are handy for shared settings) but each use counts in full, so an
+    alias bomb stops at MAX_VALUES instead of eating memory; an alias to a node that contains it
+    is refused. `<<` merge keys work as YAML 1.1 defines them; tags other than the standard ones
+    are refused, never constructed.
+    """
+
+    def __init__(self, path: Path, lines: dict[Loc, int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.count = 0
+        self.open: set[int] = set()  # nodes being built: meeting one again is a recursive alias
+
+    def fail(self, node: yaml.Node, message: str) -> UserError:
+        return UserError(f"{self.path}:{node.start_mark.line + 1}: {message}")
+
+    def build(self, node: yaml.Node, loc: Loc, depth: int = 0) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise self.fail(node, f"more than {MAX_VALUES} values: aliases expanding again and again (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"nested more than {MAX_DEPTH} levels deep")
+        if id(node) in self.open:
+            raise self.fail(node, "an alias refers to a value that contains it (a recursive alias)")
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, loc, depth)
+            if node.tag != _SEQ_TAG:
+                raise self.fail(node, f"unknown tag {node.tag!r}; tags are not supported here")
+            return [self.build(item, loc + (i,), depth + 1) for i, item in enumerate(node.value)]
+        finally:
+            self.open.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, loc: Loc, depth: int) -> dict[Any, Any]:
+        if node.tag != _MAP_TAG:
+            raise self.fail(node, f"unknown tag {node.tag!r}; tags are not supported here")
         out: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            if key_node.tag == _MERGE_TAG:
+                merged = {**self.merge(value_node, loc, depth), **merged}
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, "a key must be a plain name, not a list or a mapping")
+            key = self.scalar(key_node)
             if key in out:
-                raise UserError(f"{path}:{key_node.start_mark.line + 1}: key {key!r} appears twice")
-            out[key] = _build(value_node, loc + (key,), lines, path)
-            lines[loc + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, loc + (i,), lines, path) for i, item in enumerate(node.value)]
-    return _scalar(node)
+                raise self.fail(key_node, f"key {key!r} appears twice")
+            self.lines[loc + (key,)] = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, loc + (key,), depth + 1)
+        return {**merged, **out}
 
+    def merge(self, node: yaml.Node, loc: Loc, depth: int) -> dict[Any, Any]:
+        """The mapping(s) a `<<` key merges in; earlier ones win, as YAML defines."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        result: dict[Any, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                raise self.fail(source, "'<<' merges a mapping (or a list of mappings) into this one")
+            result.update(self.build(source, loc, depth + 1))
+        return result
 
-def _scalar(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            value = yaml.SafeLoader("").construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise self.fail(node, f"unknown tag {node.tag!r}; tags are not supported here") from None
+        except ValueError as exc:  # a malformed !!binary, !!timestamp ...
+            raise self.fail(node, f"cannot read this value ({exc})") from None
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            return str(node.value)  # a date is kept as the text it was written as
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(node, f"{node.value!r} is not a finite number")
+        if isinstance(value, str) and "\x00" in value:
+            raise self.fail(node, "a NUL character is not allowed in text")
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            raise self.fail(node, f"values tagged {node.tag.rsplit(':', 1)[-1]!r} are not supported here")
+        return value
 
 
 def load_yaml(path: Path, *, what: str = "file") -> Located:
-    """Parse a YAML file; syntax errors become UserError with the line."""
+    """Parse a YAML file within size, depth and alias limits; every error is a UserError with the line."""
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a {what}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"{path}: cannot read {what} ({exc})") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -78,8 +153,10 @@ def load_yaml(path: Path, *, what: str = "file") -> Located:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{line}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a {what}") from None
     lines: dict[Loc, int] = {}
-    data = _build(root, (), lines, path) if root is not None else None
+    data = _Builder(path, lines).build(root, ()) if root is not None else None
     return Located(path, data, lines)
 
 

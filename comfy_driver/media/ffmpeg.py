@@ -1,8 +1,7 @@
-"""Video files through the ffmpeg binary that imageio-ffmpeg ships: encode, probe, concatenate.
+"""Video files through the ffmpeg binary that imageio-ffmpeg ships: run it, probe, encode frames.
 
-ffmpeg is driven directly: clips of one episode come from the same workflow, so they are joined with
-the concat demuxer without re-encoding when their streams match, and re-encoded to a common format
-only when they do not.
+ffmpeg is driven directly (no moviepy): every operation is one ffmpeg process over files or pipes,
+so memory does not grow with a video's length. Joining clips is `media.stitch`.
 """
 
 from __future__ import annotations
@@ -10,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from comfy_driver import confined
 from comfy_driver.errors import RunError, UserError
 
 
@@ -29,7 +28,7 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _run(args: list[str], *, stdin: bytes | None = None, what: str) -> subprocess.CompletedProcess[bytes]:
+def run_ffmpeg(args: list[str], *, stdin: bytes | None = None, what: str) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], input=stdin,
                           capture_output=True, check=False)
     if proc.returncode != 0:
@@ -49,9 +48,12 @@ class VideoInfo:
     duration: float
     codec: str
     metadata: dict[str, str]
+    pix_fmt: str = ""
+    video_streams: int = 1
 
 
 _STREAM = re.compile(r"Stream #\S+.*?Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_PIX_FMT = re.compile(r"Video: [^,]*(?:\([^)]*\))*, (\w+)")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
 _FRAME = re.compile(r"frame=\s*(\d+)")
 _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
@@ -75,6 +77,8 @@ def probe(path: Path) -> VideoInfo:
     if times:
         h, m, s = times[-1]
         duration = int(h) * 3600 + int(m) * 60 + float(s)
+    inputs = err.split("\nOutput #", 1)[0]
+    pix_fmt = _PIX_FMT.search(err[stream.start():])
     metadata: dict[str, str] = {}
     header = err[:stream.start()]
     if "Metadata:" in header:
@@ -83,7 +87,9 @@ def probe(path: Path) -> VideoInfo:
                 metadata[m.group(1)] = m.group(2)
     return VideoInfo(width=int(stream.group(2)), height=int(stream.group(3)),
                      fps=float(fps_match.group(1)) if fps_match else 0.0, frames=frames[-1] if frames else 0,
-                     duration=duration, codec=stream.group(1), metadata=metadata)
+                     duration=duration, codec=stream.group(1), metadata=metadata,
+                     pix_fmt=pix_fmt.group(1) if pix_fmt else "",
+                     video_streams=len(re.findall(r"Stream #\S+.*?: Video: ", inputs)))
 
 
 def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out: Path, *,
@@ -95,48 +101,9 @@ def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out
     for key, value in (metadata or {}).items():
         meta_args += ["-metadata", f"{key}={value}"]
     data = b"".join(frames)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
-    _run(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-          "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-          "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data, what=f"encoding {out.name}")
-    os.replace(tmp, out)
-    return out
-
-
-def concat(clips: list[Path], out: Path) -> Path:
-    """Join clips into one MP4: stream copy when all match in codec, size and fps, else re-encode."""
-    if not clips:
-        raise RunError("no clips to join")
-    infos = [probe(c) for c in clips]
-    first = infos[0]
-    same = all((i.codec, i.width, i.height, i.fps) == (first.codec, first.width, first.height, first.fps)
-               for i in infos)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.mp4")
-    if same:
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, dir=out.parent) as listing:
-            for clip in clips:
-                escaped = str(clip.resolve()).replace("'", "'\\''")
-                listing.write(f"file '{escaped}'\n")
-        try:
-            _run(["-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", listing.name, "-c", "copy",
-                  "-movflags", "+faststart", str(tmp)], what=f"joining clips into {out.name}")
-        finally:
-            os.unlink(listing.name)
-    else:
-        w, h = first.width, first.height
-        fps = max(i.fps for i in infos) or 24
-        inputs: list[str] = []
-        chains = []
-        for n, clip in enumerate(clips):
-            inputs += ["-i", str(clip)]
-            chains.append(f"[{n}:v]scale={w}:{h}:force_original_aspect_ratio=decrease,"
-                          f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,fps={fps:g},format=yuv420p,setsar=1[v{n}]")
-        graph = ";".join(chains) + ";" + "".join(f"[v{n}]" for n in range(len(clips))) + \
-            f"concat=n={len(clips)}:v=1:a=0[out]"
-        _run(["-y", "-loglevel", "error", *inputs, "-filter_complex", graph, "-map", "[out]", "-c:v", "libx264",
-              "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp)],
-             what=f"re-encoding clips into {out.name}")
-    os.replace(tmp, out)
+    with confined.tool_output(out.parent, out.name) as tmp:
+        run_ffmpeg(["-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                    "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data,
+                   what=f"encoding {out.name}")
     return out

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from comfy_driver.errors import UserError
 from comfy_driver.models import hub
-from comfy_driver.models.lock import FOLDERS, ModelEntry, append_entry, read_lock, write_pins
+from comfy_driver.models.lock import FOLDERS, ModelEntry, append_entry, read_lock, relative_name, write_pins
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,17 @@ def add_to_lock(lock_path: Path, ref: HubRef, *, folder: str | None, name: str |
                         hint=f"pass --folder (one of: {', '.join(FOLDERS)})")
     if folder not in FOLDERS:
         raise UserError(f"unknown ComfyUI models folder {folder!r}", hint=f"one of: {', '.join(FOLDERS)}")
+    file_name = name or ref.path.rsplit("/", 1)[-1]
+    try:
+        relative_name(file_name)
+        relative_name(ref.path, "path in the repo")
+    except ValueError as exc:
+        raise UserError(f"{ref.repo}/{ref.path}: {exc}",
+                        hint="a model name is a file name (or sub/folder/name) inside its ComfyUI folder") from None
     info = hub.file_info(ref.repo, ref.path, ref.revision)
     if info.sha256 is None:
         raise UserError(f"{ref.repo}/{ref.path}: the Hub gives no sha256 for it (not an LFS file)")
     lockfile = read_lock(lock_path)
-    file_name = name or ref.path.rsplit("/", 1)[-1]
     for index, entry in enumerate(lockfile.lock.models):
         if entry.name == file_name and entry.folder == folder:
             fields: dict[str, object] = {k: v for k, v in (("repo", ref.repo), ("path", ref.path),

@@ -1,6 +1,8 @@
-"""The node catalogue comfy-drive ships, with model choices taken from models.lock.
+"""The node catalogues comfy-drive ships, with model choices taken from models.lock.
 
-It lets dry runs and the simulator validate graphs, model file names included, without a server.
+They let dry runs and the simulator validate graphs, model file names included, without a server:
+one per ComfyUI release the simulator can play (`SIM_RELEASES`), trimmed to the nodes of the shipped
+workflows (scripts/make_catalog.py).
 """
 
 from __future__ import annotations
@@ -10,15 +12,34 @@ from functools import lru_cache
 from importlib import resources
 
 from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.versions import Version
+from comfy_driver.errors import UserError
 from comfy_driver.models.folders import fill_model_inputs
 from comfy_driver.models.lock import ModelsLock
 
+# Release -> its bundled catalogue file. The first is the default of the simulator and dry runs.
+SIM_RELEASES: dict[str, str] = {"0.3.64": "catalog.json", "0.33.0": "catalog-0.33.0.json"}
+DEFAULT_RELEASE = "0.3.64"
 
-@lru_cache(maxsize=1)
-def _bundled() -> dict:
-    return json.loads(resources.files("comfy_driver.data").joinpath("catalog.json").read_text(encoding="utf-8"))
+
+@lru_cache(maxsize=4)
+def _bundled(release: str) -> dict:
+    name = SIM_RELEASES[release]
+    return json.loads(resources.files("comfy_driver.data").joinpath(name).read_text(encoding="utf-8"))
 
 
-def bundled_catalog(lock: ModelsLock | None = None) -> Catalog:
+def sim_release(text: str) -> str:
+    """The bundled release a --comfyui value names ('0.33', 'v0.33.0' -> '0.33.0')."""
+    wanted = Version.parse(text)
+    for release in SIM_RELEASES:
+        got = Version.parse(release)
+        if wanted is not None and got is not None and (wanted == got or (
+                wanted[:2] == got[:2] and text.count(".") == 1)):
+            return release
+    raise UserError(f"--comfyui {text}: the simulator plays ComfyUI {' and '.join(SIM_RELEASES)}",
+                    hint=f"use one of: {', '.join(SIM_RELEASES)}")
+
+
+def bundled_catalog(lock: ModelsLock | None = None, release: str = DEFAULT_RELEASE) -> Catalog:
     files = lock.by_folder() if lock is not None else {}
-    return Catalog(fill_model_inputs(_bundled(), files))
+    return Catalog(fill_model_inputs(_bundled(release), files), version=Version.parse(release))

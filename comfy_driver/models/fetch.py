@@ -1,8 +1,9 @@
 """`comfy-drive fetch`: exactly the pinned model files, into the ComfyUI folders, verified, resumable.
 
-Plan: every wanted entry is present (and verified), or to download. Entries not pinned yet get
-their revision, size and sha256 from the Hub and are written back into models.lock, and are checked
-against those from then on. Downloads go to `<models>/.comfy-drive/partial/` (ComfyUI never looks
+Plan: every wanted entry is present (and verified), or to download. An entry without a sha256 is
+refused until the user pins it (`lock pin` reads revision, size and sha256 from the Hub, shows them
+and writes them into models.lock; `fetch --pin` does the same on the way); a pinned entry's missing
+revision or size is read from the Hub and checked against its sha256. Downloads go to `<models>/.comfy-drive/partial/` (ComfyUI never looks
 there), are hashed while they stream, and are moved into place only when the sha256 matches; a file
 that does not match is moved to `.comfy-drive/quarantine/` and reported.
 """
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import TextIO
 
 from comfy_driver.comfy.client import file_sha256
-from comfy_driver.errors import DriveError, RunError, UserError
+from comfy_driver.errors import DriveError, ModelVerificationFailed, RunError, UserError
 from comfy_driver.models import hub
 from comfy_driver.models.lock import LockFile, ModelEntry, write_pins
-from comfy_driver.models.tree import ModelsTree
+from comfy_driver.models.tree import ModelsTree, flat_name, inside
 from comfy_driver.pipeline.progress import fmt_seconds
 
 DISK_MARGIN = 256 << 20  # keep this much free beyond the downloads
@@ -158,8 +159,20 @@ def find_present(entry: ModelEntry, tree: ModelsTree, stamps: Stamps | None) -> 
     return None
 
 
+class UnpinnedError(UserError):
+    """Entries with no sha256 yet: nothing is downloaded until the user has pinned them."""
+
+    def __init__(self, lockfile: LockFile, items: list[Item]) -> None:
+        names = ", ".join(f"{i.entry.folder}/{i.entry.name} ({lockfile.path}:{lockfile.line(i.index)})" for i in items)
+        super().__init__(f"not pinned yet (no sha256 in models.lock): {names}",
+                         hint="read the pins from the Hub and look at them first (`lock pin`), or fetch with --pin")
+
+
 def pin(lockfile: LockFile, items: list[Item]) -> list[str]:
-    """Read revision, size and sha256 of unpinned entries from the Hub and write them into models.lock."""
+    """Read revision, size and sha256 of unpinned entries from the Hub and write them into models.lock.
+
+    A value models.lock already has is compared with the Hub's, never overwritten: a pinned sha256 that
+    the Hub no longer serves is an error before anything is downloaded."""
     pins: dict[int, dict[str, object]] = {}
     names = []
     for item in items:
@@ -176,8 +189,8 @@ def pin(lockfile: LockFile, items: list[Item]) -> list[str]:
             if current is None:
                 fields[name] = value
             elif current != value:
-                raise UserError(f"{where}{e.name}: models.lock says {name} {current}, the Hub says {value} "
-                                f"for revision {e.revision or 'main'}", hint="fix or remove that value")
+                raise ModelVerificationFailed(f"{where}{e.name}: models.lock says {name} {current}, "
+                                              f"the Hub says {value} for revision {e.revision or 'main'}", hint="fix or remove that value")
         item.entry = e.model_copy(update=fields)
         pins[item.index] = fields
         names.append(e.name)
@@ -187,14 +200,19 @@ def pin(lockfile: LockFile, items: list[Item]) -> list[str]:
 
 
 def fetch(lockfile: LockFile, entries: list[ModelEntry], tree: ModelsTree, *, jobs: int = 3,
-          dry_run: bool = False, disk_free: Callable[[Path], int] | None = None,
+          dry_run: bool = False, allow_unpinned: bool = False, disk_free: Callable[[Path], int] | None = None,
           out: TextIO | None = None) -> FetchReport:
+    """Download what is missing. An entry without a sha256 is refused unless `allow_unpinned`: the
+    user pins it first (`pin_entries`), seeing what they are about to trust."""
     out = out or sys.stderr
     tree.root.mkdir(parents=True, exist_ok=True) if not dry_run else None
     stamps = Stamps(tree)
     items = plan(lockfile, entries, tree, stamps)
     report = FetchReport(items)
     wanted = [i for i in items if i.status == "missing"]
+    unpinned = [i for i in wanted if i.entry.sha256 is None]
+    if unpinned and not allow_unpinned and not dry_run:
+        raise UnpinnedError(lockfile, unpinned)
     if not wanted or dry_run:
         return report
     if hub.offline():
@@ -222,7 +240,7 @@ def fetch(lockfile: LockFile, entries: list[ModelEntry], tree: ModelsTree, *, jo
 
 
 def _partial_path(partial_dir: Path, entry: ModelEntry) -> Path:
-    return partial_dir / entry.folder / f"{entry.name}.{(entry.sha256 or 'unpinned')[:16]}.part"
+    return inside(partial_dir / entry.folder, f"{flat_name(entry.name)}.{(entry.sha256 or 'unpinned')[:16]}.part")
 
 
 def _partial_size(partial_dir: Path, entry: ModelEntry) -> int:
@@ -249,15 +267,18 @@ def _download_one(item: Item, tree: ModelsTree, stamps: Stamps, progress: Progre
         return received
     item.downloaded = received
     if got != e.sha256:
-        quarantine = tree.state / "quarantine" / f"{e.name}.{got[:16]}"
+        quarantine = inside(tree.state / "quarantine", f"{flat_name(e.name)}.{got[:16]}")
         quarantine.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, quarantine)
         item.status = "mismatch"
         item.message = (f"{e.name}: sha256 {got} does not match models.lock ({e.sha256}); the file was moved to "
                         f"{quarantine} and is not where ComfyUI loads from")
         return item.downloaded
-    item.target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, item.target)
+    target = tree.target(e)  # the name is checked again right before the file is written
+    if target != item.target:
+        raise UserError(f"{e.name}: its target changed during the download ({item.target} -> {target})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, target)
     stamps.record(item.target, got)
     item.status, item.present = "downloaded", item.target
     progress.file_done()

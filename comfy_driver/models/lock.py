@@ -18,7 +18,9 @@ FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_enco
 
 
 class ModelEntry(BaseModel):
-    """One file. revision/size/sha256 may be null until `comfy-drive fetch` pins them from the Hub."""
+    """One file. The sha256 is what is trusted; an entry without one is pinned from the Hub's metadata
+    (`lock pin`, shown to the user) before it is downloaded. revision and size, when null, are read
+    from the Hub at the first download and written back."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,6 +34,16 @@ class ModelEntry(BaseModel):
     license: str = ""
     backends: list[str] = []
     allow_pickle: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return relative_name(v)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return relative_name(v, "path")
 
     @field_validator("repo")
     @classmethod
@@ -73,6 +85,31 @@ class ModelEntry(BaseModel):
 
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def relative_name(value: str, what: str = "name") -> str:
+    """A file name under a folder, as ComfyUI lists it: relative, '/'-separated, no '.' or '..' parts.
+
+    Model names come from files people share (models.lock, downloaded workflows), so a name is never
+    trusted to stay in its folder: absolute paths, drive letters, backslashes, parent references,
+    control characters and empty parts are refused, and what is accepted is the normalised form.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} {value!r} has control characters")
+    if "\\" in value:
+        raise ValueError(f"{what} {value!r} uses '\\': write sub-folders with '/'")
+    if value.startswith("/") or _DRIVE.match(value):
+        raise ValueError(f"{what} {value!r} is an absolute path: give it relative to its ComfyUI folder")
+    parts = value.split("/")
+    if any(p in ("", ".", "..") or p != p.strip() for p in parts):
+        raise ValueError(f"{what} {value!r} must be a plain relative path (no '..', '.', empty or padded parts)")
+    if len(value) > 255 * 4 or any(len(p.encode()) > 255 for p in parts):
+        raise ValueError(f"{what} {value!r} is too long")
+    return value
 
 
 class ModelsLock(BaseModel):

@@ -6,13 +6,14 @@ search; a file already present in one of them is not downloaded again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from comfy_driver.errors import UserError
-from comfy_driver.models.lock import ModelEntry
+from comfy_driver.models.lock import ModelEntry, relative_name
 
 # ComfyUI's legacy folder names that point at the same place as the current ones.
 ALIASES = {"diffusion_models": ("unet",), "text_encoders": ("clip",), "unet": ("diffusion_models",),
@@ -46,7 +47,8 @@ class ModelsTree:
         return self.root / STATE_DIR
 
     def target(self, entry: ModelEntry) -> Path:
-        return self.root / entry.folder / entry.name
+        """Where the file goes, checked to stay inside its folder (called again right before writing)."""
+        return inside(self.root / entry.folder, entry.name)
 
     def candidates(self, entry: ModelEntry) -> list[Path]:
         """Every place ComfyUI would find this file, the download target first."""
@@ -56,6 +58,24 @@ class ModelsTree:
                 places.append(self.root / folder / entry.name)
             places += [d / entry.name for d in self.extra.get(folder, [])]
         return places
+
+
+def inside(folder: Path, name: str) -> Path:
+    """folder/name, refusing a name that would leave the folder (however the name is written)."""
+    try:
+        relative_name(name)
+    except ValueError as exc:
+        raise UserError(f"refusing to write model file {name!r}: {exc}") from None
+    target = folder / name
+    base = os.path.normpath(folder)
+    if os.path.commonpath([base, os.path.normpath(target)]) != base:
+        raise UserError(f"refusing to write model file {name!r}: it is not inside {folder}")
+    return target
+
+
+def flat_name(name: str) -> str:
+    """One file name for a model name with sub-folders (for partial and quarantined files)."""
+    return name.replace("/", "--")
 
 
 def read_extra_paths(path: Path) -> dict[str, list[Path]]:

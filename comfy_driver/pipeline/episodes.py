@@ -1,13 +1,18 @@
-"""Joining an episode's scene clips into one MP4, once per set of clips (a task of the supervisor)."""
+"""Joining an episode's scene clips into one MP4, once per set of clips (a task of the supervisor).
+
+Clips that match are stream-copied; a clip of another size or fps (a fallback backend's, a
+per-scene backend's) is converted to the episode's format, and the report names it.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
-from comfy_driver.media.ffmpeg import concat
+from comfy_driver.media import stitch as media
 from comfy_driver.pipeline.plan import EpisodePlan
 
 
@@ -16,19 +21,28 @@ class Stitched:
     episode: EpisodePlan
     sha256: str
     clips_hash: str
-    joined: bool  # False: the file on disk already was these clips joined
+    format: str
+    converted: list[str] = field(default_factory=list)  # scenes whose clip was scaled or resampled
+    how: str | None = None  # None: the file on disk already was these clips joined
 
 
-def clips_hash(digests: list[str]) -> str:
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
-
-
-def stitch(episode: EpisodePlan, clips: list[Path], digests: list[str], known: tuple[str | None, str | None]) -> Stitched:
+def stitch(root: Path, episode: EpisodePlan, clips: list[Path], digests: list[str], fps: float | None,
+           known: tuple[str | None, str | None]) -> Stitched:
     """Join the clips unless the episode file on disk is exactly the join recorded for these clips."""
-    wanted = clips_hash(digests)
+    planned = media.plan(clips, fps)
+    fmt, converted = planned.format, [str(episode.scenes[n]) for n in planned.converted]
+    wanted = hashlib.sha256("\n".join([*digests, str(fmt)]).encode()).hexdigest()
+    target = confined.folder(root, episode.file.parent.relative_to(root).as_posix()) / episode.file.name
     known_sha, known_clips = known
-    target = episode.file
-    if known_clips == wanted and target.is_file() and file_sha256(target) == known_sha:
-        return Stitched(episode, known_sha, wanted, False)
-    concat(clips, target)
-    return Stitched(episode, file_sha256(target), wanted, True)
+    if known_sha and known_clips == wanted and target.is_file() and file_sha256(target) == known_sha:
+        return Stitched(episode, known_sha, wanted, str(fmt), converted)
+    done = media.stitch(planned, target)
+    how = "joined without re-encoding" if done.mode == "copy" else f"encoded to {fmt}"
+    return Stitched(episode, file_sha256(target), wanted, str(fmt), converted,
+                    how + (f"; converted {', '.join(converted)}" if converted else ""))
+
+
+def episode_fps(fps: set[float | None]) -> float | None:
+    """The fps the scenes declare, if they agree; otherwise the largest clip's decides."""
+    return fps.pop() if len(fps) == 1 else None
+

@@ -10,12 +10,12 @@ the step as finished from the disk alone.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import confined
 from comfy_driver.comfy.client import ComfyClient, file_sha256
 from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.follow import Follower, PromptResult, Watch
@@ -46,7 +46,8 @@ def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | No
     return (own or videos or [None])[0]
 
 
-def finish(client: ComfyClient, follower: Follower, attempt: Attempt, watch: Watch, retries: int) -> Outcome:
+def finish(client: ComfyClient, follower: Follower, attempt: Attempt, watch: Watch, retries: int,
+           root: Path) -> Outcome:
     """Resolve an ended prompt and download what it made. Runs on a pool thread; owns `watch` now."""
     outcome = Outcome(attempt, watch)
     try:
@@ -63,15 +64,16 @@ def finish(client: ComfyClient, follower: Follower, attempt: Attempt, watch: Wat
     assert watch.result is not None
     outcome.result = watch.result
     try:
-        outcome.outputs, outcome.clip = download(client, attempt, watch.result.files, retries=retries)
+        outcome.outputs, outcome.clip = download(client, attempt, watch.result.files, retries=retries, root=root)
     except DriveError as exc:
         outcome.download_error = exc
     outcome.finished_at = time.time()
     return outcome
 
 
-def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *,
-             retries: int) -> tuple[list[dict[str, Any]], str | None]:
+def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *, retries: int,
+             root: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """Every file into the step's folder, never following a link out of the series folder `root`."""
     folder = attempt.step.folder
     clip = pick_clip(files, attempt.rendered.template.clip_node)
     outputs: list[dict[str, Any]] = []
@@ -81,7 +83,7 @@ def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *,
         name = f"clip{Path(f.filename).suffix.lower()}" if f is clip else None
         where = (f.subfolder, f.filename) if f is not clip else ("", "")
         if where not in got_by_name:  # two nodes naming one server file: one download
-            got = _download_one(client, f, folder, name, retries)
+            got = _download_one(client, f, folder, name, retries, root)
             got_by_name[where] = (got.path, got.sha256, got.size)
         path, sha, size = got_by_name[where]
         outputs.append({"file": path.relative_to(folder).as_posix(), "sha256": sha, "size": size,
@@ -92,10 +94,11 @@ def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *,
     return outputs, clip_name
 
 
-def _download_one(client: ComfyClient, f: OutputFile, folder: Path, name: str | None, retries: int) -> Any:
+def _download_one(client: ComfyClient, f: OutputFile, folder: Path, name: str | None, retries: int,
+                  root: Path) -> Any:
     for attempt in range(retries):
         try:
-            return client.download(f, folder, name=name)
+            return client.download(f, folder, name=name, within=root)
         except (RunError, ServerUnreachable):
             if attempt + 1 == retries:
                 raise
@@ -104,10 +107,7 @@ def _download_one(client: ComfyClient, f: OutputFile, folder: Path, name: str | 
 
 
 def write_manifest(folder: Path, identity: str, clip: str | None, outputs: list[dict[str, Any]]) -> None:
-    path = folder / MANIFEST
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"identity": identity, "clip": clip, "outputs": outputs}, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    confined.write_text(folder, MANIFEST, json.dumps({"identity": identity, "clip": clip, "outputs": outputs}, indent=1))
 
 
 def read_manifest(folder: Path, identity: str) -> tuple[str | None, list[dict[str, Any]]] | None:

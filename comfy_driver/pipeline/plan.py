@@ -29,7 +29,7 @@ from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import BACKENDS, MODELS_LOCK
-from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step
+from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step, scope_params
 
 _NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
 
@@ -147,6 +147,7 @@ class Route:
     steps: list[PlannedStep]
     fallback_on: tuple[str, ...] = ()  # error kinds that send the scene on to the next route
     note: str | None = None  # what was adapted for this route (frames a fallback can take)
+    skipped: tuple[str, ...] = ()  # what of the scene this backend does not use (parameters, inputs)
 
     @property
     def identity(self) -> str:
@@ -206,7 +207,8 @@ class Plan:
         """What the state database records of the plan: every scene, route and step with its identity."""
         return {"series": self.series, "scenes": [
             {"key": str(s.key), "routes": [
-                {"backend": r.backend, "fallback_on": list(r.fallback_on), "note": r.note, "steps": [
+                {"backend": r.backend, "fallback_on": list(r.fallback_on), "note": r.note,
+                 "skipped": list(r.skipped), "steps": [
                     {"label": p.label, "workflow": p.step.workflow, "identity": p.identity,
                      "prompt": p.first.prompt_text, "nodes": len(p.first.graph), "uploads": len(p.first.uploads),
                      "graph_hash": p.first.graph_hash, "folder": self.layout.relative(p.folder)
@@ -230,6 +232,10 @@ class _Planner:
 
     def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
         steps = plan_steps(spec, self.backends, backend)
+        for step in steps:  # every problem of every step now, before anything runs
+            self.templates.get(step.workflow)
+        params, skipped = scope_params(spec, steps, self.backends.parse(backend)[0], self.backends, self.templates)
+        steps = [replace(step, params=p) for step, p in zip(steps, params)]
         key = SceneKey(spec.episode_id, spec.scene_id)
         planned: list[PlannedStep] = []
         identity = ""
@@ -241,7 +247,7 @@ class _Planner:
             planned.append(PlannedStep(step_key, step, rendered, identity,
                                        self.layout.step_dir(step_key, step.label, last), last, len(steps), spec,
                                        self.templates))
-        return Route(backend, planned)
+        return Route(backend, planned, skipped=tuple(skipped))
 
     def fallback(self, scene: ScenePlan, spec: SceneSpec, base: str, stages: list[str]) -> Route | None:
         """The route of a fallback backend; its own limits apply (frames it can take, no driving video).
@@ -268,8 +274,14 @@ class _Planner:
 
     def scene(self, spec: SceneSpec, index: int, backend: str | None) -> ScenePlan:
         chosen = backend or spec.backend
-        scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), spec, index, [self.route(spec, chosen, 0)])
         base, stages = self.backends.parse(chosen)
+        dropped: tuple[str, ...] = ()
+        if backend and spec.driving_video is not None and base in self.backends.backends \
+                and not self.backends.backend(base).takes_driving_video:  # the series was written for another
+            spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)
+        first = self.route(spec, chosen, 0)
+        first.skipped = dropped + first.skipped
+        scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), spec, index, [first])
         on_oom = self.loaded.series.on_oom
         tried = [base]
         following: str | None = self.backends.backend(base).fallback

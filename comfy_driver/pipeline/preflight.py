@@ -27,7 +27,8 @@ def preflight(plan: Plan, catalog: Catalog, *, server: str = "") -> None:
                              "and restart ComfyUI; comfy-drive doctor --server URL lists what each backend needs")
     for step in steps:
         uploads = set(step.first.uploads)
-        result = catalog.validate(step.first.graph, file_exists=lambda kind, name: name in uploads or name in inputs)
+        result = catalog.validate(step.first.graph, file_exists=lambda kind, name: name in uploads or name in inputs,
+                                  stricter=True)
         if not result.ok or result.node_errors:
             error = result.error or {}
             head = f"{step.spec.where}: {step.name} (workflow {step.first.template.name!r}) would be rejected" + \
@@ -44,6 +45,6 @@ def _preflight_hint(problems: list[str]) -> str | None:
     text = "\n".join(problems)
     if "Value not in list" in text and (".safetensors" in text or ".ckpt" in text):
         return "a model file is missing on the server: run comfy-drive fetch there, or fix the name in models.lock"
-    if "does not exist" in text:
+    if "does not exist" in text or "not found. The custom node" in text:
         return "install the missing custom node pack on the server"
     return None

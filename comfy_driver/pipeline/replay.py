@@ -14,7 +14,7 @@ from comfy_driver.comfy.client import ComfyClient, Downloaded
 from comfy_driver.comfy.errors import PromptRejected
 from comfy_driver.comfy.follow import Follower
 from comfy_driver.comfy.stream import EventStream
-from comfy_driver.errors import UserError
+from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.workflow.convert import ui_to_api
 from comfy_driver.workflow.files import detect_format, load_json
@@ -41,14 +41,14 @@ def load_replayable(path: Path, catalog: Catalog) -> Replayable:
             return Replayable(data, None)
         if kind == "ui":
             return Replayable(ui_to_api(data, catalog), data)
-        raise UserError(f"{path}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
+        raise BadInputFile(f"{path}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
     embedded = read_embedded(path)
     prompt, workflow = embedded["prompt"], embedded["workflow"]
     if detect_format(prompt) == "api":
         return Replayable(prompt, workflow if detect_format(workflow) == "ui" else None)
     if detect_format(workflow) == "ui":
         return Replayable(ui_to_api(workflow, catalog), workflow)
-    raise UserError(f"{path}: carries no ComfyUI workflow", hint="was it saved by ComfyUI with metadata on?")
+    raise BadInputFile(f"{path}: carries no ComfyUI workflow", hint="was it saved by ComfyUI with metadata on?")
 
 
 def parse_set(text: str) -> tuple[str, str, Any]:
@@ -72,7 +72,11 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
         titles.setdefault(str((node.get("_meta") or {}).get("title") or ""), []).append(node_id)
     errors = []
     for text in sets:
-        title, name, value = parse_set(text)
+        try:
+            title, name, value = parse_set(text)
+        except UserError as exc:
+            errors.append(exc.message)
+            continue
         ids = titles.get(title) or ([title] if title in graph else [])
         if not ids:
             guess = difflib.get_close_matches(title, [t for t in titles if t], n=1)
@@ -99,7 +103,7 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
 def replay(client: ComfyClient, item: Replayable, dest: Path, catalog: Catalog, *,
            progress: Progress | None = None) -> list[Downloaded]:
     """Validate, submit, follow and download one graph's outputs into dest."""
-    result = catalog.validate(item.graph)
+    result = catalog.validate(item.graph, stricter=True)
     if not result.ok:
         raise PromptRejected(result.error or {}, result.node_errors, item.graph, where="replay: ")
     workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
+from comfy_driver import confined
 from comfy_driver.pipeline.progress import fmt_seconds
 
 
@@ -62,6 +62,8 @@ class EpisodeRecord(BaseModel):
     path: str | None = None
     sha256: str | None = None
     scenes: list[str]
+    format: str | None = None  # the joined file's size and fps
+    converted: list[str] = []  # scenes whose clip was scaled or resampled to that format
 
 
 class RunReport(BaseModel):
@@ -84,11 +86,7 @@ class RunReport(BaseModel):
             all(e.status == "done" for e in self.episodes)
 
     def write(self, folder: Path) -> Path:
-        path = folder / "report.json"
-        tmp = path.with_name(".report.json.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return confined.write_text(folder, "report.json", self.model_dump_json(indent=2) + "\n")
 
     def summary(self) -> str:
         done = sum(s.status == "done" for s in self.scenes)
@@ -107,7 +105,8 @@ class RunReport(BaseModel):
                 line += f"\n      {s.error.splitlines()[0]}"
             lines.append(line)
         for e in self.episodes:
-            lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else ""))
+            lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else "")
+                         + (f"  (converted to {e.format}: {', '.join(e.converted)})" if e.converted else ""))
         return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import EpisodePlan, Plan, SceneKey
 from comfy_driver.pipeline.report import EpisodeRecord, OutputRecord, SceneRecord, StepRecord
 from comfy_driver.pipeline.state import DONE, StateStore
@@ -48,11 +49,14 @@ def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
         notes=[n for n in (*scene.notes, route.note) if n])
 
 
-def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: dict[SceneKey, SceneRun]) -> EpisodeRecord:
+def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: dict[SceneKey, SceneRun],
+                   stitched: Stitched | None) -> EpisodeRecord:
     keys = [str(k) for k in episode.scenes]
     statuses = [runs[k].status for k in episode.scenes]
     path, sha, _ = state.episode(episode.id)
     if all(s in ("done", "skipped") for s in statuses) and path and episode.file.is_file():
-        return EpisodeRecord(id=episode.id, title=episode.title, status="done", path=path, sha256=sha, scenes=keys)
+        return EpisodeRecord(id=episode.id, title=episode.title, status="done", path=path, sha256=sha, scenes=keys,
+                             format=stitched.format if stitched else None,
+                             converted=stitched.converted if stitched else [])
     status = "failed" if all(s == "failed" for s in statuses) else "incomplete"
     return EpisodeRecord(id=episode.id, title=episode.title, status=status, scenes=keys)

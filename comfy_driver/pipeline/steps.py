@@ -9,9 +9,10 @@ step's clip is rendered with a placeholder name until that clip exists.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,16 @@ class Step:
     values: dict[str, Any]
     takes_clip: bool
     stage: str | None = None  # the stage name, for 'stage.param' values
+    params: dict[str, Any] = field(default_factory=dict)  # the scene's parameters this step takes
 
 
 def scene_values(spec: SceneSpec, template: Template, *, strict: bool,
-                 stage: str | None = None) -> tuple[dict[str, Any], list[str]]:
+                 params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The template parameter values of a scene, and the problems found (all of them).
 
     Strict (a backend's own workflow): a scene field the workflow cannot use is an error. A stage
-    takes only the scene fields it declares, and the scene's 'stage.param' values.
+    takes only the scene fields it declares. `params` are the scene's parameters for this step
+    (see `scope_params`).
     """
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -92,13 +95,60 @@ def scene_values(spec: SceneSpec, template: Template, *, strict: bool,
                 problems.append(f"workflow {template.name!r} has no {name!r} parameter")
             continue
         values[name] = value
+    values.update(params)
+    return values, problems
+
+
+def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backends,
+                 templates: TemplateCache) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each step's share of the scene's parameters, and those no step of this pipeline takes.
+
+    'name' and 'BACKEND.name' go to the backend's steps that take the name, 'STAGE.name' to that
+    stage. A name for a backend or stage outside this pipeline, or one only another variant of the
+    backend takes, is skipped (and listed); a name no workflow in backends.yaml takes stays for the
+    first step, whose template reports it as unknown with a did-you-mean.
+    """
+    per_step: list[dict[str, Any]] = [{} for _ in steps]
+    skipped: list[str] = []
+    problems: list[str] = []
+    takes = {i: set(templates.get(s.workflow).params) for i, s in enumerate(steps)}
     for name, value in spec.params.items():
         owner, dot, param = name.partition(".")
-        if dot and owner == stage:
-            values[param] = value
-        elif not dot and stage is None:
-            values[name] = value
-    return values, problems
+        if not dot:
+            owner, param = base, name
+        targets = [i for i, s in enumerate(steps) if (s.stage or base) == owner and param in takes[i]]
+        if targets:
+            for i in targets:
+                per_step[i][param] = value
+            continue
+        owned = backends.owner_workflows(owner)
+        if owned is None and owner == base:
+            owned = [steps[0].workflow]
+        if owned is None:
+            known = sorted({*backends.backends, *backends.stages})
+            guess = difflib.get_close_matches(owner, known, n=1)
+            problems.append(f"parameter {name!r}: no backend or stage {owner!r}"
+                            + (f"; did you mean {guess[0]!r}?" if guess else f" (known: {', '.join(known)})"))
+            continue
+        stage_takers = [s.stage for i, s in enumerate(steps) if s.stage and param in takes[i]]
+        if not dot and stage_takers:
+            problems.append(f"parameter {name!r} is for stage {stage_takers[0]!r}: write '{stage_takers[0]}.{name}'")
+            continue
+        candidates = owned if dot else backends.all_workflows()
+        if any(param in templates.get(w).params for w in candidates):
+            in_pipeline = owner == base or owner in {s.stage for s in steps}
+            why = f"{steps[0].workflow} does not take it" if in_pipeline else f"{owner} is not in this pipeline"
+            skipped.append(f"{name} ({why})")
+        elif dot:
+            names = sorted({p for w in owned for p in templates.get(w).params})
+            guess = difflib.get_close_matches(param, names, n=1)
+            problems.append(f"unknown parameter {name!r} for {owner!r}"
+                            + (f"; did you mean '{owner}.{guess[0]}'?" if guess else f" (it takes: {', '.join(names)})"))
+        else:
+            per_step[0][param] = value  # the template names it as unknown, with a did-you-mean
+    if problems:
+        raise UserError("\n".join(f"{spec.where}: {p}" for p in problems))
+    return per_step, skipped
 
 
 def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
@@ -107,10 +157,6 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     base, stages = backends.parse(backend)
     spec_backend = backends.backend(base)
     problems = []
-    for name in spec.params:
-        owner, dot, _ = name.partition(".")
-        if dot and owner not in stages:
-            problems.append(f"parameter {name!r} is for stage {owner!r}, which backend {backend!r} does not have")
     if spec.driving_video is not None and base in backends.backends and not spec_backend.takes_driving_video:
         problems.append(f"backend {base!r} cannot follow a driving video; backends that can: "
                         f"{', '.join(backends.takers_of_driving_video()) or 'none'}")
@@ -125,7 +171,10 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     steps = [Step(workflow, base, {}, False)]
     window = spec_backend.window_frames
     if extend and window and spec.frames and spec.frames > window:
-        carry = int(spec.params.get("continue_motion_frames", 5))
+        carry = spec.params.get(f"{base}.continue_motion_frames", spec.params.get("continue_motion_frames", 5))
+        if isinstance(carry, bool) or not isinstance(carry, int) or not 0 <= carry < window:
+            raise UserError(f"{spec.where}: params.continue_motion_frames: {carry!r} must be a whole number from 0 "
+                            f"to {window - 1} (the frames each window repeats from the one before)")
         steps = [Step(workflow, base, {"frames": window}, False)]
         done = window
         while done < spec.frames:
@@ -162,7 +211,7 @@ class Rendered:
 def render_step(spec: SceneSpec, templates: TemplateCache, step: Step, clip: Path | None) -> Rendered:
     """A step's graph; every problem of the scene's values is reported at once, naming the workflow."""
     template = templates.get(step.workflow)
-    values, problems = scene_values(spec, template, strict=step.stage is None, stage=step.stage)
+    values, problems = scene_values(spec, template, strict=step.stage is None, params=step.params)
     values.update(step.values)
     uploads: dict[str, Path | None] = {}
     if step.takes_clip:

@@ -26,7 +26,8 @@ from typing import Any
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, PromptRejected
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline import lane as msg
-from comfy_driver.pipeline.episodes import Stitched, stitch
+from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
+from comfy_driver.pipeline.outlock import claim_output
 from comfy_driver.pipeline.finish import MANIFEST, Outcome, finish, intact, read_manifest
 from comfy_driver.pipeline.lane import Attempt, Lane
 from comfy_driver.pipeline.plan import Plan, PlannedStep, SceneKey, ScenePlan
@@ -110,6 +111,7 @@ class Supervisor:
         self._gone: list[DriveError] = []
         self._rebuilt = False
         self._state: StateStore | None = None
+        self.stitched: dict[str, Stitched] = {}  # this run's joins, by episode
 
     def stop(self, *, interrupt: bool = False) -> None:
         """Ask the run to stop (safe from a signal handler): nothing more is queued and pending prompts are
@@ -123,8 +125,12 @@ class Supervisor:
 
     # --------------------------------------------------------------------------------------------- the run
     def run(self) -> RunReport:
+        """The run starts here: the output folder is claimed (one run at a time, of one series) first."""
+        with claim_output(self.plan.layout.root, series=self.plan.series):
+            return self._run()
+
+    def _run(self) -> RunReport:
         layout = self.plan.layout
-        layout.root.mkdir(parents=True, exist_ok=True)
         started = now_iso()
         self._state, self._rebuilt = open_state(layout.state_db, self.progress.message)
         try:
@@ -153,7 +159,7 @@ class Supervisor:
             report = RunReport(series=self.plan.series, started=started, finished=now_iso(),
                                servers=[lane.name for lane in self._lanes],
                                scenes=[scene_record(self.plan, self.state, run) for run in self.scenes.values()],
-                               episodes=[episode_record(self.plan, self.state, e, self.scenes)
+                               episodes=[episode_record(self.plan, self.state, e, self.scenes, self.stitched.get(e.id))
                                          for e in self.plan.episodes],
                                stopped=self._stopping)
             report.write(layout.root)
@@ -321,7 +327,8 @@ class Supervisor:
             self._dispatch()  # queue the next before finishing this one
             lane, attempt = item.lane, item.attempt
             self._spawn(f"{attempt.step.name}: reading its outcome and downloading its outputs", finish,
-                        (lane.client, lane.follower, attempt, item.watch, self.options.download_retries),
+                        (lane.client, lane.follower, attempt, item.watch, self.options.download_retries,
+                         self.plan.layout.root),
                         lambda o: self._finished(lane, o))
         elif isinstance(item, msg.Unqueued):
             item.lane.inflight -= len(item.attempts)
@@ -487,14 +494,16 @@ class Supervisor:
             clips.append(last.folder / st.clip)
             digests.append(next(o["sha256"] for o in st.outputs if o["file"] == st.clip))
         _, sha, known = self.state.episode(episode_id)
-        self._spawn(f"episode {episode_id}: joining its clips", stitch, (episode, clips, digests, (sha, known)),
-                    self._stitched)
+        fps = episode_fps({self.scenes[k].plan.spec.fps for k in episode.scenes})
+        self._spawn(f"episode {episode_id}: joining its clips", stitch,
+                    (self.plan.layout.root, episode, clips, digests, fps, (sha, known)), self._stitched)
 
     def _stitched(self, done: Stitched) -> None:
         episode = done.episode
         self.state.episode_done(episode.id, self.plan.layout.relative(episode.file), done.sha256, done.clips_hash)
-        if done.joined:
-            self.progress.message(f"episode {episode.id}: {episode.file}")
+        self.stitched[episode.id] = done
+        if done.how:
+            self.progress.message(f"episode {episode.id}: {episode.file} ({done.how})")
         if self.options.after_episode is not None:
             self._spawn(f"episode {episode.id}: after joining it", self.options.after_episode, (done,),
                         lambda _: None)

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.versions import RECORDED, ServerVersions
 from comfy_driver.sim import render
 from comfy_driver.errors import DriveError
 from comfy_driver.media.ffmpeg import probe
@@ -73,6 +74,10 @@ class SimServer:
                  faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0,
                  auth: str | None = None) -> None:
         self.root = Path(root)
+        # The release played is its catalogue's (the bundled catalogues carry theirs; default 0.3.64).
+        if catalog.version is None:
+            catalog = Catalog(catalog.nodes, version=RECORDED[0])
+        self.versions = ServerVersions.of(str(catalog.version))
         for sub in ("input", "output", "temp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.base_catalog = catalog
@@ -452,7 +457,9 @@ class SimServer:
 
     async def system_stats(self, request: web.Request) -> web.Response:
         return web.json_response({
-            "system": {"os": "posix", "ram_total": 25 << 30, "ram_free": 20 << 30, "comfyui_version": "0.3.64",
+            "system": {"os": "posix", "ram_total": 25 << 30, "ram_free": 20 << 30,
+                       "comfyui_version": str(self.versions.comfyui),
+                       "required_frontend_version": str(self.versions.frontend),
                        "python_version": "simulated", "pytorch_version": "simulated", "embedded_python": False,
                        "argv": ["comfy-drive", "sim"]},
             "devices": [{"name": "simulated GPU", "type": "cuda", "index": 0, "vram_total": 16 << 30,

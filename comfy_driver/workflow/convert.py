@@ -1,16 +1,18 @@
 """GUI-saved workflows (UI format) to the API format, as the ComfyUI frontend's graphToPrompt does.
 
-The rules, from how the frontend (1.27) builds its prompt:
+The rules, from how the frontend builds its prompt (what differs by frontend version is in
+`frontend.py`, the widget layout in `widgets.py`):
 - every node of the graph, subgraph instances flattened into their inner nodes with ids
   "outer:inner" (nested too), becomes one API node, except virtual nodes (notes, reroutes,
   primitives, Set/Get helpers, subgraph instances themselves) and muted (mode 2) or bypassed (mode 4)
   nodes;
-- its widget values are mapped to input names in the node definition's order; values the GUI
-  stores but never sends (the seed's control_after_generate mode, upload buttons) are skipped;
+- its saved widget values are assigned to the widgets the current node definition makes, by
+  position; values the GUI stores but never sends (the seed's control_after_generate mode, upload
+  buttons) are skipped, widgets the definition gained keep their defaults;
 - each input with a link is resolved to the real node producing it: through reroutes, Set/Get
   pairs, bypassed nodes (to their first input of a matching type), into and out of subgraphs; a
   link that resolves to nothing keeps the widget value, a PrimitiveNode's value is pushed into its
-  targets' widgets;
+  targets' widgets (snapped to their step and range);
 - finally inputs that point at nodes which did not make it into the prompt are dropped.
 A node type the catalogue lacks is an error naming every such type (and the pack its node
 properties name), unless `missing="frontend"` asks for the frontend's own placeholder output.
@@ -18,126 +20,40 @@ properties name), unless `missing="frontend"` asks for the frontend's own placeh
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Literal
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
+from comfy_driver.workflow.frontend import Frontend, Version, frontend
+from comfy_driver.workflow.graph import (MODE_BYPASS, MODE_NEVER, SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID, Graph,
+                                         Link, Node, dedupe_subgraph_ids, parse_graph, subgraph_definitions,
+                                         valid_connection)
+from comfy_driver.workflow.widgets import WidgetDef, named_values, placeholder_inputs, widget_defs
 
-MODE_NEVER = 2
-MODE_BYPASS = 4
-SUBGRAPH_INPUT_ID = -10
-SUBGRAPH_OUTPUT_ID = -20
 # Node types that exist only in the frontend (their JS registers them as virtual).
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute", "SetNode", "GetNode"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
-# Widgets that frontend extensions add to core nodes (not in object_info), sent with an empty value.
-EXTENSION_WIDGETS = {"PreviewAny": ("preview",), "SaveGLB": ("image",), "Preview3D": ("image",),
-                     "Preview3DAnimation": ("image",)}
 
 
 class ConversionError(UserError):
     """The workflow cannot be turned into an API graph (unknown node types, broken links)."""
 
 
-@dataclass
-class Link:
-    id: int
-    origin_id: int
-    origin_slot: int
-    target_id: int
-    target_slot: int
-    type: Any
-
-
-@dataclass
-class Graph:
-    """One graph level: the root workflow or a subgraph definition."""
-
-    nodes: dict[int, dict[str, Any]]
-    links: dict[int, Link]
-    subgraph: dict[str, Any] | None = None  # the definition, for subgraph levels
-
-
-@dataclass
-class Node:
-    """A node placed at an execution path (a DTO, in the frontend's words)."""
-
-    exec_id: str
-    data: dict[str, Any]
-    graph: Graph
-    path: tuple[int, ...]  # subgraph instance ids from the root to the containing instance
-    container: Node | None  # the subgraph instance node holding this one
-    widget_values: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def type(self) -> str:
-        return str(self.data.get("type", ""))
-
-    @property
-    def mode(self) -> int:
-        return int(self.data.get("mode") or 0)
-
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def outputs(self) -> list[dict[str, Any]]:
-        return self.data.get("outputs") or []
-
-
-def _links(raw: Any) -> dict[int, Link]:
-    links: dict[int, Link] = {}
-    for item in raw or []:
-        if isinstance(item, dict):
-            link = Link(int(item["id"]), int(item["origin_id"]), int(item["origin_slot"]), int(item["target_id"]),
-                        int(item["target_slot"]), item.get("type"))
-        elif isinstance(item, list) and len(item) >= 5:
-            link = Link(int(item[0]), int(item[1]), int(item[2]), int(item[3]), int(item[4]),
-                        item[5] if len(item) > 5 else None)
-        else:
-            continue
-        links[link.id] = link
-    return links
-
-
-def _graph(data: Mapping[str, Any], subgraph: dict[str, Any] | None = None) -> Graph:
-    nodes = {int(n["id"]): n for n in data.get("nodes") or [] if "id" in n}
-    return Graph(nodes, _links(data.get("links")), subgraph)
-
-
-def _valid_connection(a: Any, b: Any) -> bool:
-    """LiteGraph.isValidConnection: '*'/'' match anything; comma lists match on any member."""
-    if a in ("", "*", None, 0):
-        a = 0
-    if b in ("", "*", None, 0):
-        b = 0
-    if not a or not b or a == b:
-        return True
-    sa, sb = str(a).lower(), str(b).lower()
-    if "," not in sa and "," not in sb:
-        return sa == sb
-    return any(_valid_connection(x, y) for x in sa.split(",") for y in sb.split(","))
-
-
 class _Converter:
-    def __init__(self, workflow: Mapping[str, Any], catalog: Catalog, missing: str) -> None:
+    def __init__(self, workflow: Mapping[str, Any], catalog: Catalog, missing: str, fe: Frontend) -> None:
         self.catalog = catalog
         self.missing = missing
-        self.definitions = {sg["id"]: sg for sg in (workflow.get("definitions") or {}).get("subgraphs") or []}
+        self.fe = fe
+        definitions = dedupe_subgraph_ids(workflow) if fe.has("subgraph_id_dedup") else subgraph_definitions(workflow)
+        self.definitions = {sg["id"]: sg for sg in definitions}
         self.subgraph_graphs: dict[str, Graph] = {}
-        self.root = _graph(workflow)
+        self.root = parse_graph(workflow)
         self.nodes: dict[str, Node] = {}
-        self.widget_cache: dict[str, list[WidgetSpec]] = {}
 
     # --------------------------------------------------------------------------------------- nodes
     def sub_graph(self, sg_id: str) -> Graph:
         if sg_id not in self.subgraph_graphs:
-            self.subgraph_graphs[sg_id] = _graph(self.definitions[sg_id], self.definitions[sg_id])
+            self.subgraph_graphs[sg_id] = parse_graph(self.definitions[sg_id], self.definitions[sg_id])
         return self.subgraph_graphs[sg_id]
 
     def flatten(self, graph: Graph, path: tuple[int, ...], container: Node | None) -> None:
@@ -155,48 +71,33 @@ class _Converter:
     def is_virtual(self, node: Node) -> bool:
         return node.type in VIRTUAL_TYPES or self.is_subgraph(node)
 
+    @staticmethod
+    def runs(node: Node) -> bool:
+        """Neither the node nor the root-level subgraph instance holding it is muted or bypassed.
+
+        The frontend skips muted and bypassed nodes of the root graph, subgraph instances with all
+        they hold; inside, it collects every nested instance's nodes and skips only those muted or
+        bypassed themselves.
+        """
+        top = node
+        while top.container is not None:
+            top = top.container
+        return node.mode not in (MODE_NEVER, MODE_BYPASS) and top.mode not in (MODE_NEVER, MODE_BYPASS)
+
     def node_at(self, graph: Graph, path: tuple[int, ...], node_id: int) -> Node | None:
         return self.nodes.get(":".join(str(p) for p in (*path, node_id)))
 
     # --------------------------------------------------------------------------------------- widgets
-    def format_widgets(self, class_type: str, name: str, value: Any) -> list[tuple[str, Any]]:
-        """Widgets a VideoHelperSuite format combo adds for the chosen format, with their defaults."""
-        _, _, options = self.catalog.input_info(class_type, name)
-        formats = (options or {}).get("formats")
-        if not isinstance(formats, dict):
-            return []
-        chosen = formats.get(value)
-        if not isinstance(chosen, list):  # some packs use 'formats' for other settings
-            return []
-        extras = []
-        for spec in chosen:
-            extra_type = spec[1]
-            extra_options = spec[2] if len(spec) > 2 and isinstance(spec[2], dict) else {}
-            extras.append((spec[0], _widget_default(extra_type, extra_options)))
-        return extras
-
-    def widget_specs(self, node: Node) -> list[WidgetSpec]:
-        specs = self.widget_cache.get(node.type)
-        if specs is None:
-            specs = self.widget_cache[node.type] = widget_specs(self.catalog, node.type)
-        return specs
-
-    def widgets_of(self, node: Node) -> dict[str, Any]:
-        """The values the frontend sends for a node's widgets, by input name."""
-        raw = node.data.get("widgets_values")
-        specs = self.widget_specs(node)
-        if isinstance(raw, dict):  # VideoHelperSuite saves its widgets by name
-            values = {}
-            for name, sent, default in specs:
-                if not sent:
-                    continue
-                values[name] = raw.get(name, default)
-                for extra, extra_default in self.format_widgets(node.type, name, values[name]):
-                    values[extra] = raw.get(extra, extra_default)
-            return values
-        raw = raw or []
-        return {name: raw[i] if i < len(raw) else default
-                for i, (name, sent, default) in enumerate(specs) if sent}
+    def widget_def(self, node: Node, name: str) -> WidgetDef | None:
+        """The definition of a node's widget by name (nested widgets of dynamic combos included)."""
+        pending = list(widget_defs(self.catalog, node.type, self.fe))
+        while pending:
+            widget = pending.pop(0)
+            if widget.name == name:
+                return widget
+            for nested in (widget.choices or {}).values():
+                pending += nested
+        return None
 
     # --------------------------------------------------------------------------------------- links
     def resolve_input(self, node: Node, slot: int, visited: set[str], type_: Any = None) -> tuple[str, Any] | None:
@@ -262,19 +163,23 @@ class _Converter:
         out_type = node.outputs[slot].get("type") if slot < len(node.outputs) else None
         if slot < len(inputs):
             opposite = inputs[slot].get("type")
-            if _valid_connection(opposite, out_type) and _valid_connection(opposite, type_):
+            if valid_connection(opposite, out_type) and valid_connection(opposite, type_):
                 return slot
         for i, entry in enumerate(inputs):
             if entry.get("type") == type_:
                 return i
         for i, entry in enumerate(inputs):
-            if _valid_connection(entry.get("type"), out_type) and _valid_connection(entry.get("type"), type_):
+            if valid_connection(entry.get("type"), out_type) and valid_connection(entry.get("type"), type_):
                 return i
         return -1
 
     def resolve_subgraph_output(self, node: Node, slot: int, type_: Any, visited: set[str]) -> tuple[str, Any] | None:
         inner = self.sub_graph(node.type)
-        for link in inner.links.values():
+        outputs = self.definitions[node.type].get("outputs") or []
+        listed = (outputs[slot].get("linkIds") or []) if slot < len(outputs) else []
+        # An output fed twice (a stale link left in the file) takes the link its definition lists first.
+        candidates = [inner.links[i] for i in listed if i in inner.links] + list(inner.links.values())
+        for link in candidates:
             if link.target_id == SUBGRAPH_OUTPUT_ID and link.target_slot == slot:
                 origin = self.node_at(inner, (*node.path, int(node.data["id"])), link.origin_id)
                 if origin is None:
@@ -304,18 +209,18 @@ class _Converter:
                     if link is None:
                         continue
                     target = self.node_at(node.graph, node.path, link.target_id)
-                    if target is None or link.target_slot >= len(target.inputs):
-                        continue
-                    widget = (target.inputs[link.target_slot].get("widget") or {}).get("name")
-                    if widget is not None and widget in target.widget_values:
+                    widget = _target_widget(target, link)
+                    if target is not None and widget in target.widget_values:
                         target.widget_values[widget] = self.snap(target, widget, values[0])
 
     def snap(self, node: Node, name: str, value: Any) -> Any:
         """A number set through a widget lands on its step grid and inside its range, as in the GUI."""
         if node.type not in self.catalog or isinstance(value, bool) or not isinstance(value, (int, float)):
             return value
-        input_type, _, options = self.catalog.input_info(node.type, name)
-        options = options or {}
+        widget = self.widget_def(node, name)
+        if widget is None:
+            return value
+        input_type, options = widget.type, widget.options
         if input_type == "INT":
             step = options.get("step") or 1
             if step != 1:
@@ -350,13 +255,14 @@ class _Converter:
             self.check_types()
         for node in self.nodes.values():
             if node.type in self.catalog:
-                node.widget_values = self.widgets_of(node)
-            elif self.is_subgraph(node):
+                node.widget_values = named_values(self.catalog, node.type, self.fe, node.data.get("widgets_values"))
+        for node in reversed(self.nodes.values()):  # nested instances before the ones holding them
+            if self.is_subgraph(node):
                 node.widget_values = self.subgraph_widgets(node)
         self.apply_primitives()
         output: dict[str, Any] = {}
         for node in self.nodes.values():
-            if self.is_virtual(node) or node.mode in (MODE_NEVER, MODE_BYPASS):
+            if self.is_virtual(node) or not self.runs(node):
                 continue
             known = node.type in self.catalog
             inputs: dict[str, Any] = {}
@@ -364,8 +270,7 @@ class _Converter:
                 for name, value in node.widget_values.items():
                     inputs[name] = {"__value__": value} if isinstance(value, list) else value
             else:
-                for value in _placeholder_values(node.data.get("widgets_values")):
-                    inputs["UNKNOWN"] = value
+                inputs.update(placeholder_inputs(node.data.get("widgets_values"), self.fe))
             for slot, entry in enumerate(node.inputs):
                 resolved = self.resolve_input(node, slot, set())
                 if resolved is None:
@@ -380,8 +285,7 @@ class _Converter:
             if known:
                 api["class_type"] = node.type
                 if title is None:
-                    title = (self.catalog.nodes[node.type].get("display_name")
-                             or _frontend_titles().get(node.type) or node.type)
+                    title = self.fe.title(node.type, self.catalog.nodes[node.type].get("display_name"))
             api["_meta"] = {"title": title} if title is not None else {}
             output[node.exec_id] = api
         for api in output.values():
@@ -414,69 +318,52 @@ class _Converter:
         return inputs
 
     def subgraph_widgets(self, node: Node) -> dict[str, Any]:
-        """A subgraph instance's own widget values, by the name of the input they stand for."""
+        """A subgraph instance's own widget values, by the name of the input they stand for.
+
+        A widget the instance saved no value for shows the value of the inner widget its input
+        feeds first.
+        """
         raw = node.data.get("widgets_values") or []
-        names = [(entry.get("widget") or {}).get("name") for entry in node.inputs]
-        names = [n for n in names if n]
-        return {name: raw[i] for i, name in enumerate(names) if i < len(raw)}
+        names = [(slot, (entry.get("widget") or {}).get("name")) for slot, entry in enumerate(node.inputs)]
+        names = [(slot, name) for slot, name in names if name]
+        values = {}
+        for index, (slot, name) in enumerate(names):
+            if index < len(raw):
+                values[name] = raw[index]
+                continue
+            inner = self.inner_widget(node, slot)
+            if inner is not None:
+                values[name] = inner
+        return values
+
+    def inner_widget(self, node: Node, slot: int) -> Any:
+        graph = self.sub_graph(node.type)
+        for link in sorted(graph.links.values(), key=lambda link: link.id):
+            if link.origin_id != SUBGRAPH_INPUT_ID or link.origin_slot != slot:
+                continue
+            target = self.node_at(graph, (*node.path, int(node.data["id"])), link.target_id)
+            widget = _target_widget(target, link)
+            if target is not None and widget in target.widget_values:
+                return target.widget_values[widget]
+        return None
 
 
-WidgetSpec = tuple[str, bool, Any]  # (name, sent to the server, default value)
+def _target_widget(target: Node | None, link: Link) -> str | None:
+    """The widget a link feeds: the target's input holding the link (a subgraph instance's inputs
+    are rebuilt in its definition's order, so the saved slot number may point elsewhere)."""
+    if target is None:
+        return None
+    entry = next((e for e in target.inputs if e.get("link") == link.id), None)
+    if entry is None and link.target_slot < len(target.inputs):
+        entry = target.inputs[link.target_slot]
+    return ((entry or {}).get("widget") or {}).get("name")
 
 
-def widget_specs(catalog: Catalog, class_type: str) -> list[WidgetSpec]:
-    """Every widget the frontend makes for a node type, in order, with whether it is sent.
+def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog, *, missing: Literal["error", "frontend"] = "error",
+              frontend_version: str | Version | None = None) -> dict[str, Any]:
+    """Convert a UI-format workflow (classic 0.4 or version 1) to the API format.
 
-    The node definition's widget inputs come first, each followed by the controls the GUI adds
-    (control_after_generate, upload buttons), then the widgets frontend extensions add.
+    `frontend_version` is the GUI to reproduce (the server's required frontend version); without
+    it, the newest checked frontend.
     """
-    specs: list[WidgetSpec] = []
-    for name, category in catalog.input_order(class_type):
-        if category == "hidden":
-            continue
-        input_type, _, options = catalog.input_info(class_type, name)
-        options = options or {}
-        is_widget = isinstance(input_type, list) or input_type in WIDGET_TYPES
-        if not is_widget or options.get("forceInput"):
-            continue
-        specs.append((name, True, _widget_default(input_type, options)))
-        control = options.get("control_after_generate")
-        if control is None:  # the GUI's legacy convention: INT seed inputs get a control too
-            control = input_type == "INT" and name in ("seed", "noise_seed")
-        if control:
-            specs.append(("control_after_generate", False, "fixed"))
-        if any(options.get(flag) for flag in UPLOAD_FLAGS):
-            specs.append(("upload", False, "image"))
-    specs += [(name, True, "") for name in EXTENSION_WIDGETS.get(class_type, ())]
-    return specs
-
-
-def _widget_default(input_type: Any, options: dict[str, Any]) -> Any:
-    """The value a freshly made widget holds, as the frontend sets it."""
-    if "default" in options:
-        return options["default"]
-    if isinstance(input_type, list):
-        return input_type[0] if input_type else None
-    if input_type == "COMBO":
-        choices = options.get("options") or []
-        return choices[0] if choices else None
-    return {"INT": 0, "FLOAT": 0, "BOOLEAN": False, "STRING": ""}.get(input_type)
-
-
-@lru_cache(maxsize=1)
-def _frontend_titles() -> dict[str, str]:
-    data = json.loads(resources.files("comfy_driver.data").joinpath("frontend_titles.json").read_text("utf-8"))
-    return data["titles"]
-
-
-def _placeholder_values(raw: Any) -> list[Any]:
-    """What the frontend's placeholder for a missing node type sends for its saved values."""
-    if isinstance(raw, dict):
-        raw = list(raw.values())
-    return ["null" if v is None else v for v in raw or []]
-
-
-def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog,
-              *, missing: Literal["error", "frontend"] = "error") -> dict[str, Any]:
-    """Convert a UI-format workflow (classic 0.4 or version 1) to the API format."""
-    return _Converter(workflow, catalog, missing).convert()
+    return _Converter(workflow, catalog, missing, frontend(frontend_version)).convert()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.errors import UserError
+from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.workflow.convert import ui_to_api
 
 
@@ -27,7 +27,7 @@ def load_json(path: Path) -> Any:
     except FileNotFoundError:
         raise UserError(f"{path}: no such workflow file") from None
     except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+        raise BadInputFile(f"{path}: not valid JSON ({exc})") from None
 
 
 def workflow_class_types(data: Any) -> set[str]:
@@ -54,5 +54,5 @@ def load_workflow(path: Path, catalog: Catalog) -> tuple[dict[str, Any], dict[st
             return ui_to_api(data, catalog), data
         except UserError as exc:
             raise UserError(f"{path}: {exc.message}", hint=exc.hint) from None
-    raise UserError(f"{path}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)",
+    raise BadInputFile(f"{path}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)",
                     hint="save it from ComfyUI with Workflow > Save, or Export (API)")

@@ -11,7 +11,8 @@ from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
-from comfy_driver.workflow.convert import widget_specs
+from comfy_driver.workflow.frontend import frontend
+from comfy_driver.workflow.widgets import assign, from_inputs, widget_defs
 
 COLUMN_WIDTH = 400
 NODE_WIDTH = 340
@@ -24,6 +25,7 @@ def _is_link(value: Any) -> bool:
 
 def api_to_ui(graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     """A classic-format GUI workflow for an API graph whose node ids are whole numbers."""
+    fe = frontend()
     for node_id, node in graph.items():
         if not str(node_id).isdigit():
             raise UserError(f"node id {node_id!r}: a GUI workflow needs whole-number node ids")
@@ -60,7 +62,8 @@ def api_to_ui(graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         class_type = node["class_type"]
         info = catalog.nodes[class_type]
         inputs: list[dict[str, Any]] = []
-        widget_names = {name for name, _, _ in widget_specs(catalog, class_type)}
+        widgets = from_inputs(widget_defs(catalog, class_type, fe), node["inputs"], lambda v: not _is_link(v))
+        widget_names = {w.name for w, _ in widgets}
         for name, category in catalog.input_order(class_type):
             if category == "hidden":
                 continue
@@ -81,10 +84,7 @@ def api_to_ui(graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         outputs = [{"name": (info.get("output_name") or info["output"])[i], "type": out_type,
                     "links": out_links.get((node_id, i), []), "slot_index": i}
                    for i, out_type in enumerate(info.get("output", []))]
-        values = []
-        for name, sent, default in widget_specs(catalog, class_type):
-            value = node["inputs"].get(name, default) if sent else default
-            values.append(default if _is_link(value) else value)
+        values = [value for _, value in widgets]
         height = 46 + 22 * max(len(inputs), len(outputs)) + 24 * len(values)
         column = depth[node_id]
         y = column_y.get(column, 0.0)
@@ -107,12 +107,15 @@ def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalo
     Embedded in the outputs, it opens in the GUI showing what this scene really ran with.
     """
     out = copy.deepcopy(workflow)
+    fe = frontend()
     for node in out.get("nodes") or []:
         api = graph.get(str(node.get("id")))
         values = node.get("widgets_values")
         if api is None or not isinstance(values, list) or api.get("class_type") != node.get("type"):
             continue
-        for i, (name, sent, _) in enumerate(widget_specs(catalog, node["type"])):
-            if sent and i < len(values) and name in api["inputs"] and not _is_link(api["inputs"][name]):
-                values[i] = api["inputs"][name]
+        widgets = assign(widget_defs(catalog, node["type"], fe), values)
+        for i, (widget, _) in enumerate(widgets):
+            value = api["inputs"].get(widget.name)
+            if widget.sent and i < len(values) and value is not None and not _is_link(value):
+                values[i] = value
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from comfy_driver.errors import UserError
+from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.media.ffmpeg import ffmpeg_exe
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv"}
@@ -52,16 +52,16 @@ def read_embedded(path: Path) -> dict[str, Any]:
                         if key in found:
                             found[key] = _json_or_none(rest)
                 return found
-            raise UserError(f"{path}: a {img.format} image; ComfyUI embeds workflows only in PNG and WebP")
+            raise BadInputFile(f"{path}: a {img.format} image; ComfyUI embeds workflows only in PNG and WebP")
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image, video or workflow file ComfyUI writes") from None
+        raise BadInputFile(f"{path}: not an image, video or workflow file ComfyUI writes") from None
 
 
 def _from_video(path: Path) -> dict[str, Any]:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
                            "-f", "ffmetadata", "-"], capture_output=True, check=False)
     if proc.returncode != 0:
-        raise UserError(f"{path}: not a readable video file")
+        raise BadInputFile(f"{path}: not a readable video file")
     meta = parse_ffmetadata(proc.stdout.decode("utf-8", "replace"))
     found = {"prompt": _json_or_none(meta.get("prompt")), "workflow": _json_or_none(meta.get("workflow"))}
     comment = _json_or_none(meta.get("comment"))
