@@ -209,6 +209,8 @@ def _dry_run(plan: Any, catalog: Any, as_json: bool) -> None:
         for r, route in enumerate(scene["routes"]):
             head = f"{scene['key']}" + (f"  fallback {r}: {route['backend']}" if r else f"  {route['backend']}")
             click.echo(head + (f"  ({route['note']})" if route["note"] else ""))
+            if route["skipped"]:
+                click.echo(f"  skipped (not for this backend): {', '.join(route['skipped'])}")
             for i, step in enumerate(route["steps"]):
                 click.echo(f"  {i + 1}. {step['label']:<24} {step['workflow']:<28} {step['nodes']} nodes  "
                            f"uploads {step['uploads']}  identity {step['identity'][:12]}")

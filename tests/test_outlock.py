@@ -71,7 +71,7 @@ def test_a_folder_of_a_corrupt_identity_is_not_taken_over(tmp_path: Path) -> Non
 
 def test_two_runs_of_one_series_at_once(tmp_path: Path) -> None:
     """The second run exits 2 naming the first; nothing is rendered twice; the first finishes."""
-    sim = SimProcess(tmp_path / "sim", time_scale=0.5)
+    sim = SimProcess(tmp_path / "sim", time_scale=3.0)  # slow enough that the first still runs
     try:
         path = series_file(tmp_path)
         first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)

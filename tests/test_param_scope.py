@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -11,9 +13,15 @@ from comfy_driver.cli import main
 from comfy_driver.config.series import load_series
 from comfy_driver.errors import UserError
 from comfy_driver.paths import EXAMPLES
-from comfy_driver.pipeline.jobs import build_jobs
+from comfy_driver.pipeline.plan import build_plan
 
 ASSETS = EXAMPLES / "assets"
+
+
+def build_jobs(loaded: Any, backend: str | None = None) -> list[Any]:
+    """Each scene's first prompt as planned, with what its route skipped."""
+    return [SimpleNamespace(skipped=scene.routes[0].skipped, template=scene.routes[0].steps[0].first.template,
+                            graph=scene.routes[0].steps[0].first.graph) for scene in build_plan(loaded, backend).scenes]
 
 
 def svd_series(tmp_path: Path, params: str, extra: str = "") -> Path:

@@ -11,8 +11,8 @@ from comfy_driver.config.series import load_series
 from comfy_driver.errors import RunError
 from comfy_driver.media.ffmpeg import ffmpeg_exe, probe
 from comfy_driver.media.stitch import Format, frame_shares, plan, stitch, verify
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.render import write_mp4
 
 
@@ -84,7 +84,7 @@ def test_an_episode_with_an_upscaled_and_a_plain_scene_takes_the_larger_format(s
                     "      - {id: plain, prompt: a hare}\n"
                     "  - id: ep02\n    scenes:\n      - {id: a, prompt: a fox}\n      - {id: b, prompt: a hare}\n")
     loaded = load_series(path)
-    report = Runner(loaded, build_jobs(loaded), [sim.url]).run()  # type: ignore[attr-defined]
+    report = Supervisor(build_plan(loaded), [sim.url]).run()  # type: ignore[attr-defined]
     ep1, ep2 = report.episodes
     assert (ep1.format, ep1.converted) == ("128x128 8 fps", ["ep01/plain"])
     assert (ep2.format, ep2.converted) == ("64x64 8 fps", [])
