@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from comfy_driver.cli import main
 from comfy_driver.comfy.client import ComfyClient
+from comfy_driver.comfy.events import Executing
 from comfy_driver.comfy.follow import Follower
 from comfy_driver.media import stitch as media_stitch
 
@@ -19,12 +20,20 @@ from .simproc import resubmitted_after_success
 from .test_run import SERIES, series_file
 
 
+def _about_a_prompt(args: tuple[Any, ...]) -> bool:
+    """Follower.feed(self, event): an event naming a node of a prompt (not a queue status)."""
+    return isinstance(args[1], Executing) and args[1].node is not None
+
+
 def _fail_on_call(monkeypatch: Any, owner: Any, name: str, call: int) -> list[int]:
-    """Make owner.name raise KeyError('injected') on its `call`-th call (1-based); count the calls."""
+    """Make owner.name raise KeyError('injected') on its `call`-th call (1-based; for Follower.feed, its
+    `call`-th event about a prompt's node); count those calls."""
     real = getattr(owner, name)
     calls = [0]
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if owner is Follower and not _about_a_prompt(args):
+            return real(*args, **kwargs)
         calls[0] += 1
         if calls[0] == call:
             raise KeyError("injected")
@@ -38,7 +47,7 @@ def _fail_on_call(monkeypatch: Any, owner: Any, name: str, call: int) -> list[in
     ("queue", ComfyClient, "queue_prompt", 2, "one/b: queueing it on"),
     ("follow", Follower, "feed", 4, ": following it on"),
     ("download", ComfyClient, "download", 2, "one/b: reading its outcome and downloading its outputs"),
-    ("stitch", media_stitch, "stitch", 1, "episode one: joining its clips"),
+    ("stitch", media_stitch, "stitch", 1, ": joining its clips"),
 ])
 def test_an_unexpected_error_in_any_task_stops_cleanly_and_the_rerun_finishes(
         sim: Any, tmp_path: Path, monkeypatch: Any, kind: str, owner: Any, name: str, call: int, named: str) -> None:
@@ -50,6 +59,7 @@ def test_an_unexpected_error_in_any_task_stops_cleanly_and_the_rerun_finishes(
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and named in errors[0] and "KeyError: 'injected'" in errors[0], result.output
+    assert errors[0].startswith(("error: one/", "error: two/", "error: episode ")), errors  # names the scene
     assert "Traceback" not in result.output
     client = ComfyClient(sim.url)
     assert client.queued_ids()[1] == []  # our pending prompts were taken off the queue

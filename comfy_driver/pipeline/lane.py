@@ -20,11 +20,12 @@ from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import PromptRejected, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event
 from comfy_driver.comfy.follow import Follower, Watch
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.plan import PlannedStep
-from comfy_driver.pipeline.progress import fmt_seconds
 from comfy_driver.pipeline.steps import Rendered
+from comfy_driver.units import fmt_seconds
 
 
 class ServerGone(RunError):
@@ -138,12 +139,14 @@ class _Closing(Exception):
 
 
 class Lane:
-    def __init__(self, url: str, client_id: str, post: Callable[[object], None], *, server_timeout: float) -> None:
-        self.client = ComfyClient(url)
+    def __init__(self, url: str, client_id: str, post: Callable[[object], None], *, server_timeout: float,
+                 settings: Settings, on_event: Callable[[str, Watch | None, Event], None] | None = None) -> None:
+        self.client = ComfyClient(url, settings=settings)
         self.name = self.client.address.display
         self.post = post
         self.server_timeout = server_timeout
-        self.stream = EventStream(self.client.address, client_id)
+        self.on_event = on_event  # called on this lane's thread, which owns the watch it is given
+        self.stream = EventStream(self.client.address, client_id, settings=settings)
         self.follower = Follower(self.client, self.stream)
         self.inflight = 0  # prompts on this server as the supervisor counts them (the supervisor's field)
         self.gone = False  # the supervisor's field
@@ -231,6 +234,8 @@ class Lane:
                 f"following prompts on {self.name}"
             watch, ended = self.follower.feed(item if isinstance(item, Event) else None)
             if isinstance(item, Event):
+                if self.on_event is not None:
+                    self.on_event(self.stream.client_id, watch, item)
                 attempt = self._attempts.get(watch.prompt_id) if watch is not None else None
                 self.post(Seen(self, attempt, item, watch.node_title if watch else "", watch.step if watch else None,
                                watch.started_at if watch else None))

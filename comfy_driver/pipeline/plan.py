@@ -28,7 +28,7 @@ from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import BACKENDS, MODELS_LOCK
+from comfy_driver.paths import BACKENDS, models_lock
 from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step, scope_params
 
 _NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
@@ -194,14 +194,16 @@ class Plan:
         """Scene keys as the user typed them (--force); 'all' is every scene."""
         if "all" in texts:
             return set(self._by_key)
-        keys = set()
-        for text in texts:
-            key = SceneKey.parse(text)
-            if key not in self._by_key:
-                raise UserError(f"--force {text}: no such scene",
-                                hint=f"scenes: {', '.join(str(k) for k in sorted(self._by_key))}")
-            keys.add(key)
-        return keys
+        by_text = {str(k): k for k in self._by_key}
+        unknown = [t for t in texts if t not in by_text]
+        if unknown:
+            raise UserError(f"no such scene {unknown[0]!r} to render again",
+                            hint=f"scenes: {', '.join(by_text)}")
+        return {by_text[t] for t in texts}
+
+    def only(self, keys: list[SceneKey]) -> Plan:
+        """These scenes alone, and no episodes (a comparison renders scenes only)."""
+        return Plan(self.series, self.source, self.layout, [self._by_key[k] for k in keys], [])
 
     def to_json(self) -> dict[str, Any]:
         """What the state database records of the plan: every scene, route and step with its identity."""
@@ -223,11 +225,11 @@ def _chain(previous: str, backend: str, rendered: Rendered) -> str:
 
 
 class _Planner:
-    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None) -> None:
+    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None, root: Path | None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-        self.templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
+        self.templates = TemplateCache(catalog or bundled_catalog(load_lock(models_lock())), series_dir)
         self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
-        self.layout = Layout(loaded.output_dir / loaded.slug)
+        self.layout = Layout(root or loaded.output_dir / loaded.slug)
         self.loaded = loaded
 
     def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
@@ -304,12 +306,14 @@ class _Planner:
         return scene
 
 
-def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> Plan:
+def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None, *,
+               root: Path | None = None) -> Plan:
     """The plan of a series; every problem of every scene is reported together.
 
-    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped).
+    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped);
+    `root` is the run's folder (default: the series' output folder, under its title's slug).
     """
-    planner = _Planner(loaded, catalog)
+    planner = _Planner(loaded, catalog, root)
     scenes: list[ScenePlan] = []
     errors: list[str] = []
     for i, spec in enumerate(loaded.scenes):

@@ -12,6 +12,7 @@ and the server (`open_state` moves a damaged one aside and says so).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comfy_driver.errors import RunError
+from comfy_driver.confined import NoSpace, ReadOnly
+from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.plan import SceneKey, StepKey
 
 SCHEMA = """
@@ -46,6 +48,18 @@ CREATE TABLE IF NOT EXISTS episodes (
     id TEXT PRIMARY KEY, path TEXT, sha256 TEXT, clips_hash TEXT, updated_at REAL NOT NULL
 );
 """
+
+def _write_failure(exc: sqlite3.OperationalError, path: Path) -> DriveError:
+    """A failed write of the run state as one clear message (never a traceback in a thread)."""
+    text = str(exc).lower()
+    if "full" in text or "disk i/o" in text:
+        return NoSpace(f"no space left while writing the run state {path} (disk full?); finished files are kept",
+                       hint="free disk space and run the same command again to resume")
+    if "readonly" in text or "read-only" in text:
+        return ReadOnly(f"cannot write the run state {path}: the folder or file is read-only",
+                         hint="make the output folder writable (or choose another output:) and rerun")
+    return RunError(f"writing the run state {path} failed ({exc})")
+
 
 # Step statuses: pending -> submitted -> done | failed (a submitted step may be re-attached).
 PENDING, SUBMITTED, DONE, FAILED = "pending", "submitted", "done", "failed"
@@ -108,11 +122,9 @@ class StateStore:
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            if "disk" in str(exc) or "full" in str(exc):
-                raise RunError(f"disk full writing the run state {self.path}", hint="free disk space and rerun") \
-                    from None
-            raise
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise _write_failure(exc, self.path) from None
 
     # --------------------------------------------------------------------------------------------- plan
     def save_plan(self, plan: dict[str, Any]) -> None:
@@ -176,7 +188,7 @@ class StateStore:
 
     def done(self, key: StepKey, *, started_at: float | None, finished_at: float, server_ms: int | None,
              cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]]) -> None:
-        statements = [("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key))]
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key))]
         statements += [("INSERT INTO outputs (episode, scene, route, idx, node_id, subfolder, filename, file, sha256, "
                          "size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (*_k(key), o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"], o["size"]))

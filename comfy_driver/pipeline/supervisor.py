@@ -24,13 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, PromptRejected
-from comfy_driver.errors import DriveError, RunError
+from comfy_driver.comfy.events import Event
+from comfy_driver.comfy.follow import Watch
+from comfy_driver.comfy.settings import Settings
+from comfy_driver.confined import HALTING
+from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline import lane as msg
 from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
 from comfy_driver.pipeline.outlock import claim_output
 from comfy_driver.pipeline.finish import MANIFEST, Outcome, finish, intact, read_manifest
 from comfy_driver.pipeline.lane import Attempt, Lane
-from comfy_driver.pipeline.plan import Plan, PlannedStep, SceneKey, ScenePlan
+from comfy_driver.pipeline.plan import Plan, PlannedStep, ScenePlan
 from comfy_driver.pipeline.preflight import preflight
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport, now_iso
@@ -45,12 +49,49 @@ class RunOptions:
     max_lost_resubmits: int = 3  # a prompt lost to a server restart is submitted again this often
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
-    force: set[SceneKey] = field(default_factory=set)  # scenes rendered again even if done
-    after_episode: Callable[[Stitched], None] | None = None  # run as a task after an episode is joined
+    force: set[str] = field(default_factory=set)  # scene keys ('EPISODE/SCENE', or 'all') rendered again
+    episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
+    settings: Settings = field(default_factory=Settings)  # timeouts, retries, keepalive, TLS of every server
+    after_episode: Callable[[Stitched], None] | None = None  # a task run after each episode is joined
 
 
 class RunFailed(RunError):
     """A task failed unexpectedly; the run stopped cleanly and the next run resumes."""
+
+
+class RunStopped(RunError):
+    """The run stopped because it was asked to (`RunControl.stop`); finished work is kept, and `report`
+    says what was done."""
+
+    def __init__(self, message: str, *, hint: str | None = None, report: RunReport | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class RunControl:
+    """Stops a run from any thread or a signal handler: the first `stop()` queues nothing more and lets
+    running prompts finish; a second one (or `interrupt()`) interrupts them too."""
+
+    def __init__(self) -> None:
+        self._supervisor: Supervisor | None = None
+        self._asked: list[bool] = []  # requests made before the run started
+
+    def stop(self) -> None:
+        self._ask(False)
+
+    def interrupt(self) -> None:
+        self._ask(True)
+
+    def _ask(self, interrupt: bool) -> None:
+        if self._supervisor is None:
+            self._asked.append(interrupt)
+        else:
+            self._supervisor.stop(interrupt=interrupt)
+
+    def _attach(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        for interrupt in self._asked:
+            supervisor.stop(interrupt=interrupt)
 
 
 def error_kind(error: BaseException) -> str:
@@ -89,11 +130,15 @@ class _Result:
 
 class Supervisor:
     def __init__(self, plan: Plan, servers: list[str], options: RunOptions | None = None, *,
-                 progress: Progress | None = None,
-                 on_event: Callable[[str, Any, Any], None] | None = None) -> None:
+                 progress: Progress | None = None, on_event: Callable[[str, Watch | None, Event], None] | None = None,
+                 control: RunControl | None = None) -> None:
+        if not servers:
+            raise UserError(f"{plan.source}: no server to run on",
+                            hint="add server: http://host:8188 to the series (or give the servers to run on)")
         self.plan = plan
         self.servers = servers
         self.options = options or RunOptions()
+        self.force = plan.scene_keys(sorted(self.options.force))
         self.progress = progress or Progress(len(plan.scenes), enabled=False)
         self.on_event = on_event
         self.client_id = uuid.uuid4().hex
@@ -112,6 +157,9 @@ class Supervisor:
         self._rebuilt = False
         self._state: StateStore | None = None
         self.stitched: dict[str, Stitched] = {}  # this run's joins, by episode
+        self._halted: DriveError | None = None  # nothing more can be written (disk full, read-only)
+        if control is not None:
+            control._attach(self)
 
     def stop(self, *, interrupt: bool = False) -> None:
         """Ask the run to stop (safe from a signal handler): nothing more is queued and pending prompts are
@@ -138,8 +186,8 @@ class Supervisor:
             for scene in self.plan.scenes:
                 self._classify(self.scenes[scene.key])
             if self._ready:
-                self._lanes = [Lane(url, self.client_id, self._inbox.put, server_timeout=self.options.server_timeout)
-                               for url in self.servers]
+                self._lanes = [Lane(url, self.client_id, self._inbox.put, server_timeout=self.options.server_timeout,
+                                    settings=self.options.settings, on_event=self.on_event) for url in self.servers]
                 for lane in self._lanes:
                     lane.client.system_stats()
                     preflight(self.plan, lane.client.catalog(), server=lane.name)
@@ -169,12 +217,17 @@ class Supervisor:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
             self.state.close()
+        if self._halted is not None:
+            raise self._halted
         if self._crash is not None:
             where, error = self._crash
             raise RunFailed(f"{where}: {type(error).__name__}: {error}; the run stopped, finished work is kept",
                             hint="run the same command again to resume (--debug shows the traceback)") from error
         if self._gone and not self._user_stop:
             raise self._gone[0]
+        if self._user_stop:
+            raise RunStopped("the run was stopped; finished scenes are kept", hint="run it again to resume",
+                             report=report)
         return report
 
     @property
@@ -212,7 +265,7 @@ class Supervisor:
     def _classify(self, run: SceneRun) -> None:
         """Kept (done before, files intact), or started at its first step not done."""
         scene = run.plan
-        if scene.key in self.options.force:
+        if scene.key in self.force:
             for step in scene.steps:
                 self.state.ensure(step.key, step.label, step.identity)
                 self.state.reset(step.key, "--force")
@@ -387,8 +440,6 @@ class Supervisor:
         self._begin_stop(f"{where} failed")
 
     def _seen(self, seen: msg.Seen) -> None:
-        if self.on_event is not None:
-            self.on_event(self.client_id, seen.attempt, seen.event)
         if seen.attempt is not None:
             step = seen.attempt.step
             self.progress.update(self.scenes[step.key.scene].plan.index, step.name, seen.node, seen.step,
@@ -421,6 +472,9 @@ class Supervisor:
         result = outcome.result
         assert result is not None
         self.state.ended(step.key, result.outputs, outcome.watch.started_at)
+        if isinstance(outcome.download_error, HALTING):  # nothing more can be written: stop, keep what is done
+            self._halted = self._halted or outcome.download_error
+            self._begin_stop(outcome.download_error.message)
         if outcome.download_error is not None:  # the outputs are still on the server: the next run fetches them
             self.state.event(step.key, "download failed", str(outcome.download_error))
             self.progress.message(f"{step.name}: {outcome.download_error} (the next run downloads it again, "
@@ -481,6 +535,8 @@ class Supervisor:
 
     # --------------------------------------------------------------------------------------------- episodes
     def _stitch_if_complete(self, episode_id: str) -> None:
+        if not self.options.episodes:
+            return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
         clips, digests = [], []
         for key in episode.scenes:
@@ -510,6 +566,11 @@ class Supervisor:
 
 
 def execute(plan: Plan, servers: list[str], options: RunOptions | None = None, *, progress: Progress | None = None,
-            on_event: Callable[[str, Any, Any], None] | None = None) -> RunReport:
-    """Run a plan to its end on these servers and return the report (see `Supervisor`)."""
-    return Supervisor(plan, servers, options, progress=progress, on_event=on_event).run()
+            on_event: Callable[[str, Watch | None, Event], None] | None = None,
+            control: RunControl | None = None) -> RunReport:
+    """Run a plan to its end on these servers and return the report (see `Supervisor`).
+
+    `on_event(client_id, watch, event)` sees every websocket event, on the thread of its server's lane.
+    Raises RunStopped (with the report) when `control` stopped it, RunFailed when a task failed.
+    """
+    return Supervisor(plan, servers, options, progress=progress, on_event=on_event, control=control).run()
