@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256

@@ -43,7 +43,7 @@ def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | No
     """The step's clip: the template's clip node's video, else the first video; None for stills only."""
     videos = [f for f in files if f.is_video]
     own = [f for f in videos if f.node_id == clip_node]
-    return (own or videos or [None])[0]
+    return next(iter(own or videos), None)
 
 
 def finish(client: ComfyClient, follower: Follower, attempt: Attempt, watch: Watch, retries: int,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import PromptRejected, ServerUnreachable
@@ -228,16 +228,17 @@ class Lane:
         elif isinstance(item, _Interrupt):
             for prompt_id in list(self._attempts):
                 self.client.interrupt(prompt_id)
-        else:
-            following = self._attempts.get(item.prompt_id or "") if isinstance(item, Event) else None
+        else:  # a websocket event, or None: a quiet spell
+            event = cast("Event | None", item)
+            following = self._attempts.get(event.prompt_id or "") if event is not None else None
             self._current = f"{following.step.name}: following it on {self.name}" if following else \
                 f"following prompts on {self.name}"
-            watch, ended = self.follower.feed(item if isinstance(item, Event) else None)
-            if isinstance(item, Event):
+            watch, ended = self.follower.feed(event)
+            if event is not None:
                 if self.on_event is not None:
-                    self.on_event(self.stream.client_id, watch, item)
+                    self.on_event(self.stream.client_id, watch, event)
                 attempt = self._attempts.get(watch.prompt_id) if watch is not None else None
-                self.post(Seen(self, attempt, item, watch.node_title if watch else "", watch.step if watch else None,
+                self.post(Seen(self, attempt, event, watch.node_title if watch else "", watch.step if watch else None,
                                watch.started_at if watch else None))
             for w in ended:
                 self.follower.forget(w.prompt_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import EpisodePlan, Plan, SceneKey
@@ -20,9 +20,11 @@ def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
     route = scene.routes[run.route]
     states = [state.step(s.key) for s in route.steps]
     first, last = states[0], states[-1]
-    status = run.status if run.status in ("done", "skipped", "failed") else \
-        "stopped" if run.status == "stopped" or any(st is not None and st.status == DONE for st in states) else \
-        "not run"
+    status: Literal["done", "skipped", "failed", "stopped", "not run"] = "not run"
+    if run.status in ("done", "skipped", "failed"):
+        status = run.status  # type: ignore[assignment]
+    elif run.status == "stopped" or any(st is not None and st.status == DONE for st in states):
+        status = "stopped"  # partly done: the next run goes on from its first step not done
     layout = plan.layout
     last_step = route.steps[-1]
     outputs = [OutputRecord(path=layout.relative(last_step.folder / o["file"]), sha256=o["sha256"], size=o["size"],
@@ -58,5 +60,5 @@ def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: di
         return EpisodeRecord(id=episode.id, title=episode.title, status="done", path=path, sha256=sha, scenes=keys,
                              format=stitched.format if stitched else None,
                              converted=stitched.converted if stitched else [])
-    status = "failed" if all(s == "failed" for s in statuses) else "incomplete"
+    status: Literal["failed", "incomplete"] = "failed" if all(s == "failed" for s in statuses) else "incomplete"
     return EpisodeRecord(id=episode.id, title=episode.title, status=status, scenes=keys)

@@ -145,7 +145,7 @@ class StateStore:
                    for f, s, n, i, sub, name in self.db.execute(
                        "SELECT file, sha256, size, node_id, subfolder, filename FROM outputs WHERE episode = ? AND "
                        "scene = ? AND route = ? AND idx = ? ORDER BY rowid", _k(key))]
-        return StepState(key, *row[:11], json.loads(row[11] or "[]"), *row[12:15],  # type: ignore[arg-type]
+        return StepState(key, *row[:11], json.loads(row[11] or "[]"), *row[12:15],  # type: ignore[arg-type, call-arg]
                          json.loads(row[15]) if row[15] else None, outputs)
 
     def ensure(self, key: StepKey, label: str, identity: str) -> StepState:
