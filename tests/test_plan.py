@@ -88,6 +88,9 @@ def test_a_chained_scene_reports_all_its_steps(sim: Any, tmp_path: Path) -> None
     assert report.episodes[0].title == "Mira Dances"
     info = probe(tmp_path / "out" / "mira-dances" / wave.clip)
     assert (info.frames, info.width) == (97, 128)  # every window, then upscaled
+    for scene in report.scenes:  # the simulator's clip after the stages still shows its scene's prompt
+        shown = probe(tmp_path / "out" / "mira-dances" / str(scene.clip)).metadata.get("comment", "")
+        assert shown and shown == scene.prompt
 
 
 def test_a_fallback_takes_the_frames_it_can_only_when_taken(sim_factory: Any, tmp_path: Path) -> None:
