@@ -246,6 +246,9 @@ def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any
         for r, route in enumerate(scene["routes"]):
             head = f"{scene['key']}" + (f"  fallback {r}: {route['backend']}" if r else f"  {route['backend']}")
             click.echo(head + (f"  ({route['note']})" if route["note"] else ""))
+            if not r:
+                for note in scene["notes"]:
+                    click.echo(f"  note: {note}")
             if route["skipped"]:
                 click.echo(f"  skipped (not for this backend): {', '.join(route['skipped'])}")
             for i, step in enumerate(route["steps"]):

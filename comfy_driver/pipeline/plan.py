@@ -26,6 +26,7 @@ from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.config.backends import Backends, load_backends
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
+from comfy_driver.media.ffmpeg import VideoInfo, probe
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import BACKENDS, models_lock
@@ -231,6 +232,7 @@ class _Planner:
         self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
         self.layout = Layout(root or loaded.output_dir / loaded.slug)
         self.loaded = loaded
+        self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
 
     def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
         steps = plan_steps(spec, self.backends, backend)
@@ -250,6 +252,31 @@ class _Planner:
                                        self.layout.step_dir(step_key, step.label, last), last, len(steps), spec,
                                        self.templates))
         return Route(backend, planned, skipped=tuple(skipped))
+
+    def driving_video_fits(self, spec: SceneSpec, route: Route) -> list[str]:
+        """A driving video shorter than the scene: a window that would start past its end is refused;
+        a shortfall within the last window is said before anything is submitted."""
+        assert spec.driving_video is not None
+        if spec.driving_video not in self._videos:
+            self._videos[spec.driving_video] = probe(spec.driving_video)
+        info = self._videos[spec.driving_video]
+        default = self.templates.get(route.steps[0].step.workflow).params.get("fps")
+        fps = spec.fps or (float(default.default) if default is not None and default.default else info.fps)
+        length = info.frames / info.fps if info.fps else 0.0
+        name = spec.driving_video.name
+        for step in route.steps:
+            offset = step.step.values.get("video_frame_offset")
+            if offset is not None and offset / fps >= length:
+                raise UserError(f"{spec.where}: driving video {name} lasts {length:.2f} s ({info.frames} frames at "
+                                f"{info.fps:g} fps), but {step.label} of this scene would start at {offset / fps:.2f} s",
+                                hint=f"make the scene at most {int(length * fps)} frames long, or use a longer "
+                                     "driving video")
+        frames = spec.frames or 0
+        short = frames - int(length * fps + 1e-9)
+        if short > 0:
+            return [f"driving video {name} lasts {length:.2f} s, the scene {frames / fps:.2f} s: its last {short} "
+                    "frame(s) follow no driving motion"]
+        return []
 
     def fallback(self, scene: ScenePlan, spec: SceneSpec, base: str, stages: list[str]) -> Route | None:
         """The route of a fallback backend; its own limits apply (frames it can take, no driving video).
@@ -284,6 +311,8 @@ class _Planner:
         first = self.route(spec, chosen, 0)
         first.skipped = dropped + first.skipped
         scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), spec, index, [first])
+        if spec.driving_video is not None:
+            scene.notes += self.driving_video_fits(spec, first)
         on_oom = self.loaded.series.on_oom
         tried = [base]
         following: str | None = self.backends.backend(base).fallback
