@@ -165,3 +165,20 @@ def test_a_driving_video_shorter_than_the_scene_is_said_before_submitting(sim: A
     assert "driving video dance.mp4 lasts 2.00 s (24 frames at 12 fps), but wan22_animate window 2 of this " \
            "scene would start at 4.50 s" in result.output
     assert "make the scene at most 32 frames long" in result.output and sim.submissions == []
+
+
+def test_a_wrong_backend_name_is_one_message_at_its_line_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "series.yaml"
+    path.write_text("title: Names\nbackend: wan22_animat\noutput: out\n"
+                    "defaults: {width: 64, height: 64, fps: 8, frames: 4}\n"
+                    "episodes:\n  - scenes:\n      - {id: a, prompt: x}\n      - {id: b, prompt: y}\n"
+                    "      - id: c\n        prompt: z\n        backend: svd\n        params:\n          stepz: 3\n")
+    result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.count("unknown backend") == 1
+    assert f"{path}:2: unknown backend 'wan22_animat'; did you mean 'wan22_animate'?" in result.output
+    assert "hint: backends: svd, wan22_5b, wan22_animate" in result.output and "wan22_animate_extend" not in \
+        result.output
+    assert f"{path}:13: unknown parameter 'stepz' for workflow 'svd'; did you mean 'steps'?" in result.output
+    option = CliRunner().invoke(main, ["run", str(path), "--dry-run", "--backend", "sdv"])
+    assert "--backend: unknown backend 'sdv'; did you mean 'svd'?" in option.output

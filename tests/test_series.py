@@ -133,8 +133,8 @@ def test_workflow_without_reference_image_says_so(tmp_path: Path) -> None:
 def test_unknown_parameter_suggests(tmp_path: Path) -> None:
     text = GOOD.replace("        seed: 5", "        seed: 5\n        params: {motion_bucket: 3}")
     message = error_of(write(tmp_path, text))
-    assert "series.yaml:13: unknown parameter 'motion_bucket' for workflow 'svd'; did you mean 'motion_bucket_id'?" \
-        in message
+    assert "series.yaml:16: unknown parameter 'motion_bucket' for workflow 'svd'; did you mean 'motion_bucket_id'?" \
+        in message  # the parameter's own line
 
 
 def test_mistyped_and_out_of_range_parameters_all_reported(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_every_scene_error_at_once(tmp_path: Path) -> None:
 
 def test_unknown_backend_lists_known(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, GOOD.replace("backend: svd", "backend: nope")))
-    assert "no workflow 'nope'" in message and "svd" in message
+    assert "series.yaml:2: unknown backend 'nope'" in message and "backends: svd, wan22_5b, wan22_animate" in message
 
 
 def test_template_target_errors(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ renders it again; editing nothing keeps it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import uuid
@@ -234,6 +235,16 @@ class _Planner:
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
 
+    def check_backend(self, spec: SceneSpec, backend: str, where: str) -> None:
+        """A backend that is neither declared nor a workflow: one message at the line that names it."""
+        base, _ = self.backends.parse(backend)
+        if base in self.backends.backends or self.templates.has(base):
+            return
+        known = sorted(self.backends.backends)
+        guess = difflib.get_close_matches(base, known, n=1)
+        raise UserError(f"{where}: unknown backend {base!r}" + (f"; did you mean {guess[0]!r}?" if guess else ""),
+                        hint=f"backends: {', '.join(known)} (or a workflow of the series' own workflows folder)")
+
     def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
         steps = plan_steps(spec, self.backends, backend)
         for step in steps:  # every problem of every step now, before anything runs
@@ -303,6 +314,7 @@ class _Planner:
 
     def scene(self, spec: SceneSpec, index: int, backend: str | None) -> ScenePlan:
         chosen = backend or spec.backend
+        self.check_backend(spec, chosen, "--backend" if backend else spec.wheres.get("backend", spec.where))
         base, stages = self.backends.parse(chosen)
         dropped: tuple[str, ...] = ()
         if backend and spec.driving_video is not None and base in self.backends.backends \
@@ -345,14 +357,15 @@ def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     planner = _Planner(loaded, catalog, root)
     scenes: list[ScenePlan] = []
     errors: list[str] = []
+    hints: list[str] = []
     for i, spec in enumerate(loaded.scenes):
         try:
             scenes.append(planner.scene(spec, i + 1, backend))
-        except UserError as exc:
-            if str(exc) not in errors:
-                errors.append(str(exc))
+        except UserError as exc:  # each problem once (a series-wide mistake is every scene's)
+            errors += [exc.message] if exc.message not in errors else []
+            hints += [exc.hint] if exc.hint and exc.hint not in hints else []
     if errors:
-        raise UserError("\n".join(errors))
+        raise UserError("\n".join(errors), hint="; ".join(hints) or None)
     episodes: dict[str, EpisodePlan] = {}
     for spec in loaded.scenes:
         ep = episodes.setdefault(spec.episode_id, EpisodePlan(spec.episode_id, spec.episode_title, [],

@@ -45,6 +45,10 @@ class TemplateCache:
         self.dirs = [d for d in (series_dir, WORKFLOWS) if d is not None]
         self._loaded: dict[str, Template] = {}
 
+    def has(self, name: str) -> bool:
+        """Whether a workflow of this name exists (the series' own folder, then the shipped one)."""
+        return name.endswith(".json") or any((d / f"{name}.json").is_file() for d in self.dirs)
+
     def get(self, name: str) -> Template:
         if name not in self._loaded:
             for d in self.dirs:
@@ -187,6 +191,12 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     return steps
 
 
+def param_where(spec: SceneSpec, name: str) -> str:
+    """The file:line that set a parameter of a step (under any of its scoped names), else the scene's."""
+    keys = [f"params.{name}", *(k for k in spec.wheres if k.startswith("params.") and k.endswith(f".{name}"))]
+    return next((spec.wheres[k] for k in keys if k in spec.wheres), spec.where)
+
+
 @dataclass
 class Rendered:
     """A step's API graph for one input clip (or the placeholder), with what it uploads and makes."""
@@ -228,7 +238,7 @@ def render_step(spec: SceneSpec, templates: TemplateCache, step: Step, clip: Pat
             values[name] = server_name
     if problems:
         raise UserError("\n".join(f"{spec.where}: {p}" for p in problems))
-    graph = template.render(values, where=f"{spec.where}: ")
+    graph = template.render(values, where=f"{spec.where}: ", where_of=lambda name: f"{param_where(spec, name)}: ")
     workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
     outputs = frozenset(n for n, node in graph.items() if templates.catalog.is_output_node(node["class_type"]))
     return Rendered(template, graph, uploads, workflow, outputs, graph_hash(graph, step.workflow))
