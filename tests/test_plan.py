@@ -182,3 +182,16 @@ def test_a_wrong_backend_name_is_one_message_at_its_line_with_a_suggestion(tmp_p
     assert f"{path}:13: unknown parameter 'stepz' for workflow 'svd'; did you mean 'steps'?" in result.output
     option = CliRunner().invoke(main, ["run", str(path), "--dry-run", "--backend", "sdv"])
     assert "--backend: unknown backend 'sdv'; did you mean 'svd'?" in option.output
+
+
+def test_the_eta_counts_every_window_and_stage_left() -> None:
+    import io
+
+    from comfy_driver.pipeline.progress import Progress
+
+    progress = Progress(2, stream=io.StringIO())
+    progress.prompts_left = 7  # two chained scenes: 3 + 4 prompts
+    progress.prompt_done(10.0)
+    assert progress.eta() == 60.0  # six prompts left at 10 s each, not one scene at the first one's pace
+    progress.prompt_done(20.0)
+    assert progress.eta(0.5) == 4.5 * 20.0

@@ -24,16 +24,29 @@ class Progress:
         self.started = time.monotonic()
         self.finished = 0
         self.scene_seconds: list[float] = []
+        self.prompts_left = 0  # prompts still to render (every window, stage and step), when known
+        self.prompt_seconds: list[float] = []
         self._lock = threading.Lock()
         self._last_line = ""
         self._last_key: tuple[str, str] | None = None
         self._last_update: tuple[int, str, str, tuple[float, float] | None, float | None] | None = None
 
     def eta(self, running_fraction: float = 0.0) -> float | None:
+        """The time left: prompts left (windows and stages included) times a prompt's median time; or,
+        when prompts are not counted, scenes left times a scene's median time."""
+        if self.prompt_seconds:
+            median = sorted(self.prompt_seconds)[len(self.prompt_seconds) // 2]
+            return max(0.0, (self.prompts_left - running_fraction) * median)
         if not self.scene_seconds:
             return None
         avg = sorted(self.scene_seconds)[len(self.scene_seconds) // 2]
         return max(0.0, (self.total - self.finished - running_fraction) * avg)
+
+    def prompt_done(self, seconds: float | None) -> None:
+        with self._lock:
+            self.prompts_left = max(0, self.prompts_left - 1)
+            if seconds is not None:
+                self.prompt_seconds.append(seconds)
 
     def update(self, index: int, key: str, node: str, step: tuple[float, float] | None, scene_start: float | None) -> None:
         if not self.enabled:

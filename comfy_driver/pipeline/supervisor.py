@@ -185,6 +185,7 @@ class Supervisor:
             self.state.save_plan(self.plan.to_json())
             for scene in self.plan.scenes:
                 self._classify(self.scenes[scene.key])
+            self.progress.prompts_left = sum(a.step.count - a.step.key.index for a in self._ready)
             if self._ready:
                 self._lanes = [Lane(url, self.client_id, self._inbox.put, server_timeout=self.options.server_timeout,
                                     settings=self.options.settings, on_event=self.on_event) for url in self.servers]
@@ -483,6 +484,7 @@ class Supervisor:
             self.progress.scene_done(None)
             return
         server_ms = result.finished_ms - result.started_ms if result.started_ms and result.finished_ms else None
+        self.progress.prompt_done(outcome.finished_at - outcome.watch.started_at if outcome.watch.started_at else None)
         self.state.done(step.key, started_at=outcome.watch.started_at or outcome.finished_at,
                         finished_at=outcome.finished_at, server_ms=server_ms, cached_nodes=result.cached_nodes,
                         clip=outcome.clip, outputs=outcome.outputs)
