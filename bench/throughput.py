@@ -26,7 +26,8 @@ from pathlib import Path
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.config.series import load_series
 from comfy_driver.pipeline.plan import build_plan
-from comfy_driver.pipeline.supervisor import RunOptions, Supervisor
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 
 HERE = Path(__file__).resolve().parent
 

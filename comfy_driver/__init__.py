@@ -28,15 +28,15 @@ if TYPE_CHECKING:
     from comfy_driver.errors import (BadInputFile, DriveError, JobTimeout, ModelVerificationFailed, RunError,
                                      UserError)
     from comfy_driver.pipeline.report import RunReport
-    from comfy_driver.pipeline.supervisor import RunControl, RunOptions, RunStopped
+    from comfy_driver.pipeline.control import RunControl, RunOptions, RunStopped
 
 __version__ = "0.1.0"
 
 # Imported on first use, so that `import comfy_driver` (and the command line's start) stays fast.
 _HOMES = {
     "Client": "comfy_driver.api",
-    "RunStopped": "comfy_driver.pipeline.supervisor",
-    "RunControl": "comfy_driver.pipeline.supervisor",
+    "RunStopped": "comfy_driver.pipeline.control",
+    "RunControl": "comfy_driver.pipeline.control",
     "run_series": "comfy_driver.api",
     "simulated_server": "comfy_driver.api",
     "AccessRefused": "comfy_driver.comfy.errors",
@@ -67,7 +67,7 @@ _HOMES = {
     "RunError": "comfy_driver.errors",
     "UserError": "comfy_driver.errors",
     "RunReport": "comfy_driver.pipeline.report",
-    "RunOptions": "comfy_driver.pipeline.supervisor",
+    "RunOptions": "comfy_driver.pipeline.control",
 }
 
 

@@ -29,7 +29,8 @@ from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.pipeline.plan import build_plan
-from comfy_driver.pipeline.supervisor import RunControl, RunOptions, RunStopped, execute
+from comfy_driver.pipeline.control import RunControl, RunOptions
+from comfy_driver.pipeline.supervisor import execute
 from comfy_driver.workflow.convert import ui_to_api
 from comfy_driver.workflow.files import detect_format
 from comfy_driver.workflow.layout import with_values

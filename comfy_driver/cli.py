@@ -36,7 +36,7 @@ def _fail(message: str, code: int) -> None:
 
 def exit_status(exc: DriveError) -> int:
     """The one place errors become exit statuses: 2 bad input, 130 stopped by the user, 1 the rest."""
-    from comfy_driver.pipeline.supervisor import RunStopped
+    from comfy_driver.pipeline.control import RunStopped
 
     if isinstance(exc, RunStopped):
         return 130
@@ -180,7 +180,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.api import run_series
     from comfy_driver.config.series import load_series
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.supervisor import RunControl, RunOptions, RunStopped
+    from comfy_driver.pipeline.control import RunControl, RunOptions, RunStopped
 
     loaded = load_series(series_file)
     publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \

@@ -10,7 +10,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -19,7 +18,8 @@ from comfy_driver.config.series import load_series
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.paths import EXAMPLES
 from comfy_driver.pipeline.plan import SceneKey, StepKey, build_plan
-from comfy_driver.pipeline.supervisor import RunOptions, Supervisor
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.server import Faults
 
 from .simproc import SimProcess, drive

@@ -19,7 +19,8 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.paths import EXAMPLES
 from comfy_driver.pipeline.plan import build_plan
-from comfy_driver.pipeline.supervisor import RunOptions, Supervisor
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import Faults
 

@@ -28,7 +28,8 @@ from comfy_driver.pipeline.plan import Plan, build_plan
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.pipeline.state import DONE, StateStore
-from comfy_driver.pipeline.supervisor import RunOptions, Supervisor
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.pipeline.timings import Collector, ResourceSampler
 from comfy_driver.units import fmt_seconds
 

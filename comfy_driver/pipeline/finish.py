@@ -19,7 +19,7 @@ from comfy_driver import confined
 from comfy_driver.comfy.client import ComfyClient, file_sha256
 from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.follow import Follower, PromptResult, Watch
-from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.comfy.outputs import OutputFile
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.lane import Attempt
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.outputs import safe_component
-from comfy_driver.config.backends import Backends, load_backends
+from comfy_driver.config.backends import load_backends
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import VideoInfo, probe

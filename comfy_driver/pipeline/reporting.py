@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from comfy_driver.pipeline.control import SceneRun
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import EpisodePlan, Plan, SceneKey
 from comfy_driver.pipeline.report import EpisodeRecord, OutputRecord, SceneRecord, StepRecord
 from comfy_driver.pipeline.state import DONE, StateStore
-
-if TYPE_CHECKING:
-    from comfy_driver.pipeline.supervisor import SceneRun
 
 
 def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
