@@ -79,6 +79,11 @@ class Comparison:
     videos: dict[str, Path] = field(default_factory=dict)  # scene key -> side-by-side MP4
 
 
+def default_folder(loaded: LoadedSeries) -> Path:
+    """Where a series' comparisons go: beside its run's output, never in it."""
+    return loaded.output_dir / loaded.slug / "compare"
+
+
 def choose_scenes(plan: Plan, wanted: list[str] | None) -> Plan:
     """The plan of the scenes asked for (all by default), rendered without joining episodes."""
     keys = [str(s.key) for s in plan.scenes]
@@ -105,33 +110,39 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
                                "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
 
 
-def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, scenes: list[str] | None = None,
+def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None) -> dict[str, Plan]:
+    """Each backend's plan of the chosen scenes; every problem of every backend now, before any render."""
+    if len(set(backends)) != len(backends) or not backends:
+        raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
+    return {b: choose_scenes(build_plan(loaded, b), scenes) for b in backends}
+
+
+def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *,
             from_report: bool = False, progress: bool = True, folder: Path | None = None) -> Comparison:
-    """Render the chosen scenes with each backend (keeping earlier renders), measure, and compare.
+    """Render the planned scenes with each backend (keeping earlier renders), measure, and compare.
 
     With `from_report`, nothing is rendered: the comparison is made from the renders already kept.
     """
-    if len(set(backends)) != len(backends) or not backends:
-        raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    folder = folder or loaded.output_dir / loaded.slug / "compare"
-    # Each backend's renders in a run folder of its own; every error of every backend before any render.
-    chosen = {b: choose_scenes(build_plan(loaded, b, root=folder / safe_component(b)), scenes) for b in backends}
+    folder = folder or default_folder(loaded)
+    # Each backend's renders in a run folder of its own (its state, so its renders are kept).
+    chosen = {b: choose_scenes(build_plan(loaded, b, root=folder / safe_component(b)), [str(s.key) for s in p.scenes])
+              for b, p in chosen.items()}
     keys = [str(s.key) for s in next(iter(chosen.values())).scenes]
     say = Progress(0, enabled=progress)
     results = []
     started = time.monotonic()
-    for n, (backend, plan) in enumerate(chosen.items(), 1):
-        run_dir = plan.layout.root
+    for n, (backend, rooted) in enumerate(chosen.items(), 1):
+        run_dir = rooted.layout.root
         timings = _load_json(run_dir / "timings.json")
         if from_report:
             if not (run_dir / "state.db").is_file():
                 raise UserError(f"no renders of backend {backend!r} in {run_dir}",
                                 hint="run compare without --from-report to render them")
-            results.append(_results(backend, plan, timings))
+            results.append(_results(backend, rooted, timings))
             continue
-        say.message(f"backend {n}/{len(chosen)} {backend}: {len(plan.scenes)} scene(s)")
+        say.message(f"backend {n}/{len(chosen)} {backend}: {len(rooted.scenes)} scene(s)")
         collector = Collector()
-        runner = Supervisor(plan, servers, RunOptions(episodes=False), progress=Progress(len(plan.scenes), enabled=progress),
+        runner = Supervisor(rooted, servers, RunOptions(episodes=False), progress=Progress(len(rooted.scenes), enabled=progress),
                             on_event=collector)
         t0 = time.monotonic()
         with ResourceSampler(servers) as sampler:
@@ -141,13 +152,13 @@ def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, sc
         if rendered:
             timings["peak_vram"], timings["peak_ram"] = sampler.peak_vram, sampler.peak_ram
         _write_json(run_dir / "timings.json", timings)
-        result = _results(backend, plan, timings)
+        result = _results(backend, rooted, timings)
         result.rendered, result.seconds = rendered, time.monotonic() - t0
         results.append(result)
         left = len(chosen) - n
         pace = (time.monotonic() - started) / n
         say.message(f"backend {n}/{len(chosen)} {backend}: {rendered} scene(s) rendered, "
-                    f"{len(plan.scenes) - rendered} kept, in {fmt_seconds(result.seconds)}"
+                    f"{len(rooted.scenes) - rendered} kept, in {fmt_seconds(result.seconds)}"
                     + (f"; ETA {fmt_seconds(pace * left)} for the other {left}" if left else ""))
     comparison = Comparison(folder, keys, results)
     for key in keys:
