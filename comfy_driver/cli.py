@@ -171,10 +171,15 @@ def _simulated(speed: str | None) -> Iterator[str | None]:
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
 @click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
+@click.option("--publish", "publish_", is_flag=True, help="Upload each finished episode to YouTube (publish section).")
+@click.option("--republish", is_flag=True, help="With --publish: upload again an episode re-rendered since its upload.")
+@click.option("--youtube-endpoint", default=None, help="With --publish: send YouTube API calls to this address "
+                                                       "instead of Google's (a local test server).")
 @connection_options
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: str | None, dry_run: bool,
-        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, settings: Any) -> None:
+        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, publish_: bool, republish: bool,
+        youtube_endpoint: str | None, settings: Any) -> None:
     """Render every scene of SERIES_FILE, download the clips and join each episode.
 
     Rerunning it resumes: finished scenes are kept, prompts still on a server are re-attached.
@@ -189,13 +194,18 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     from comfy_driver.pipeline.runner import RunOptions
 
     loaded = load_series(series_file)
+    publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \
+        if publish_ else None
     if dry_run:
         _dry_run(loaded, backend, list(servers), settings)
         return
     progress = Progress(len(loaded.scenes), enabled=True)
     stop, interrupt = threading.Event(), threading.Event()
     options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, settings=settings)
-    with _simulated(simulate) as sim_url:
+    published = True
+    with contextlib.ExitStack() as closing, _simulated(simulate) as sim_url:
+        if publisher is not None:
+            closing.callback(publisher.close)
         previous = _stop_on_signals(stop, interrupt, progress)
         try:
             report = run_series(loaded, servers=[sim_url] if sim_url else list(servers), backend=backend,
@@ -205,12 +215,17 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if publisher is not None:
+            from comfy_driver.pipeline.outlock import claim_output
+
+            with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
+                published = publish_report(loaded, report, publisher)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         click.echo(report.summary())
         click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
-    if report.failed:
+    if report.failed or not published:
         sys.exit(1)
 
 
@@ -250,8 +265,8 @@ def _convert_catalog(server: str | None, object_info: Path | None, frontend: str
     if server:
         client = _client(server)
         if frontend is None:  # the GUI that server ships is the one to reproduce
-            system = client.system_stats().get("system") or {}
-            frontend = system.get("required_frontend_version") or None
+            required = client.versions().frontend
+            frontend = str(required) if required else None
         return client.catalog(), frontend
     raise UserError("convert needs the node catalogue of the server the graph is for",
                     hint="pass --server URL, or --object-info FILE (a saved GET /object_info of that server)")
@@ -283,8 +298,11 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if kind == "unknown":
         raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
     catalog, frontend = _convert_catalog(server, object_info, frontend)
+    notes: list[str] = []
     if target == "api":
-        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend)
+        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend, notes=notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     else:
         result = data if kind == "ui" else api_to_ui(data, catalog)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
@@ -453,24 +471,62 @@ def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
 @lock.command("from-workflow")
 @click.argument("workflow", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True, help="Backend(s) that use these models.")
+@click.option("--server", default=None, help="Match the names to what this ComfyUI server lists.")
 @click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help=LOCK_HELP)
 @handle_errors
-def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Path | None) -> None:
-    """Add the models a GUI-saved workflow names in its nodes' properties.models."""
+def lock_from_workflow(workflow: Path, backends: tuple[str, ...], server: str | None, lock_file: Path | None) -> None:
+    """The model files a GUI-saved workflow loads, and their folders: those with a download link
+    (properties.models) are added to models.lock; the others, read from the loader widgets, are listed
+    with what models.lock and the server have."""
     from comfy_driver.models.add import add_to_lock, parse_ref, workflow_models
+    from comfy_driver.models.in_workflow import loader_models
+    from comfy_driver.models.lock import read_lock
     from comfy_driver.workflow.files import detect_format, load_json
 
     data = load_json(workflow)
     if detect_format(data) != "ui":
-        raise UserError(f"{workflow}: not a GUI-saved workflow (only those list their models)")
-    models = workflow_models(data)
-    if not models:
-        raise UserError(f"{workflow}: no node lists models (properties.models)")
-    for model in models:
-        entry, what = add_to_lock(_lock_path(lock_file), parse_ref(model["url"]), folder=model.get("directory"),
+        raise UserError(f"{workflow}: not a GUI-saved workflow (only those name their loaders' files)")
+    linked = workflow_models(data)
+    client = _client(server) if server else None
+    listed: dict[str, list[str]] | None = None
+    if client is not None:
+        listed = {}
+        for folder in {m.folder for m in loader_models(data) if m.folder}:
+            listed[folder] = _server_models(client, folder)
+    found = [m for m in loader_models(data, listed) if m.name not in {str(x["name"]) for x in linked}]
+    if not linked and not found:
+        raise UserError(f"{workflow}: no model files found (no node lists properties.models, and no loader "
+                        "widget names a model file)")
+    lock_path = _lock_path(lock_file)
+    for model in linked:
+        entry, what = add_to_lock(lock_path, parse_ref(model["url"]), folder=model.get("directory"),
                                   name=model["name"], backends=list(backends))
         click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision}")
+    known = {(e.folder, e.name) for e in read_lock(lock_path).lock.models}
+    for m in found:
+        where = f"  ({m.who}" + (f", saved as {m.saved!r})" if m.saved != m.name else ")")
+        if m.folder is None:
+            click.echo(f"downloaded by its node pack on first use: {m.name}{where}")
+            continue
+        there = "" if listed is None else (" [on the server]" if m.name in listed.get(m.folder, []) else
+                                           " [NOT on the server]")
+        if (m.folder, m.name) in known:
+            click.echo(f"in models.lock: {m.folder}/{m.name}{there}{where}")
+        else:
+            click.echo(f"not in models.lock: {m.folder}/{m.name}{there}{where}\n"
+                       f"  add it with: comfy-drive lock add <hub repo>/<path in repo> --folder {m.folder} "
+                       f"--name {m.name}")
+
+
+def _server_models(client: Any, folder: str) -> list[str]:
+    """What a server lists in one models folder; nothing for a folder it does not have."""
+    from comfy_driver.comfy.errors import ServerProtocolError
+
+    try:
+        return [str(n) for n in client.models(folder)]
+    except ServerProtocolError:
+        return []
 
 
 @main.command()
@@ -555,14 +611,16 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
 @handle_errors
 def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None,
            settings: Any) -> None:
-    """Which backends can run: model files here and on the server, custom node packs, what to run to fix it."""
+    """Which backends can run: model files here and on the server, node packs, each workflow against the server's validation, and the fix."""
+    from comfy_driver.config.backends import load_backends
     from comfy_driver.models.doctor import diagnose
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.tree import ModelsTree
+    from comfy_driver.paths import BACKENDS
 
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
     client = _client(server, settings) if server else None
-    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo)
+    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo, load_backends(BACKENDS))
     if problems:
         sys.exit(1)
 
@@ -701,9 +759,16 @@ def queue(server: str, delete: tuple[str, ...], clear: bool, settings: Any) -> N
 @connection_options
 @handle_errors
 def interrupt(server: str, prompt_id: str | None, settings: Any) -> None:
-    """Interrupt the running prompt."""
-    _client(server, settings).interrupt(prompt_id)
-    click.echo("interrupt sent")
+    """Interrupt the running prompt; with --prompt-id, cancel that one (pending or running)."""
+    client = _client(server, settings)
+    if prompt_id is None:
+        client.interrupt()
+        click.echo("interrupt sent")
+        return
+    if client.cancel(prompt_id):
+        click.echo(f"cancelled {prompt_id}")
+    else:
+        click.echo(f"{prompt_id} is neither queued nor running (nothing cancelled)")
 
 
 @main.command()
@@ -750,6 +815,114 @@ def stats(server: str, as_json: bool, settings: Any) -> None:
     for fact in facts:
         click.echo(f"  {fact.name} (since {fact.since}): {fact.what}")
 
+
+# ------------------------------------------------------------------------------------------ compare, try
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool,
+                       **kw: Any) -> None:
+    """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
+    from comfy_driver.pipeline.benchmark import write
+    from comfy_driver.pipeline.compare import compare as run_compare
+
+    urls = servers or loaded.series.server_urls
+    if not urls and not simulate and not kw.get("from_report"):
+        raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
+    with _simulated(None if kw.get("from_report") else simulate) as sim_url:
+        comparison = run_compare(loaded, backends, [sim_url] if sim_url else urls, progress=not as_json, **kw)
+    paths = write(comparison, loaded.series.title)
+    missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
+               if s.status != "done"]
+    if as_json:
+        click.echo(paths["json"].read_text(encoding="utf-8"), nl=False)
+    else:
+        click.echo(paths["markdown"].read_text(encoding="utf-8").split("\n## ")[0].rstrip())
+        for key, video in comparison.videos.items():
+            click.echo(f"side by side {key}: {video}")
+        click.echo(f"tables: {paths['markdown']} and {paths['json'].name}\npage: {paths['page']}")
+    if missing:
+        click.echo(f"not rendered: {'; '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("series_file", type=click.Path(path_type=Path))
+@click.option("--backends", required=True, help="Backends to compare, comma-separated: A,B[,C].")
+@click.option("--scenes", default=None, help="Only these scenes, comma-separated EPISODE/SCENE keys (default: all).")
+@click.option("--from-report", is_flag=True, help="Render nothing: compare the renders already kept.")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
+@simulate_option
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
+@click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@handle_errors
+def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
+            simulate: str | None, output: Path | None, as_json: bool) -> None:
+    """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
+    tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
+    kept, so a rerun renders nothing new."""
+    from comfy_driver.config.series import load_series
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    wanted = [k.strip() for k in scenes.split(",") if k.strip()] if scenes else None
+    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, scenes=wanted,
+                       from_report=from_report, folder=output)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    import yaml
+
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise UserError(f"--param {text!r}: write it as NAME=VALUE (e.g. steps=4, svd.motion_bucket_id=90)")
+    return name.strip(), yaml.safe_load(value)
+
+
+@main.command("try")
+@click.option("--prompt", required=True, help="What the scene shows.")
+@click.option("--negative-prompt", default=None, help="What the scene must not show.")
+@click.option("--image", type=click.Path(path_type=Path), default=None, help="Reference image (the character).")
+@click.option("--driving-video", type=click.Path(path_type=Path), default=None, help="Video whose motion to follow.")
+@click.option("--backend", "backends", multiple=True, help="A backend to render with (repeatable).")
+@click.option("--vs", "versus", default=None, help="The backend to compare with (default: svd).")
+@click.option("--width", type=int, default=None, help="Frame width in pixels (default: the backend's).")
+@click.option("--height", type=int, default=None, help="Frame height in pixels (default: the backend's).")
+@click.option("--frames", type=int, default=None, help="Frames to render (default: the backend's).")
+@click.option("--fps", type=float, default=None, help="Frames per second of the clip (default: the backend's).")
+@click.option("--seed", type=int, default=None, help="Noise seed (default: fixed per scene, so reruns match).")
+@click.option("--param", "params", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL.")
+@simulate_option
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
+              show_default=True, help="Folder for the renders and the comparison.")
+@click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@handle_errors
+def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
+         backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
+         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: str | None,
+         output: Path, as_json: bool) -> None:
+    """Quick test: one scene from the command line, rendered with each backend and compared side by side
+    (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
+    from comfy_driver.config.series import load_series
+    from comfy_driver.pipeline.compare import try_series
+
+    names = list(backends) or ["wan22_animate"]
+    names += [versus] if versus else ([] if len(names) > 1 else ["svd"])
+    path = try_series(output, prompt=prompt, negative_prompt=negative_prompt, image=image, driving_video=driving_video,
+                      width=width, height=height, frames=frames, fps=fps, seed=seed,
+                      params=dict(_param(p) for p in params))
+    try:
+        loaded = load_series(path)
+        _compare_and_write(loaded, names, list(servers), simulate, as_json, folder=output)
+    except UserError as exc:
+        if image is None and "'reference_image' is required" in exc.message:
+            raise UserError(f"{', '.join(names)}: a backend here animates a reference image, and none was given",
+                            hint="pass --image FILE (the character), or compare backends that start from the "
+                                 "prompt (e.g. --backend svd)") from None
+        raise
+
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
+
+main.add_command(auth)
+main.add_command(publish)
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import contextlib
 import json
 import os
@@ -16,7 +18,7 @@ import pytest
 from PIL import Image
 
 from comfy_driver.comfy.address import ServerAddress, save_headers
-from comfy_driver.comfy.client import ComfyClient, file_sha256
+from comfy_driver.comfy.client import ComfyClient, canonical_prompt_id, file_sha256
 from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, NotComfyUI, PromptLost, PromptRejected,
                                        ServerUnreachable)
 from comfy_driver.comfy.events import Disconnected, parse_binary
@@ -173,9 +175,12 @@ def test_crashed_server_reports_the_prompt_lost(sim_factory: Any) -> None:
             follower.wait(prompt_id, timeout=10)
 
 
-def test_chosen_prompt_id_is_used(client: ComfyClient) -> None:
-    sub = client.queue_prompt(IMAGE_GRAPH, client_id="x", prompt_id="my-own-id")
-    assert sub.prompt_id == "my-own-id"
+def test_chosen_prompt_id_is_used_in_canonical_form(client: ComfyClient) -> None:
+    # ComfyUI 0.33 takes only lower-case canonical UUIDs: a UUID is rewritten, a name becomes its uuid5.
+    upper = "6F1C0C1E-3A5E-4D59-9B43-9A3C2F6D1E20"
+    assert client.queue_prompt(IMAGE_GRAPH, client_id="x", prompt_id=upper).prompt_id == upper.lower()
+    named = client.queue_prompt(IMAGE_GRAPH, client_id="x", prompt_id="my-own-id").prompt_id
+    assert named == canonical_prompt_id("my-own-id") == str(uuid.UUID(named))
 
 
 def test_object_info_is_kept_by_its_client(client: ComfyClient) -> None:

@@ -50,12 +50,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 def test_titles_that_make_the_same_folder_name_do_not_share_it(tmp_path: Path) -> None:
     first = series_file(tmp_path, SERIES.replace("title: Run Test", "title: Fox Story!"))
-    assert CliRunner().invoke(main, ["run", str(first), "--simulate"]).exit_code == 0
+    assert CliRunner().invoke(main, ["run", str(first), "--simulate", "instant"]).exit_code == 0
     clip = tmp_path / "out" / "fox-story" / "one" / "a" / "clip.mp4"
     before = clip.read_bytes()
     second = series_file(tmp_path, SERIES.replace("title: Run Test", "title: fox-story")
                          .replace("first scene", "another scene"))
-    result = CliRunner().invoke(main, ["run", str(second), "--simulate"])
+    result = CliRunner().invoke(main, ["run", str(second), "--simulate", "instant"])
     assert result.exit_code == 2, result.output
     assert "holds the output of another series, 'Fox Story!'" in result.output
     assert "Traceback" not in result.output
@@ -72,7 +72,7 @@ def test_a_folder_of_a_corrupt_identity_is_not_taken_over(tmp_path: Path) -> Non
 
 def test_two_runs_of_one_series_at_once(tmp_path: Path) -> None:
     """The second run exits 2 naming the first; nothing is rendered twice; the first finishes."""
-    sim = SimProcess(tmp_path / "sim", time_scale=0.5)
+    sim = SimProcess(tmp_path / "sim", time_scale=0.05)
     try:
         path = series_file(tmp_path)
         # Each download of the first run waits 3 s, so it still holds the folder when the second starts,
@@ -80,8 +80,10 @@ def test_two_runs_of_one_series_at_once(tmp_path: Path) -> None:
         requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
         first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         sim.wait_until_running()
+        first.send_signal(signal.SIGSTOP)  # mid-run, however slowly the second one starts
         second = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         out_second, _ = second.communicate(timeout=60)
+        first.send_signal(signal.SIGCONT)
         out_first, _ = first.communicate(timeout=120)
         assert second.returncode == 2, out_second
         assert f"is in use by another run: pid {first.pid} on " in out_second

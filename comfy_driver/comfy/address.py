@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from comfy_driver import confined
+from comfy_driver import confined, jsontext
 from comfy_driver.errors import UserError
 from comfy_driver.paths import config_dir
 
@@ -101,8 +101,7 @@ def check_header(name: Any, value: Any, where: str) -> None:
     if not isinstance(name, str) or not _TOKEN.match(name):
         raise UserError(f"{where}: {name!r} is not a valid header name (letters, digits and -)")
     if not isinstance(value, str):
-        raise UserError(f"{where}: the value of header {name!r} is not text ({value!r})",
-                        hint="a header value is one line of text, in quotes")
+        raise UserError(f"{where}: the value of header {name!r} is not text")
     if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
         raise UserError(f"{where}: the value of header {name!r} has a line break or control character",
                         hint="a header value is one line of text")
@@ -148,8 +147,8 @@ def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
         raise UserError(f"{path}: credentials file is readable by others (mode {mode:o})",
                         hint=f"run: chmod 600 {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError, RecursionError) as exc:
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
         raise UserError(f"{path}: not a valid credentials file ({exc})", hint=again) from None
     servers = data.get("servers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
@@ -157,8 +156,7 @@ def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
                         "{...}}}}})", hint=again)
     for url, entry in servers.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("headers"), dict):
-            raise UserError(f"{path}: server {url!r} has no \"headers\" mapping (expected {{\"headers\": "
-                            "{NAME: VALUE}})", hint=again)
+            raise UserError(f"{path}: {url}: expected {{\"headers\": {{NAME: VALUE, ...}}}}", hint=again)
     result = {}
     for url, entry in servers.items():
         for name, value in entry["headers"].items():

@@ -9,12 +9,12 @@ stop at the first broken link of a branch), and is checked against the recorded 
 from __future__ import annotations
 
 import copy
-import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.versions import Version, has
 
 # Input types of node schema v3 whose values arrive flattened with dots ("format.codec", "values.a").
@@ -68,7 +68,7 @@ class Catalog:
 
     @classmethod
     def from_file(cls, path: str | Path, *, version: Version | None = None) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")), version=version)
+        return cls(jsontext.loads(Path(path).read_text(encoding="utf-8"), finite=False), version=version)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
@@ -356,13 +356,17 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
     for name, category, input_type, extra in catalog.live_inputs(class_type, inputs):
         if input_type == DYNAMIC_COMBO:
             # The server checks only the nested inputs of a chosen option: it accepts a graph without
-            # the combo, or with a value that is no option, and the node then fails at run time.
-            if stricter and category == "required" and name not in inputs:
+            # the combo, or with a value that is no option. A top-level combo is then missing from the
+            # node's arguments and it fails at run time (0.33.0, checked live); a nested one gets its
+            # default, so only top-level ones are refused by `stricter`.
+            if not stricter or "." in name:
+                continue
+            if category == "required" and name not in inputs:
                 errors.append({"type": "required_input_missing", "message": "Required input is missing",
                                "details": f"{name} (the server accepts the graph without it, but the node "
                                           f"then fails at run time: missing 1 required positional argument: "
                                           f"'{name}')", "extra_info": {"input_name": name}})
-            elif stricter and name in inputs and not isinstance(inputs[name], list):
+            elif name in inputs and not isinstance(inputs[name], list):
                 keys = [o.get("key") for o in extra.get("options", []) if isinstance(o, dict)]
                 if inputs[name] not in keys:
                     errors.append({"type": "value_not_in_list", "message": "Value not in list",
@@ -371,9 +375,9 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                                                   "received_value": inputs[name]}})
             continue
         if name not in inputs:
-            if category == "required":
+            if category == "required":  # a nested input's details name it without its prefix
                 errors.append({"type": "required_input_missing", "message": "Required input is missing",
-                               "details": name, "extra_info": {"input_name": name}})
+                               "details": name.rsplit(".", 1)[-1], "extra_info": {"input_name": name}})
             continue
         val = inputs[name]
         info = [input_type, extra]

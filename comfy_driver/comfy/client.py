@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from comfy_driver import confined
+from comfy_driver import confined, jsontext
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
+from comfy_driver.comfy.errors import (AccessRefused, NotComfyUI, OutputsDropped, PromptRejected, ServerProtocolError,
+                                      ServerUnreachable)
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.versions import ServerVersions
@@ -56,6 +58,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ID_NAMESPACE = uuid.UUID("0b0e5a1c-6a4e-4e55-8b36-2f0c1d7e9a41")
+
+
+def canonical_prompt_id(prompt_id: str) -> str:
+    """The id as every server accepts it: a UUID in canonical lower-case hyphenated form.
+
+    ComfyUI 0.33 refuses any other client-chosen id (400 invalid_prompt_id); 0.3.64 took any string.
+    A UUID written otherwise (upper case, braces, no hyphens) is rewritten; any other text becomes the
+    uuid5 of it, so the same name always gives the same id (re-attaching after a crash relies on that).
+    """
+    try:
+        return str(uuid.UUID(prompt_id))
+    except ValueError:
+        return str(uuid.uuid5(_ID_NAMESPACE, prompt_id))
+
+
 def upload_name(path: Path, digest: str, subfolder: str = UPLOAD_SUBFOLDER) -> str:
     """The content-addressed server name of an input file: identical bytes, identical name."""
     name = f"{digest[:20]}{path.suffix.lower()}"
@@ -84,6 +102,7 @@ class ComfyClient:
         self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
         self._versions: ServerVersions | None = None
+        self._jobs_api: bool | None = None
 
     # ---------------------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -138,7 +157,7 @@ class ComfyClient:
         response = self._request(method, path, **kw)
         self._checked_status(path, response)
         try:
-            return response.json()
+            return jsontext.loads(response.content, finite=False)
         except ValueError:
             raise self._not_comfyui(path, "did not answer JSON") from None
 
@@ -191,13 +210,21 @@ class ComfyClient:
                      workflow: dict[str, Any] | None = None, extra_data: dict[str, Any] | None = None,
                      front: bool = False, partial_targets: list[str] | None = None,
                      where: str = "") -> Submitted:
-        """POST /prompt. `workflow` (the UI graph) is embedded as the GUI does, so outputs carry it."""
+        """POST /prompt. `workflow` (the UI graph) is embedded as the GUI does, so outputs carry it.
+
+        A client_id is required: the server sends a prompt posted without one no finishing message at
+        all. A 200 reply that still lists node_errors means the server dropped the outputs those
+        errors block and queued the rest; comfy-drive never wants part of a graph, so the prompt is
+        cancelled and OutputsDropped raised.
+        """
+        if not client_id:
+            raise ValueError("queue_prompt needs a client_id (without one the server never says a prompt ended)")
         extra = dict(extra_data or {})
         if workflow is not None:
             extra.setdefault("extra_pnginfo", {})["workflow"] = workflow
         body: dict[str, Any] = {"prompt": graph, "client_id": client_id, "extra_data": extra}
         if prompt_id:
-            body["prompt_id"] = prompt_id
+            body["prompt_id"] = canonical_prompt_id(prompt_id)
         if front:
             body["front"] = True
         if partial_targets:
@@ -205,7 +232,7 @@ class ComfyClient:
         response = self._request("POST", "/prompt", retry_ok=False, data=json.dumps(body),
                                  headers={"Content-Type": "application/json"})
         try:
-            reply = response.json()
+            reply = jsontext.loads(response.content, finite=False)
         except ValueError:
             reply = None
         if response.status_code == 400 and isinstance(reply, dict) and "error" in reply:
@@ -215,7 +242,11 @@ class ComfyClient:
             raise ServerProtocolError(
                 f"{self.address.display}/prompt answered {response.status_code} "
                 f"{response.text[:200]!r}", hint="the server may be overloaded or not ComfyUI")
-        return Submitted(str(reply["prompt_id"]), reply.get("number", 0), reply.get("node_errors") or {})
+        submitted = Submitted(str(reply["prompt_id"]), reply.get("number", 0), reply.get("node_errors") or {})
+        if submitted.node_errors:
+            self.cancel(submitted.prompt_id)
+            raise OutputsDropped(submitted.node_errors, graph, where=where)
+        return submitted
 
     def history(self, prompt_id: str | None = None, *, max_items: int | None = None) -> dict[str, Any]:
         path = f"/history/{prompt_id}" if prompt_id else "/history"
@@ -240,6 +271,28 @@ class ComfyClient:
     def interrupt(self, prompt_id: str | None = None) -> None:
         """POST /interrupt; with a prompt_id only that prompt is stopped, never someone else's."""
         self._control("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
+
+    def jobs_api(self) -> bool:
+        """Whether the server has the /api/jobs routes (asked once: releases between the recorded
+        ones may or may not)."""
+        if self._jobs_api is None:
+            response = self._request("GET", "/api/jobs", params={"limit": 1})
+            self._jobs_api = response.status_code == 200
+        return self._jobs_api
+
+    def cancel(self, prompt_id: str) -> bool:
+        """Cancel one prompt, pending or running, and never another: POST /api/jobs/{id}/cancel where
+        the server has it, else delete it from the queue and interrupt it only if it is running.
+        Returns whether the server says something was cancelled (the jobs route answers that)."""
+        if self.jobs_api():
+            reply = self._json("POST", f"/api/jobs/{prompt_id}/cancel")
+            return bool(isinstance(reply, dict) and reply.get("cancelled"))
+        running, pending = self.queued_ids()
+        if prompt_id in pending:
+            self.delete_queued([prompt_id])
+        if prompt_id in running:
+            self.interrupt(prompt_id)
+        return prompt_id in running or prompt_id in pending
 
     def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
         self._control("/free", {"unload_models": unload_models, "free_memory": free_memory})

@@ -5,10 +5,15 @@ reverse proxy never sees an idle connection and a 20-minute sampler step with no
 socket that answers nothing for `dead_after` seconds is treated as dropped. After a drop it reconnects
 with the same clientId and backoff, and puts Disconnected / Reconnected markers in the queue so the
 follower knows to recover what it missed from /history and /queue.
+
+On every connect it first negotiates features as the GUI does (`supports_preview_metadata`): the
+server answers with its flags (a FeatureFlags event) and sends previews as binary type 4, whose JSON
+header names the prompt and node, so a preview is never taken for another prompt's.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -19,6 +24,10 @@ from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.errors import AccessRefused, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
 from comfy_driver.comfy.settings import Settings
+
+
+CLIENT_FEATURES = {"supports_preview_metadata": True}
+_NEGOTIATE = json.dumps({"type": "feature_flags", "data": CLIENT_FEATURES})
 
 
 class EventStream:
@@ -86,6 +95,7 @@ class EventStream:
                                          timeout=self.connect_timeout, enable_multithread=True,
                                          skip_utf8_validation=True, sslopt=self.sslopt)
         ws.settimeout(self.ping_interval)
+        ws.send(_NEGOTIATE)  # must be the first text message the server receives on this socket
         return ws
 
     def _run(self) -> None:

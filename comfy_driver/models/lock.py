@@ -31,7 +31,7 @@ class ModelEntry(BaseModel):
     path: str = Field(description="path of the file inside the repo")
     folder: str = Field(description="ComfyUI models folder")
     revision: str | None = None
-    size: int | None = None
+    size: int | None = Field(default=None, ge=1, description="bytes")
     sha256: str | None = None
     license: str = ""
     backends: list[str] = []
@@ -86,6 +86,7 @@ class ModelEntry(BaseModel):
         return self.revision is not None and self.size is not None and self.sha256 is not None
 
 
+LOCK_VERSION = 1
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -120,6 +121,14 @@ class ModelsLock(BaseModel):
     version: int = 1
     models: list[ModelEntry] = []
     packs: list[PackEntry] = []  # custom node packs, each at one commit
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != LOCK_VERSION:
+            raise ValueError(f"models.lock version {v} is not one this comfy-drive reads (it reads version "
+                             f"{LOCK_VERSION}); a newer comfy-drive may have written it")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> ModelsLock:

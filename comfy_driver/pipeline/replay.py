@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.workflow.convert import ui_to_api
@@ -52,7 +53,7 @@ def parse_set(text: str) -> tuple[str, str, Any]:
     if not sep or not dot or not title or not name:
         raise UserError(f"--set {text!r}: write it as 'Node Title.input=value'")
     try:
-        value = json.loads(raw)
+        value = jsontext.loads(raw)
     except ValueError:
         value = raw
     return title, name, value

@@ -28,6 +28,7 @@ from comfy_driver.comfy.follow import Follower, Watch
 from comfy_driver.comfy.outputs import OutputFile, safe_component
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
+from comfy_driver.confined import HALTING
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline.episodes import stitch_episodes
@@ -46,6 +47,7 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
     settings: Settings = field(default_factory=Settings)  # timeouts, retries, keepalive, TLS of every server
 
 
@@ -127,7 +129,11 @@ class Runner:
                     client.system_stats()
                     preflight(prompts, client.catalog(), server=client.address.display)
                 self._work(clients)
-            report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
+            halted = [e for e in self.errors if isinstance(e, HALTING)]
+            if halted:  # nothing can be written: episodes and report neither; what is finished stays
+                raise halted[0]
+            if self.options.episodes:
+                report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
             report.finished = now_iso()
             report.write(self.root)
@@ -274,7 +280,8 @@ class Runner:
                         follower.recover()
         except DriveError as exc:
             self.errors.append(exc)
-            self.progress.message(f"{server}: {exc}")
+            if not isinstance(exc, HALTING):  # those end the run with their own message
+                self.progress.message(f"{server}: {exc}")
             if not isinstance(exc, StopRun):
                 self.stop.set()
 
@@ -394,6 +401,9 @@ class Runner:
         try:
             outputs, clip = self._download(client, job, result.files)
         except DriveError as exc:  # the outputs are still on the server: the next run downloads them
+            if isinstance(exc, HALTING):  # nothing more can be written: stop queueing, keep what is done
+                self.errors.append(exc)
+                self.stop.set()
             self.download_failed[job.key] = str(exc)
             self.state.event(job.key, "download failed", str(exc))
             self.progress.message(f"scene {job.key}: {exc} (the next run downloads it again, without rendering)")
@@ -456,8 +466,8 @@ class Runner:
                 try:
                     got = client.download(f, folder, name=name, within=self.root)
                     break
-                except (RunError, ServerUnreachable):
-                    if attempt + 1 == self.options.download_retries:
+                except (RunError, ServerUnreachable) as exc:
+                    if attempt + 1 == self.options.download_retries or isinstance(exc, HALTING):
                         raise
                     time.sleep(0.2 * 2 ** attempt)
             outputs.append({"file": got.path.relative_to(folder).as_posix(), "sha256": got.sha256, "size": got.size,

@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.outputs import VIDEO_SUFFIXES
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.media.ffmpeg import ffmpeg_exe
@@ -24,7 +24,7 @@ def _json_or_none(text: Any) -> Any:
     if not isinstance(text, (str, bytes)):
         return None
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except ValueError:
         return None
 
