@@ -77,6 +77,8 @@ class FakeYouTube:
         self.force_privacy: str | None = None  # what the channel makes of every upload
         self.hold: Hold | None = None
         self.requests: list[tuple[str, str]] = []
+        self.consents: list[dict[str, str]] = []  # the authorization requests of sign-ins (the user said yes)
+        self.token_requests: list[dict[str, str]] = []
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------------------------------ control
@@ -88,6 +90,7 @@ class FakeYouTube:
             asyncio.set_event_loop(self._loop)
             app = web.Application(client_max_size=1024 ** 4)
             app.router.add_post("/token", self._token)
+            app.router.add_get("/o/oauth2/auth", self._consent)
             app.router.add_route("*", "/upload/youtube/v3/videos", self._upload)
             app.router.add_post("/upload/youtube/v3/thumbnails/set", self._thumbnail)
             app.router.add_get("/youtube/v3/channels", self._channels)
@@ -124,8 +127,20 @@ class FakeYouTube:
         return f"{prefix}{next(self._ids):08d}"
 
     # ------------------------------------------------------------------------------------------ auth
+    async def _consent(self, request: web.Request) -> web.Response:
+        """The browser's visit to Google's consent page, answered yes: back to the app with a code."""
+        query = dict(request.query)
+        self.consents.append(query)
+        raise web.HTTPFound(f"{query['redirect_uri']}?code=consented-code&state={query['state']}")
+
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        self.token_requests.append({k: str(v) for k, v in form.items()})
+        if form.get("grant_type") == "authorization_code":
+            if form.get("code") != "consented-code" or not form.get("code_verifier"):
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            return web.json_response({"access_token": ACCESS, "refresh_token": REFRESH, "expires_in": 3599,
+                                      "token_type": "Bearer", "scope": self.consents[-1]["scope"]})
         token = str(form.get("refresh_token", ""))
         if form.get("grant_type") != "refresh_token" or token in self.revoked or token != REFRESH:
             return web.json_response({"error": "invalid_grant", "error_description":
@@ -343,6 +358,9 @@ class FakeYouTube:
         playlist_id = request.query.get("playlistId", "")
         if playlist_id == "UUfakechannel":
             rows = [(f"UU-{v}", playlist_id, v) for v in self.uploads]
+        elif playlist_id not in self.playlists:
+            return error(404, "playlistNotFound", "The playlist identified with the request's playlistId parameter "
+                         "cannot be found.")
         else:
             rows = [r for r in self.items if r[1] == playlist_id]
         if "videoId" in request.query:
@@ -379,7 +397,7 @@ def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
 
 def main() -> None:
     """`python -m tests.fakeyoutube --port 8099`: serve the fake and sign the default account in to it
-    (in $XDG_CONFIG_HOME: point it at a scratch folder, not your real configuration)."""
+    (in the user config folder: point COMFY_DRIVE_CONFIG at a scratch folder, not your real one)."""
     import argparse
     import signal
     import time

@@ -16,8 +16,7 @@ from tests.youtubekit import CHUNK, episode, metadata, publisher, sign_in
 
 
 @pytest.fixture
-def yt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeYouTube]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def yt() -> Iterator[FakeYouTube]:
     server = FakeYouTube()
     server.start()
     sign_in(server)
@@ -205,3 +204,33 @@ def test_revoked_and_missing_tokens_name_the_fixing_command(yt: FakeYouTube, tmp
     with pytest.raises(UserError, match="no YouTube sign-in for account 'nobody'"):
         publisher(yt, tmp_path / "publish.db", account="nobody")
     assert not yt.sessions
+
+
+def test_a_connection_that_keeps_failing_is_one_clear_error(yt: FakeYouTube, tmp_path: Path) -> None:
+    from comfy_driver.publish.errors import PublishError
+
+    ep = episode(tmp_path / "ep01")
+    yt.drops = [CHUNK + i for i in range(1, 40)]  # every try of the second chunk is cut
+    pub = publisher(yt, tmp_path / "publish.db", attempts=3)
+    with pytest.raises(PublishError, match="no answer from YouTube after several tries"):
+        pub.publish_episode(ep, metadata(ep))
+    pub.close()
+    yt.drops = []
+    assert publish(yt, tmp_path, ep).status == "published" and len(yt.sessions) == 1
+
+
+def test_a_playlist_deleted_on_youtube_is_made_again(yt: FakeYouTube, tmp_path: Path) -> None:
+    first = publish(yt, tmp_path, episode(tmp_path / "ep01", "ep01"), playlist="Series")
+    yt.playlists.clear()
+    second = publish(yt, tmp_path, episode(tmp_path / "ep02", "ep02", index=2), playlist="Series")
+    assert yt.playlist_of(second.video_id) == ["Series"] and first.playlist_id != second.playlist_id
+
+
+def test_a_cadence_schedules_each_episode_private_until_its_local_time(yt: FakeYouTube, tmp_path: Path) -> None:
+    cadence = {"start": "2030-03-30", "at": "17:00", "timezone": "Europe/Berlin", "every_days": 1}
+    records = [publish(yt, tmp_path, episode(tmp_path / f"ep0{i}", f"ep0{i}", index=i), schedule=cadence)
+               for i in (1, 2)]
+    # the clocks go forward on 2030-03-31: 17:00 in Berlin is 16:00 UTC, then 15:00 UTC
+    assert [r.publish_at for r in records] == ["2030-03-30T16:00:00Z", "2030-03-31T15:00:00Z"]
+    for rec in records:
+        assert yt.videos[rec.video_id]["status"]["privacyStatus"] == "private" and rec.privacy == "private"

@@ -1,8 +1,8 @@
 """Publishing a run's finished episodes: from the run report to YouTube, one episode at a time.
 
 The report names each stitched episode (file, sha256, scenes with the backend that made them), so
-publishing needs nothing else of the run: `run --publish` calls it as episodes finish, `publish`
-for a series rendered earlier. All metadata is rendered and checked before the first upload; with
+publishing needs nothing else of the run: `run --publish` calls it once the run has joined its
+episodes, `publish` for a series rendered earlier. All metadata is rendered and checked before the first upload; with
 the sign-in checked too, a mistake in the publish section stops everything before a byte is sent.
 A spent quota stops publishing (the rest waits for the next run); another failure of one episode
 does not stop the next.
@@ -20,14 +20,16 @@ from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.config.source import load_yaml
 from comfy_driver.errors import RunError, UserError
+from comfy_driver.media.ffmpeg import VideoInfo, probe
+from comfy_driver.pipeline.report import RunReport
 from comfy_driver.publish.errors import PublishError, QuotaExhausted
 from comfy_driver.publish.ledger import Ledger
 from comfy_driver.publish.metadata import EpisodeInfo, SceneInfo, VideoMetadata, render_metadata
 from comfy_driver.publish.publisher import PublishOptions, Publisher
 from comfy_driver.publish.record import PublishRecord
-from comfy_driver.pipeline.report import RunReport
 
 LEDGER = "publish.db"  # in the series folder, beside state.db and report.json
+SHORTS_SECONDS = 180
 
 
 @dataclass
@@ -50,9 +52,9 @@ def _where(loaded: LoadedSeries) -> Callable[[str], str]:
 
 def _models(backends: list[str]) -> list[str]:
     from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.paths import models_lock
 
-    lock = load_lock(MODELS_LOCK)
+    lock = load_lock(models_lock())
     known = {b for m in lock.models for b in m.backends}
     used = [b for b in backends if b in known]
     return sorted({m.name for m in lock.for_backends(used)}) if used else []
@@ -64,8 +66,6 @@ def _order(loaded: LoadedSeries) -> dict[str, int]:
 
 def rendered_episodes(loaded: LoadedSeries, report: RunReport, root: Path) -> list[EpisodeInfo]:
     """The report's stitched episodes, each file checked against its recorded sha256."""
-    from comfy_driver.media.ffmpeg import probe
-
     scenes = {s.key: s for s in report.scenes}
     order = _order(loaded)
     titles = {spec.episode_id: spec.episode_title for spec in loaded.scenes}
@@ -83,8 +83,18 @@ def rendered_episodes(loaded: LoadedSeries, report: RunReport, root: Path) -> li
             clip = root / scene.clip if scene.clip else path
             infos.append(SceneInfo(scene.scene, i + 1, scene.prompt, scene.backend, clip, probe(clip).duration))
         index = order[record.id]
-        out.append(EpisodeInfo(loaded.series.title, record.id, index, titles.get(record.id, record.title), path, record.sha256, infos, _models([s.backend for s in infos]), loaded.series.vars))
+        out.append(EpisodeInfo(loaded.series.title, record.id, index, titles.get(record.id, record.title), path,
+                               record.sha256, infos, _models([s.backend for s in infos]), loaded.series.vars,
+                               notes=_notes(probe(path))))
     return out
+
+
+def _notes(video: VideoInfo) -> list[str]:
+    """What the user may not expect of this file on YouTube."""
+    if video.height >= video.width and video.duration <= SHORTS_SECONDS:
+        return [f"{video.width}x{video.height}, {video.duration:.0f} s: YouTube shows a square or vertical video "
+                f"of {SHORTS_SECONDS // 60} minutes or less as a Short"]
+    return []
 
 
 def planned_episodes(loaded: LoadedSeries, specs: list[SceneSpec]) -> list[EpisodeInfo]:
@@ -149,6 +159,8 @@ def publish_all(publisher: Publisher, planned: list[Planned], say: Callable[[str
     stopped: QuotaExhausted | None = None
     for item in planned:
         ep_id = item.episode.id
+        for note in item.episode.notes:
+            say(f"episode {ep_id}: {note}")
         if stopped is not None:
             records[ep_id] = PublishRecord(status="stopped", error=stopped.message)
             continue
