@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from comfy_driver.cli import main
@@ -73,6 +74,9 @@ def _running(tmp_path: Path) -> tuple[SimProcess, Path, subprocess.Popen[str]]:
     """A simulator and a `run` of the test series on it, once a prompt of it is running."""
     sim = SimProcess(tmp_path / "sim", time_scale=0.05)
     path = series_file(tmp_path)
+    # Each download waits 3 s, so the run still holds the folder when the test acts on it, however
+    # loaded the machine is.
+    requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
     first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
     sim.wait_until_running()
     return sim, path, first
@@ -107,6 +111,7 @@ def test_a_killed_run_leaves_the_folder_free(tmp_path: Path) -> None:
     try:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        requests.post(sim.url + "/sim/faults", json={"slow_view": 0.0}, timeout=5).raise_for_status()
         started = time.monotonic()
         again = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         out, _ = again.communicate(timeout=120)

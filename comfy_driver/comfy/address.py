@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from comfy_driver import confined, jsontext
 from comfy_driver.errors import UserError
+from comfy_driver.paths import config_dir
 
 CREDENTIALS_ENV = "COMFY_DRIVE_CREDENTIALS"
 CREDENTIALS_HINT = "set COMFY_DRIVE_TOKEN or COMFY_DRIVE_HEADERS, or store the server's headers in the credentials file"
@@ -29,8 +30,7 @@ def credentials_path() -> Path:
     """Where `comfy-drive login` stores per-server headers."""
     if os.environ.get(CREDENTIALS_ENV):
         return Path(os.environ[CREDENTIALS_ENV])
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "comfy-drive" / "credentials.json"
+    return config_dir() / "credentials.json"
 
 
 @dataclass(frozen=True)

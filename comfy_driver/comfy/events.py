@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -93,6 +93,13 @@ class ExecutionInterrupted(_PromptEvent):
     timestamp: int | None = None
 
 
+class FeatureFlags(_Event):
+    """The server's answer to the client's feature negotiation: what it supports."""
+
+    type: Literal["feature_flags"] = "feature_flags"
+    flags: dict[str, Any] = {}
+
+
 class Unknown(_Event):
     """A message type this driver does not know (custom node packs send their own)."""
 
@@ -136,8 +143,8 @@ class Reconnected(_Event):
 
 
 Event = Union[Status, ExecutionStart, ExecutionCached, Executing, Progress, ProgressState, Executed,
-              ExecutionSuccess, ExecutionError, ExecutionInterrupted, PreviewImage, BinaryText, Unknown,
-              Disconnected, Reconnected]
+              ExecutionSuccess, ExecutionError, ExecutionInterrupted, PreviewImage, BinaryText, FeatureFlags,
+              Unknown, Disconnected, Reconnected]
 
 _TEXT_TYPES: dict[str, type[_Event]] = {cls.model_fields["type"].default: cls for cls in (
     ExecutionStart, ExecutionCached, Executing, Progress, ProgressState, Executed, ExecutionSuccess,
@@ -157,13 +164,15 @@ def parse_text(raw: str | bytes) -> Event:
         data = data or {}
         exec_info = (data.get("status") or {}).get("exec_info") or {}
         return Status(queue_remaining=exec_info.get("queue_remaining"), sid=data.get("sid"))
+    if kind == "feature_flags" and isinstance(data, dict):
+        return FeatureFlags(flags=data)
     cls = _TEXT_TYPES.get(kind)
     if cls is None or not isinstance(data, dict):
         return Unknown(type=kind, data=data)
     if cls is ProgressState:  # the largest and most frequent message; its node map is passed on as is
         return ProgressState.model_construct(prompt_id_=data.get("prompt_id"), nodes=data.get("nodes") or {})
     try:
-        return cls.model_validate(data)
+        return cast(Event, cls.model_validate(data))
     except ValueError:
         return Unknown(type=kind, data=data)
 

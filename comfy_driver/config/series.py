@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from comfy_driver.config.backends import Backends
+from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.config.templates import render
 from comfy_driver.errors import UserError
@@ -115,6 +116,7 @@ class Series(BaseModel):
     episodes: list[Episode] = Field(min_length=1)
     on_oom: OnOutOfMemory | None = None
     backends: Backends | None = None  # additions to / overrides of backends.yaml
+    publish: PublishSettings | None = None  # YouTube; used by run --publish and the publish command
 
     @model_validator(mode="after")
     def _checks(self) -> Series:

@@ -135,3 +135,13 @@ def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out
                     "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data,
                    what=f"encoding {out.name}")
     return out
+
+
+def extract_frame(video: Path, at: float, out: Path) -> Path:
+    """The frame `at` seconds into a video, written as a JPEG (a thumbnail)."""
+    with confined.tool_output(out.parent, out.name) as tmp:
+        run_ffmpeg(["-y", "-loglevel", "error", "-ss", f"{at:.3f}", "-i", str(video), "-frames:v", "1", "-q:v", "2",
+                    str(tmp)], what=f"taking a frame of {video.name}")
+        if tmp.stat().st_size == 0:
+            raise UserError(f"{video}: no frame at {at:g} s")
+    return out

@@ -24,7 +24,7 @@ from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import BACKENDS, MODELS_LOCK, WORKFLOWS
+from comfy_driver.paths import BACKENDS, WORKFLOWS, models_lock
 from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
 
@@ -271,7 +271,7 @@ def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], inde
 def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:
     """Every scene's first job; all problems of all scenes are reported together."""
     series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-    templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
+    templates = TemplateCache(catalog or bundled_catalog(load_lock(models_lock())), series_dir)
     backends = load_backends(BACKENDS).merged(loaded.series.backends)
     jobs: list[SceneJob] = []
     errors: list[str] = []
@@ -292,7 +292,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
         try:
             chosen = backend or spec.backend
             base, stages = backends.parse(chosen)
-            dropped = ()
+            dropped: tuple[str, ...] = ()
             if backend and spec.driving_video is not None and base in backends.backends \
                     and not backends.backend(base).takes_driving_video:  # the series was written for another
                 spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)

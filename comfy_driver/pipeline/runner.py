@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from comfy_driver.comfy.address import ServerAddress
 from comfy_driver.comfy.client import ComfyClient, file_sha256
@@ -25,6 +26,7 @@ from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, PromptLost,
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Follower, Watch
 from comfy_driver.comfy.outputs import OutputFile, safe_component
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.confined import HALTING
 from comfy_driver.config.series import LoadedSeries
@@ -32,7 +34,8 @@ from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline.episodes import stitch_episodes
 from comfy_driver.pipeline.jobs import SceneJob
 from comfy_driver.pipeline.preflight import every_prompt, preflight
-from comfy_driver.pipeline.progress import Progress, fmt_seconds
+from comfy_driver.pipeline.progress import Progress
+from comfy_driver.units import fmt_seconds
 from comfy_driver.pipeline.report import OutputRecord, RunReport, SceneRecord, now_iso
 from comfy_driver.pipeline.state import DONE, FAILED, SUBMITTED, StateStore
 
@@ -44,6 +47,8 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
+    settings: Settings = field(default_factory=Settings)  # timeouts, retries, keepalive, TLS of every server
 
 
 class StopRun(RunError):
@@ -60,7 +65,7 @@ def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | No
     """The scene's clip: the template's clip node's video, else the first video; None for stills only."""
     videos = [f for f in files if f.is_video]
     own = [f for f in videos if f.node_id == clip_node]
-    return (own or videos or [None])[0]
+    return next(iter(own or videos), None)
 
 
 def _error_kind(error: BaseException) -> str:
@@ -117,7 +122,7 @@ class Runner:
         try:
             for job in self.jobs:
                 self._classify(job)
-            clients = [ComfyClient(s) for s in self.servers]
+            clients = [ComfyClient(s, settings=self.options.settings) for s in self.servers]
             if self._todo:
                 prompts = every_prompt([t.job for t in self._todo])
                 for client in clients:
@@ -127,7 +132,8 @@ class Runner:
             halted = [e for e in self.errors if isinstance(e, HALTING)]
             if halted:  # nothing can be written: episodes and report neither; what is finished stays
                 raise halted[0]
-            report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
+            if self.options.episodes:
+                report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
             report.finished = now_iso()
             report.write(self.root)
@@ -234,7 +240,7 @@ class Runner:
         finishing: set[Future[None]] = set()
         server = client.address.display
         try:
-            with EventStream(client.address, self.client_id) as stream, \
+            with EventStream(client.address, self.client_id, settings=client.settings) as stream, \
                     ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish") as pool:
                 follower = Follower(client, stream)
                 inflight: dict[str, _Task] = {}
@@ -478,7 +484,11 @@ class Runner:
         assert st is not None
         current = self.current[key]
         base = f"{job.spec.episode_id}/{job.spec.scene_id}"
-        status = "skipped" if key in self.skipped else {DONE: "done", FAILED: "failed"}.get(st.status, "not run")
+        status: Literal["done", "skipped", "failed", "not run"] = "not run"
+        if key in self.skipped:
+            status = "skipped"
+        elif st.status in (DONE, FAILED):
+            status = "done" if st.status == DONE else "failed"
         error, error_kind = st.error, st.error_kind
         failed_downloads = [v for k, v in self.download_failed.items() if k.split(":")[0] == key]
         if failed_downloads:

@@ -119,7 +119,7 @@ class StateStore:
             outputs = [{"file": f, "sha256": s, "size": n, "node_id": i} for f, s, n, i in self.db.execute(
                 "SELECT file, sha256, size, node_id FROM outputs WHERE scene_key = ? ORDER BY rowid", (key,))]
         server_outputs = json.loads(row[14]) if row[14] else None
-        return SceneState(*row[:10], json.loads(row[10] or "[]"), *row[11:14], server_outputs,  # type: ignore[arg-type]
+        return SceneState(*row[:10], json.loads(row[10] or "[]"), *row[11:14], server_outputs,  # type: ignore[call-arg]
                           outputs)
 
     def ensure(self, key: str, episode: str, scene: str, backend: str, graph_hash: str) -> SceneState:
@@ -163,7 +163,7 @@ class StateStore:
 
     def done(self, key: str, *, started_at: float | None, finished_at: float, server_ms: int | None,
              cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]]) -> None:
-        statements = [("DELETE FROM outputs WHERE scene_key = ?", (key,))]
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outputs WHERE scene_key = ?", (key,))]
         statements += [("INSERT INTO outputs (scene_key, file, sha256, size, node_id) VALUES (?, ?, ?, ?, ?)",
                         (key, o["file"], o["sha256"], o["size"], o["node_id"])) for o in outputs]
         self._write("UPDATE scenes SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, "
