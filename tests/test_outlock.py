@@ -70,14 +70,14 @@ def test_a_folder_of_a_corrupt_identity_is_not_taken_over(tmp_path: Path) -> Non
 
 
 def _running(tmp_path: Path) -> tuple[SimProcess, Path, subprocess.Popen[str]]:
-    """A simulator and a `run` of the test series on it, once a prompt of it is running."""
+    """A simulator and a `run` of the test series on it, once that run holds its output folder."""
     sim = SimProcess(tmp_path / "sim", time_scale=0.05)
     path = series_file(tmp_path)
-    # Each download waits 3 s, so the run still holds the folder when the test acts on it, however
-    # loaded the machine is.
-    requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
     first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
-    sim.wait_until_running()
+    note = tmp_path / "out" / "run-test" / ".lock"  # holds the holder's note for the whole run
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (note.is_file() and note.stat().st_size):
+        time.sleep(0.005)
     return sim, path, first
 
 
@@ -110,7 +110,6 @@ def test_a_killed_run_leaves_the_folder_free(tmp_path: Path) -> None:
     try:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        requests.post(sim.url + "/sim/faults", json={"slow_view": 0.0}, timeout=5).raise_for_status()
         started = time.monotonic()
         again = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         out, _ = again.communicate(timeout=120)
