@@ -32,6 +32,13 @@ def test_a_second_claim_is_refused_naming_the_holder(tmp_path: Path) -> None:
         pass
 
 
+def test_the_note_never_holds_credentials(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(sys, "argv", ["comfy-drive", "run", "s.yaml", "--server", "https://me:s3cret@gpu.example/c"])
+    with claim_output(tmp_path / "out"):
+        note = (tmp_path / "out" / ".lock").read_text()
+    assert "s3cret" not in note and "https://gpu.example/c" in note
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     folder = tmp_path / "out"
     code = ("import sys, time; from pathlib import Path; from comfy_driver.pipeline.outlock import claim_output\n"

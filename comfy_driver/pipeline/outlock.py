@@ -23,10 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from comfy_driver import confined
+from comfy_driver.comfy.address import redact
 from comfy_driver.errors import UserError
 
 LOCK_NAME = ".lock"
 IDENTITY_NAME = "series.json"
+LINKS_REFUSED = ("state.db", "state.db-wal", "state.db-shm", "state.db-journal")
 _LOCK_OFFSET = 1 << 20  # Windows locks bytes: lock one far past the holder's note so it stays readable
 
 
@@ -82,6 +84,11 @@ def _holder(fd: int) -> str:
         return "a run that has just started or is just ending"
 
 
+def _command() -> str:
+    """This process's command line for the note, with any user:password of a URL taken out."""
+    return " ".join(["comfy-drive", *(redact(a) if "://" in a else a for a in sys.argv[1:])])
+
+
 def prepare_folder(folder: Path) -> Path:
     """The output folder, made if missing; a path that cannot be one is a clear error (exit 2)."""
     if folder.is_symlink() and not folder.exists():
@@ -107,8 +114,13 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
     another series or cannot be an output folder.
     """
     prepare_folder(folder)
-    if series is not None:  # before the lock file is made: another series' folder is left untouched
+    # Checked before the lock file is made, so that a folder refused is left untouched:
+    if series is not None:
         _check_identity(folder, series, record=False)
+    for name in LINKS_REFUSED:  # files written in place (SQLite), not by rename
+        if (folder / name).is_symlink():
+            raise UserError(f"{folder / name} is a symbolic link; the run state is never written through a link",
+                            hint="remove the link (move the real file here if it is this series') and rerun")
     lock_path = folder / LOCK_NAME
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
@@ -124,7 +136,7 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
         try:
             _note(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-                                  "command": " ".join(["comfy-drive", *sys.argv[1:]])}))
+                                  "command": _command()}))
             if series is not None:
                 _check_identity(folder, series)
             yield folder
