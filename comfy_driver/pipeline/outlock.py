@@ -89,18 +89,31 @@ def _command() -> str:
     return " ".join(["comfy-drive", *(redact(a) if "://" in a else a for a in sys.argv[1:])])
 
 
+def check_folder(folder: Path) -> Path:
+    """A path that is, or can be made, an output folder (nothing is made): else a clear UserError.
+
+    Cheap, so a command checks its output folder before it starts rendering."""
+    hint = "give a folder there (output: of a series, -o of replay)"
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"output folder {folder} is a broken symbolic link or a link loop", hint=hint)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output folder {folder} exists and is not a folder", hint=f"{hint}, or move that file away")
+    above = folder.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"output folder {folder}: a part of this path is a file, not a folder", hint=hint)
+    return folder
+
+
 def prepare_folder(folder: Path) -> Path:
     """The output folder, made if missing; a path that cannot be one is a clear error (exit 2)."""
-    if folder.is_symlink() and not folder.exists():
-        raise UserError(f"output folder {folder} is a broken symbolic link or a link loop")
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"output folder {folder} exists and is not a folder",
-                        hint="set output: in the series file to a folder (or remove that file)")
+    check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"output folder {folder}: a part of this path is a file, not a folder",
-                        hint="set output: in the series file to a folder") from None
+                        hint="give a folder there (output: of a series, -o of replay)") from None
     except OSError as exc:
         raise confined.os_failure(exc, folder, "creating") from None
     return folder
