@@ -310,7 +310,12 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        from comfy_driver.confined import os_failure
+
+        try:  # the path you name, as you name it (it may be /dev/stdout)
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise os_failure(exc, output) from None
         click.echo(f"wrote {output} ({len(result) if target == 'api' else len(result['nodes'])} nodes)", err=True)
 
 

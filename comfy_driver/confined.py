@@ -84,8 +84,10 @@ def os_failure(exc: OSError, path: Path | str, doing: str = "writing") -> DriveE
                          hint="choose a folder you can write to (output: in the series file), or fix its permissions")
     if code == errno.ELOOP:
         return UserError(f"{path}: a symbolic link loop")
-    if code == errno.ENOTDIR:
+    if code in (errno.ENOTDIR, errno.EEXIST):
         return UserError(f"{path}: a part of this path is a file, not a folder")
+    if code == errno.EISDIR:
+        return UserError(f"{path} is a folder; a file is needed there")
     return RunError(f"{doing} {path} failed: {exc.strerror or exc}")
 
 
