@@ -327,7 +327,12 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        from comfy_driver.confined import os_failure
+
+        try:  # the path you name, as you name it (it may be /dev/stdout)
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise os_failure(exc, output) from None
         click.echo(f"wrote {output} ({len(result) if target == 'api' else len(result['nodes'])} nodes)", err=True)
 
 
@@ -348,7 +353,7 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
     model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
     from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
-    from comfy_driver.pipeline.outlock import claim_output
+    from comfy_driver.pipeline.outlock import check_folder, claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
@@ -356,7 +361,7 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
         raise UserError("replay needs --server URL (or --simulate)")
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
-    dest = output or new_output_folder(file.stem)
+    dest = check_folder(output or new_output_folder(file.stem))
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
         job = client.submit(file, sets=changes)
         started, node, step = None, "", None
