@@ -127,9 +127,9 @@ def test_simulator_answers_as_recorded(sim_factory: Any, name: str) -> None:
     body = dict(post["request"])
     client = ComfyClient(sim.url)
     if name == "trace_cached_rerun.json":  # the recorded run is the second of the same graph
-        first = client.queue_prompt(body["prompt"], client_id=body["client_id"])
         with EventStream(client.address, body["client_id"]) as stream:
             follower = Follower(client, stream)
+            first = client.queue_prompt(body["prompt"], client_id=body["client_id"])
             follower.watch(first.prompt_id, body["prompt"])
             follower.wait(first.prompt_id, timeout=20)
     got: list[dict[str, Any]] = []
