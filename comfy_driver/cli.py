@@ -809,7 +809,7 @@ def stats(server: str, as_json: bool, settings: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ compare, try
-def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: bool, as_json: bool, *,
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool, *,
                        scenes: list[str] | None = None, from_report: bool = False, folder: Path | None = None) -> None:
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
@@ -822,7 +822,7 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
     if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
     folder = folder or default_folder(loaded)
-    with claim_output(folder, series=loaded.series.title), _simulated(simulate and not from_report) as sim_url:
+    with claim_output(folder, series=loaded.series.title), _simulated(None if from_report else simulate) as sim_url:
         comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
                                  from_report=from_report, folder=folder)
         paths = write(comparison, loaded.series.title)
@@ -846,13 +846,13 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
 @click.option("--scenes", default=None, help="Only these scenes, comma-separated EPISODE/SCENE keys (default: all).")
 @click.option("--from-report", is_flag=True, help="Render nothing: compare the renders already kept.")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
-@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@simulate_option
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
 @handle_errors
 def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
-            simulate: bool, output: Path | None, as_json: bool) -> None:
+            simulate: str | None, output: Path | None, as_json: bool) -> None:
     """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
     tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
     kept, so a rerun renders nothing new."""
@@ -875,26 +875,26 @@ def _param(text: str) -> tuple[str, Any]:
 
 @main.command("try")
 @click.option("--prompt", required=True, help="What the scene shows.")
-@click.option("--negative-prompt", default=None)
+@click.option("--negative-prompt", default=None, help="What the scene should not show.")
 @click.option("--image", type=click.Path(path_type=Path), default=None, help="Reference image (the character).")
 @click.option("--driving-video", type=click.Path(path_type=Path), default=None, help="Video whose motion to follow.")
 @click.option("--backend", "backends", multiple=True, help="A backend to render with (repeatable).")
 @click.option("--vs", "versus", default=None, help="The backend to compare with (default: svd).")
-@click.option("--width", type=int, default=None)
-@click.option("--height", type=int, default=None)
-@click.option("--frames", type=int, default=None)
-@click.option("--fps", type=float, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--width", type=int, default=None, help="Width in pixels (default: each workflow's own).")
+@click.option("--height", type=int, default=None, help="Height in pixels (default: each workflow's own).")
+@click.option("--frames", type=int, default=None, help="Frames to render (default: each workflow's own).")
+@click.option("--fps", type=float, default=None, help="Frames per second (default: each workflow's own).")
+@click.option("--seed", type=int, default=None, help="Seed (default: one fixed for the scene, so reruns match).")
 @click.option("--param", "params", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL.")
-@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@simulate_option
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
               show_default=True, help="Folder for the renders and the comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
 @handle_errors
 def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
          backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
-         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: bool,
+         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: str | None,
          output: Path, as_json: bool) -> None:
     """Quick test: one scene from the command line, rendered with each backend and compared side by side
     (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
