@@ -109,6 +109,8 @@ def test_try_with_two_backends_then_compare_from_report(sim: Any, tmp_path: Path
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"page: {out / 'index.html'}" in result.output and "| execution (s) |" in result.output
+    assert "backend 1/2 wan22_5b: 1 scene(s) rendered, 0 kept" in result.stderr  # progress per backend, with ETA
+    assert "ETA" in result.stderr and "scene 1/1 try/scene" in result.stderr
     video = out / "side-by-side" / "try-scene.mp4"
     assert probe(video).width == 128 and len(sim.submissions) == 2
     again = CliRunner().invoke(main, ["compare", str(out / "series.yaml"), "--backends", "wan22_5b,svd",
