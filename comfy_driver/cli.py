@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from comfy_driver import __version__
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report
 from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
 from comfy_driver.errors import DriveError, RunError, UserError
 
@@ -116,6 +117,13 @@ def connection_options(fn: F) -> F:
 
         if insecure and ca_bundle:
             raise click.UsageError("--insecure and --ca-bundle contradict each other: choose one")
+        if insecure:  # said once here, instead of a warning from urllib3 on every request
+            import warnings
+
+            from urllib3.exceptions import InsecureRequestWarning
+
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+            click.echo("warning: --insecure: the server's TLS certificate is not checked", err=True)
         verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
         settings = Settings(timeout=timeout, connect_timeout=connect_timeout, retries=retries,
                             keepalive=keepalive, dead_after=max(90.0, 4 * keepalive), verify=verify)
@@ -312,23 +320,26 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
 @click.option("--server", default=None, help="ComfyUI URL.")
 @simulate_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for the outputs (default: replay-<file name>).")
+              help="Folder for the outputs (default: a new replay-<file name>-<date>-<time> folder per replay).")
 @connection_options
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str | None, output: Path | None,
            settings: Any) -> None:
-    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI.
+
+    A --set value that names a local file (on LoadImage, LoadVideo, VHS_LoadVideo ...) is uploaded;
+    model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
     from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
     from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.replay import parse_set
+    from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
     if not simulate and not server:
         raise UserError("replay needs --server URL (or --simulate)")
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
-    dest = output or Path(f"replay-{file.stem}")
+    dest = output or new_output_folder(file.stem)
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
         job = client.submit(file, sets=changes)
         started, node, step = None, "", None
@@ -534,7 +545,8 @@ def _server_models(client: Any, folder: str) -> list[str]:
 @click.option("--pin", "pin_unpinned", is_flag=True, help="Also fetch model files with no sha256 yet (see `lock pin`).")
 @click.option("--start-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 7200),
               help="Seconds to wait for the short start of ComfyUI that checks its nodes.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server: str | None, dry_run: bool,
           pin_unpinned: bool, start_timeout: float, lock_file: Path | None) -> None:
@@ -916,10 +928,11 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
                                  "prompt (e.g. --backend svd)") from None
         raise
 
-from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
 
 main.add_command(auth)
 main.add_command(publish)
+for _command in (auth.commands["youtube"], publish):
+    _command.callback = handle_errors(_command.callback)  # type: ignore[type-var]
 
 if __name__ == "__main__":
     main()
