@@ -134,7 +134,7 @@ def test_compare_errors_name_what_to_do(tmp_path: Path) -> None:
 
 
 def test_try_without_an_image_for_a_backend_that_needs_one_says_so(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["try", "--prompt", "a fox", "--server", "http://127.0.0.1:9",
+    result = CliRunner().invoke(main, ["try", "--prompt", "a fox", "--simulate", "instant",
                                        "-o", str(tmp_path / "q")])
     assert result.exit_code == 2
     assert "wan22_animate, svd: a backend here animates a reference image, and none was given" in result.output

@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 
 from comfy_driver import confined
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.outputs import safe_component
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
@@ -108,15 +110,18 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
                                "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
 
 
-def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None) -> dict[str, list[SceneJob]]:
-    """Each backend's jobs for the chosen scenes; every problem of every backend now, before any render."""
+def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None,
+         catalog: Catalog | None = None) -> dict[str, list[SceneJob]]:
+    """Each backend's jobs for the chosen scenes; every problem of every backend now, before any render.
+    GUI-saved templates are converted with `catalog` (the server's), else the one comfy-drive ships."""
     if len(set(backends)) != len(backends) or not backends:
         raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    return {b: choose_scenes(build_jobs(loaded, b), scenes) for b in backends}
+    return {b: choose_scenes(build_jobs(loaded, b, catalog), scenes) for b in backends}
 
 
 def compare(loaded: LoadedSeries, chosen: dict[str, list[SceneJob]], servers: list[str], *,
-            from_report: bool = False, progress: bool = True, folder: Path | None = None) -> Comparison:
+            from_report: bool = False, progress: bool = True, folder: Path | None = None,
+            settings: Settings | None = None) -> Comparison:
     """Render the planned scenes with each backend (keeping earlier renders), measure, and compare.
 
     With `from_report`, nothing is rendered: the comparison is made from the renders already kept.
@@ -138,10 +143,10 @@ def compare(loaded: LoadedSeries, chosen: dict[str, list[SceneJob]], servers: li
         say.message(f"backend {n}/{len(chosen)} {backend}: {len(jobs)} scene(s)")
         collector = Collector()
         runner = Runner(loaded, jobs, servers, progress=Progress(len(jobs), enabled=progress),
-                        options=RunOptions(episodes=False), on_event=collector)
+                        options=RunOptions(episodes=False, settings=settings or Settings()), on_event=collector)
         runner.root = run_dir  # the backend's own run folder: its own state, so its renders are kept
         t0 = time.monotonic()
-        with ResourceSampler(servers) as sampler:
+        with ResourceSampler(servers, settings) as sampler:
             report = runner.run()
         rendered = sum(s.status == "done" for s in report.scenes)
         timings["prompts"] = {**timings.get("prompts", {}), **collector.results()}
