@@ -16,7 +16,8 @@ KEY = "sk-test-cloud-key"
 
 @dataclass
 class FakeCloud:
-    data: bytes = b""  # the bytes of every job's one output, clip.mp4
+    data: bytes = b""  # the bytes of every job's one output
+    output_name: str = "clip.mp4"  # the name the API reports for it
     busy: int = 0  # POST /jobs answers 429 (queue_full, Retry-After) this many times first
     retry_after: str = "1"
     credits: int = 100  # jobs left; 0 answers 402 insufficient_credits
@@ -93,7 +94,7 @@ class FakeCloud:
             job["status"] = "expired" if self.expire else "succeeded"
             if not self.expire:
                 asset = f"out-{job['id']}"
-                job["outputs"] = [{"node_id": "9", "name": "clip.mp4", "type": "image", "content_type": "video/mp4",
+                job["outputs"] = [{"node_id": "9", "name": self.output_name, "type": "image", "content_type": "video/mp4",
                                    "size_bytes": 0, "id": asset, "hash": None,
                                    "url": f"{self.url}/api/v2/assets/{asset}/content"}]
         return web.json_response(self._view(job["id"]))

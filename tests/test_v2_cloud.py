@@ -60,6 +60,16 @@ def test_a_cut_download_resumes_with_a_range(cloud: FakeCloud, tmp_path: Path) -
     assert not (tmp_path / ".clip.mp4.v2part").exists()
 
 
+@pytest.mark.parametrize("reported", ["../../escape.mp4", "/etc/escape.mp4", "sub\\..\\..\\escape.mp4"])
+def test_an_output_name_cannot_leave_the_output_folder(cloud: FakeCloud, tmp_path: Path, reported: str) -> None:
+    cloud.output_name = reported
+    out = tmp_path / "a" / "b"
+    with fast(cloud.url) as client:
+        got = client.submit(IMAGE_GRAPH).download(out)
+    assert got[0].path == out / "escape.mp4" and got[0].path.read_bytes() == CLIP
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["escape.mp4"]
+
+
 def test_429_retry_after_is_waited_out_then_given_up(cloud: FakeCloud) -> None:
     cloud.busy = 1
     with fast(cloud.url) as client:

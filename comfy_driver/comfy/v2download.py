@@ -31,7 +31,8 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "
 
 def fetch_resumable(http: V2Http, url: str, folder: Path, name: str) -> Downloaded:
     """GET `url` into folder/name (sanitised), resuming a partial file; the finished file's digest."""
-    target = safe_destination(folder, "", name)
+    plain = next((p for p in reversed(re.split(r"[\\/]+", name)) if p not in ("", ".", "..")), "")
+    target = safe_destination(folder, "", plain)  # one plain name: the file lands in folder itself
     confined.folder(folder)
     partial = folder / f".{target.name[:120]}.v2part"
     fd = os.open(partial, _FLAGS, 0o644)

@@ -108,9 +108,12 @@ class V2Http:
             try:
                 response = session.request(method, url, headers=sent, allow_redirects=False,
                                            timeout=timeout, **kw)
-            except requests.exceptions.ConnectionError as exc:
-                raise ServerUnreachable(f"cannot reach {self.target.display} ({type(exc).__name__})",
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                # the outcome of a request that got no answer is unknown: submit looks for its job
+                raise ServerUnreachable(f"no answer from {self.target.display} ({type(exc).__name__})",
                                         hint="check the URL and that the endpoint is up") from None
+            except requests.exceptions.RequestException as exc:
+                raise V2Error(f"{self.target.display}: {method} {path} failed ({type(exc).__name__})") from None
             if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 url = urljoin(url, response.headers["Location"])
                 response.close()
