@@ -293,10 +293,10 @@ class V2Job:
             self._expired()
 
     def _expired(self) -> None:
-        if self._cancelled:  # a cancelled queued prompt leaves no trace on the server
-            self._error = Cancelled(self.id)
-            return
-        give_up = time.monotonic() + self.client.expired_grace
+        # Asked again even after a cancel: on ComfyUI without per-job cancel the job ran on, and a
+        # cancelled queued prompt leaves no trace (expired for good), so a cancel waits less.
+        grace = min(self.client.expired_grace, 1.0) if self._cancelled else self.client.expired_grace
+        give_up = time.monotonic() + grace
         while time.monotonic() < give_up:  # a prompt that finished between the proxy's two reads: ask again
             time.sleep(self.client.poll)
             if self.refresh().get("status") != "expired":
@@ -312,6 +312,9 @@ class V2Job:
                 files = collect_outputs(entry.get("outputs") or {})
                 self._result = V2Result(self.id, tuple(V2Output("", f.filename, "", native=f) for f in files))
                 return
+        if self._cancelled:
+            self._error = Cancelled(self.id)
+            return
         self._error = JobExpired(f"job {self.id} expired on {self.client.target.display} and no outputs of it "
                                  "were found", hint="render the scene again")
 
