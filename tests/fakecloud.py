@@ -23,6 +23,7 @@ class FakeCloud:
     credits: int = 100  # jobs left; 0 answers 402 insufficient_credits
     expire: bool = False  # jobs go from running to expired (outputs never reported)
     next_id: str | None = None  # the id of the next job (default: a fresh uuid)
+    slow: bool = False  # signed downloads trickle (10 kB every 50 ms), so a test can kill a driver mid-way
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)  # (site, path, auth, range)
     url: str = ""
@@ -59,7 +60,8 @@ class FakeCloud:
     # ------------------------------------------------------------------------------------ the API
     def _cloud_app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
-        app.add_routes([web.post("/api/v2/jobs", self._submit), web.get("/api/v2/jobs/{id}", self._job),
+        app.add_routes([web.post("/api/v2/jobs", self._submit), web.get("/api/v2/jobs", self._list),
+                        web.get("/api/v2/jobs/{id}", self._job),
                         web.get("/api/v2/assets/{id}/content", self._content)])
         return app
 
@@ -80,8 +82,13 @@ class FakeCloud:
             return _error(402, "insufficient_credits", "no credits left on this account")
         self.credits -= 1
         job_id, self.next_id = self.next_id or str(uuid.uuid4()), None
-        self.jobs[job_id] = {"id": job_id, "status": "queued", "outputs": [], "polls": 0}
+        body = await request.json()
+        self.jobs[job_id] = {"id": job_id, "status": "queued", "outputs": [], "polls": 0,
+                             "metadata": body.get("metadata"), "key": request.headers.get("Idempotency-Key")}
         return web.json_response(self._view(job_id), status=201)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response({"jobs": [self._view(i) for i in reversed(list(self.jobs))]})
 
     async def _job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["id"])
@@ -101,7 +108,7 @@ class FakeCloud:
 
     def _view(self, job_id: str) -> dict[str, Any]:
         job = self.jobs[job_id]
-        return {"id": job_id, "status": job["status"], "outputs": job["outputs"],
+        return {"id": job_id, "status": job["status"], "outputs": job["outputs"], "metadata": job["metadata"],
                 "urls": {"self": f"{self.url}/api/v2/jobs/{job_id}", "events": f"{self.url}/api/v2/jobs/{job_id}/events"}}
 
     async def _content(self, request: web.Request) -> web.Response:
@@ -113,16 +120,24 @@ class FakeCloud:
         app.add_routes([web.get("/signed/{id}", self._signed)])
         return app
 
-    async def _signed(self, request: web.Request) -> web.Response:
+    async def _signed(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(("storage", request.path, request.headers.get("Authorization"), request.headers.get("Range")))
         if request.query.get("sig") != "abc123":
             return web.Response(status=403)
         start = int(request.headers["Range"].removeprefix("bytes=").split("-")[0]) if "Range" in request.headers else 0
+        total = len(self.data)
+        headers = {"Content-Type": "video/mp4", "Content-Length": str(total - start)}
         if start:
-            total = len(self.data)
-            return web.Response(status=206, body=self.data[start:], content_type="video/mp4",
-                                headers={"Content-Range": f"bytes {start}-{total - 1}/{total}"})
-        return web.Response(body=self.data, content_type="video/mp4")
+            headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+        if not self.slow:
+            return web.Response(status=206 if start else 200, body=self.data[start:], headers=headers)
+        response = web.StreamResponse(status=206 if start else 200, headers=headers)
+        await response.prepare(request)
+        for at in range(start, total, 10_000):
+            await response.write(self.data[at:at + 10_000])
+            await asyncio.sleep(0.05)
+        await response.write_eof()
+        return response
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -111,3 +115,38 @@ def test_an_expired_job_is_found_in_the_native_history_of_a_self_hosted_target(c
     with fast(target, expired_grace=0.1) as client:  # type: ignore[arg-type]
         files = client.submit(IMAGE_GRAPH).download(tmp_path)
     assert [f.path.name for f in files] == ["img_00001_.png"] and files[0].size > 0
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from comfy_driver.comfy.v2 import V2Client
+    client = V2Client("v2+" + sys.argv[1], poll=0.02)
+    record = lambda key: Path(sys.argv[2]).write_text(key)
+    client.submit({"1": {"class_type": "EmptyImage", "inputs": {}}}, on_key=record).download(sys.argv[3])
+""")
+
+
+def test_a_driver_killed_mid_download_resumes_the_same_job(cloud: FakeCloud, tmp_path: Path) -> None:
+    cloud.slow = True
+    keyfile, out = tmp_path / "key", tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, cloud.url, str(keyfile), str(out)],
+                              env={**os.environ, "COMFY_API_KEY": KEY})
+    partial = out / ".clip.mp4.v2part"
+    try:
+        deadline = time.time() + 60
+        while not (partial.exists() and partial.stat().st_size >= 30_000) and time.time() < deadline:
+            assert driver.poll() is None, "the driver ended before it was killed"
+            time.sleep(0.02)
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(10)
+    had = partial.stat().st_size
+    assert 0 < had < len(CLIP) and not (out / "clip.mp4").exists()
+    cloud.slow = False
+    with fast(cloud.url) as client:
+        job = client.find(keyfile.read_text())  # the recorded key finds the job: nothing is submitted again
+        assert job is not None
+        got = job.download(out)
+    assert got[0].path.read_bytes() == CLIP and len(cloud.jobs) == 1
+    assert any(site == "storage" and rng == f"bytes={had}-" for site, _, _, rng in cloud.seen)
