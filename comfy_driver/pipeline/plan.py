@@ -235,14 +235,16 @@ class _Planner:
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
 
-    def check_backend(self, spec: SceneSpec, backend: str, where: str) -> None:
-        """A backend that is neither declared nor a workflow: one message at the line that names it."""
+    def check_backend(self, spec: SceneSpec, backend: str, where: str | None) -> None:
+        """A backend that is neither declared nor a workflow: one message at the line that names it (none
+        when the caller chose it for every scene)."""
         base, _ = self.backends.parse(backend)
         if base in self.backends.backends or self.templates.has(base):
             return
         known = sorted(self.backends.backends)
         guess = difflib.get_close_matches(base, known, n=1)
-        raise UserError(f"{where}: unknown backend {base!r}" + (f"; did you mean {guess[0]!r}?" if guess else ""),
+        raise UserError(f"{where + ': ' if where else ''}unknown backend {base!r}"
+                        + (f"; did you mean {guess[0]!r}?" if guess else ""),
                         hint=f"backends: {', '.join(known)} (or a workflow of the series' own workflows folder)")
 
     def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
@@ -314,7 +316,7 @@ class _Planner:
 
     def scene(self, spec: SceneSpec, index: int, backend: str | None) -> ScenePlan:
         chosen = backend or spec.backend
-        self.check_backend(spec, chosen, "--backend" if backend else spec.wheres.get("backend", spec.where))
+        self.check_backend(spec, chosen, None if backend else spec.wheres.get("backend", spec.where))
         base, stages = self.backends.parse(chosen)
         dropped: tuple[str, ...] = ()
         if backend and spec.driving_video is not None and base in self.backends.backends \
