@@ -327,7 +327,12 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        from comfy_driver.confined import os_failure
+
+        try:  # the path you name, as you name it (it may be /dev/stdout)
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise os_failure(exc, output) from None
         click.echo(f"wrote {output} ({len(result) if target == 'api' else len(result['nodes'])} nodes)", err=True)
 
 
@@ -348,7 +353,7 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
     model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
     from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
-    from comfy_driver.pipeline.outlock import claim_output
+    from comfy_driver.pipeline.outlock import check_folder, claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
@@ -356,7 +361,7 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
         raise UserError("replay needs --server URL (or --simulate)")
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
-    dest = output or new_output_folder(file.stem)
+    dest = check_folder(output or new_output_folder(file.stem))
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
         job = client.submit(file, sets=changes)
         started, node, step = None, "", None
@@ -832,22 +837,25 @@ def stats(server: str, as_json: bool, settings: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ compare, try
-def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool, *,
-                       scenes: list[str] | None = None, from_report: bool = False, folder: Path | None = None) -> None:
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool,
+                       settings: Any, *, scenes: list[str] | None = None, from_report: bool = False,
+                       folder: Path | None = None) -> None:
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
     from comfy_driver.pipeline.compare import compare as run_compare
     from comfy_driver.pipeline.compare import default_folder, plan
     from comfy_driver.pipeline.outlock import claim_output
 
-    chosen = plan(loaded, backends, scenes)
     urls = servers or loaded.series.server_urls
     if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
+    # GUI-saved templates are converted with the catalogue of the server that will run them.
+    catalog = _client(urls[0], settings).catalog() if urls and not simulate and not from_report else None
+    chosen = plan(loaded, backends, scenes, catalog)
     folder = folder or default_folder(loaded)
     with claim_output(folder, series=loaded.series.title), _simulated(None if from_report else simulate) as sim_url:
         comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
-                                 from_report=from_report, folder=folder)
+                                 from_report=from_report, folder=folder, settings=settings)
         paths = write(comparison, loaded.series.title)
     missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
                if s.status != "done"]
@@ -873,9 +881,10 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@connection_options
 @handle_errors
 def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
-            simulate: str | None, output: Path | None, as_json: bool) -> None:
+            simulate: str | None, output: Path | None, as_json: bool, settings: Any) -> None:
     """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
     tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
     kept, so a rerun renders nothing new."""
@@ -883,7 +892,7 @@ def compare(series_file: Path, backends: str, scenes: str | None, from_report: b
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     wanted = [k.strip() for k in scenes.split(",") if k.strip()] if scenes else None
-    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, scenes=wanted,
+    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, settings, scenes=wanted,
                        from_report=from_report, folder=output)
 
 
@@ -914,11 +923,12 @@ def _param(text: str) -> tuple[str, Any]:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
               show_default=True, help="Folder for the renders and the comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@connection_options
 @handle_errors
 def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
          backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
          fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: str | None,
-         output: Path, as_json: bool) -> None:
+         output: Path, as_json: bool, settings: Any) -> None:
     """Quick test: one scene from the command line, rendered with each backend and compared side by side
     (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
     from comfy_driver.config.series import load_series
@@ -931,7 +941,7 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
                       params=dict(_param(p) for p in params))
     try:
         loaded = load_series(path)
-        _compare_and_write(loaded, names, list(servers), simulate, as_json, folder=output)
+        _compare_and_write(loaded, names, list(servers), simulate, as_json, settings, folder=output)
     except UserError as exc:
         if image is None and "'reference_image' is required" in exc.message:
             raise UserError(f"{', '.join(names)}: a backend here animates a reference image, and none was given",

@@ -64,9 +64,9 @@ def test_names_no_workflow_takes_are_still_errors_with_a_suggestion(tmp_path: Pa
         build_jobs(load_series(svd_series(tmp_path, "wan22_5b.motion_bucket_id: 3")))
 
 
-def test_a_stage_parameter_without_its_stage_name_says_how_to_write_it(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="parameter 'strength' is for stage 'denoise': write 'denoise.strength'"):
-        build_jobs(load_series(svd_series(tmp_path, "strength: 0.3")), "svd+denoise")
+def test_a_plain_name_only_a_stage_takes_is_skipped_saying_how_to_reach_the_stage(tmp_path: Path) -> None:
+    (job,) = build_jobs(load_series(svd_series(tmp_path, "strength: 0.3")), "svd+denoise")
+    assert job.skipped == ("strength (svd does not take it; 'denoise.strength' sets the stage's)",)
 
 
 def test_backend_override_on_the_wan_example_skips_what_svd_cannot_use(tmp_path: Path) -> None:

@@ -40,6 +40,19 @@ def test_matching_clips_are_stream_copied(tmp_path: Path) -> None:
     assert (done.info.frames, done.info.duration, done.info.fps) == (36, 4.5, 8)
 
 
+def test_a_stream_copy_keeps_the_clips_sound(tmp_path: Path) -> None:
+    clips = []
+    for n in range(2):
+        path = tmp_path / f"s{n}.mp4"
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "testsrc=size=64x48:rate=8:duration=1", "-f", "lavfi", "-i", "sine=duration=1", "-c:v",
+                        "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)], check=True)
+        clips.append(path)
+    done = stitch(plan(clips, 8), tmp_path / "ep.mp4")
+    probe_out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(done.path)], capture_output=True, text=True)
+    assert done.mode == "copy" and "Audio: aac" in probe_out.stderr
+
+
 def test_mixed_clips_are_normalised_in_one_encode_never_shrunk(tmp_path: Path) -> None:
     small = clip(tmp_path, "small", 16, 320, 192, 8)  # 2 s, e.g. a fallback svd clip
     big = clip(tmp_path, "big", 24, 512, 320, 16)  # 1.5 s, an upscaled clip

@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 
 from comfy_driver import confined
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.outputs import safe_component
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
@@ -110,15 +112,18 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
                                "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
 
 
-def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None) -> dict[str, Plan]:
-    """Each backend's plan of the chosen scenes; every problem of every backend now, before any render."""
+def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None,
+         catalog: Catalog | None = None) -> dict[str, Plan]:
+    """Each backend's plan of the chosen scenes; every problem of every backend now, before any render.
+    GUI-saved templates are converted with `catalog` (the server's), else the one comfy-drive ships."""
     if len(set(backends)) != len(backends) or not backends:
         raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    return {b: choose_scenes(build_plan(loaded, b), scenes) for b in backends}
+    return {b: choose_scenes(build_plan(loaded, b, catalog), scenes) for b in backends}
 
 
 def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *,
-            from_report: bool = False, progress: bool = True, folder: Path | None = None) -> Comparison:
+            from_report: bool = False, progress: bool = True, folder: Path | None = None,
+            settings: Settings | None = None) -> Comparison:
     """Render the planned scenes with each backend (keeping earlier renders), measure, and compare.
 
     With `from_report`, nothing is rendered: the comparison is made from the renders already kept.
@@ -142,10 +147,10 @@ def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *
             continue
         say.message(f"backend {n}/{len(chosen)} {backend}: {len(rooted.scenes)} scene(s)")
         collector = Collector()
-        runner = Supervisor(rooted, servers, RunOptions(episodes=False), progress=Progress(len(rooted.scenes), enabled=progress),
-                            on_event=collector)
+        runner = Supervisor(rooted, servers, RunOptions(episodes=False, settings=settings or Settings()),
+                            progress=Progress(len(rooted.scenes), enabled=progress), on_event=collector)
         t0 = time.monotonic()
-        with ResourceSampler(servers) as sampler:
+        with ResourceSampler(servers, settings) as sampler:
             report = runner.run()
         rendered = sum(s.status == "done" for s in report.scenes)
         timings["prompts"] = {**timings.get("prompts", {}), **collector.results()}

@@ -134,14 +134,13 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
             problems.append(f"parameter {name!r}: no backend or stage {owner!r}"
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (known: {', '.join(known)})"))
             continue
-        stage_takers = [s.stage for i, s in enumerate(steps) if s.stage and param in takes[i]]
-        if not dot and stage_takers:
-            problems.append(f"parameter {name!r} is for stage {stage_takers[0]!r}: write '{stage_takers[0]}.{name}'")
-            continue
         candidates = owned if dot else backends.all_workflows()
         if any(param in templates.get(w).params for w in candidates):
             in_pipeline = owner == base or owner in {s.stage for s in steps}
             why = f"{steps[0].workflow} does not take it" if in_pipeline else f"{owner} is not in this pipeline"
+            stage_takers = [s.stage for i, s in enumerate(steps) if s.stage and param in takes[i]]
+            if not dot and stage_takers:  # a plain name is the backend's; say how to reach the stage
+                why += f"; '{stage_takers[0]}.{name}' sets the stage's"
             skipped.append(f"{name} ({why})")
         elif dot:
             names = sorted({p for w in owned for p in templates.get(w).params})
