@@ -203,6 +203,16 @@ class Plan:
                             hint=f"scenes: {', '.join(by_text)}")
         return {by_text[t] for t in texts}
 
+    def moved(self, root: Path) -> Plan:
+        """The same plan writing under another folder (a comparison's run folder of one backend)."""
+        def move(path: Path) -> Path:
+            return root / path.relative_to(self.layout.root)
+
+        scenes = [replace(s, routes=[replace(r, steps=[replace(p, folder=move(p.folder)) for p in r.steps])
+                                     for r in s.routes]) for s in self.scenes]
+        return Plan(self.series, self.source, Layout(root), scenes,
+                    [replace(e, file=move(e.file)) for e in self.episodes])
+
     def only(self, keys: list[SceneKey]) -> Plan:
         """These scenes alone, and no episodes (a comparison renders scenes only)."""
         return Plan(self.series, self.source, self.layout, [self._by_key[k] for k in keys], [])
@@ -227,11 +237,11 @@ def _chain(previous: str, backend: str, rendered: Rendered) -> str:
 
 
 class _Planner:
-    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None, root: Path | None) -> None:
+    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
         self.templates = TemplateCache(catalog or bundled_catalog(load_lock(models_lock())), series_dir)
         self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
-        self.layout = Layout(root or loaded.output_dir / loaded.slug)
+        self.layout = Layout(loaded.output_dir / loaded.slug)
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
 
@@ -349,14 +359,13 @@ class _Planner:
         return scene
 
 
-def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None, *,
-               root: Path | None = None) -> Plan:
+def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> Plan:
     """The plan of a series; every problem of every scene is reported together.
 
-    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped);
-    `root` is the run's folder (default: the series' output folder, under its title's slug).
+    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped).
+    The run's folder is the series' output folder, under its title's slug (see `Plan.moved`).
     """
-    planner = _Planner(loaded, catalog, root)
+    planner = _Planner(loaded, catalog)
     scenes: list[ScenePlan] = []
     errors: list[str] = []
     hints: list[str] = []
