@@ -710,7 +710,8 @@ class SimServer:
             info = probe(path)
         except DriveError:
             return None
-        return Value("VIDEO", frames=info.frames, width=info.width, height=info.height, fps=info.fps)
+        return Value("VIDEO", frames=info.frames, width=info.width, height=info.height, fps=info.fps,
+                     caption=str(info.metadata.get("comment", "")))  # a clip this simulator made: its scene
 
     def _write_outputs(self, task: _Task, class_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """Real files for an output node; returns its ui output as ComfyUI reports it."""
