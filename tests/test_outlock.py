@@ -56,12 +56,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 def test_titles_that_make_the_same_folder_name_do_not_share_it(tmp_path: Path) -> None:
     first = series_file(tmp_path, SERIES.replace("title: Run Test", "title: Fox Story!"))
-    assert CliRunner().invoke(main, ["run", str(first), "--simulate"]).exit_code == 0
+    assert CliRunner().invoke(main, ["run", str(first), "--simulate", "instant"]).exit_code == 0
     clip = tmp_path / "out" / "fox-story" / "one" / "a" / "clip.mp4"
     before = clip.read_bytes()
     second = series_file(tmp_path, SERIES.replace("title: Run Test", "title: fox-story")
                          .replace("first scene", "another scene"))
-    result = CliRunner().invoke(main, ["run", str(second), "--simulate"])
+    result = CliRunner().invoke(main, ["run", str(second), "--simulate", "instant"])
     assert result.exit_code == 2, result.output
     assert "holds the output of another series, 'Fox Story!'" in result.output
     assert "Traceback" not in result.output
