@@ -130,8 +130,7 @@ def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *
     """
     folder = folder or default_folder(loaded)
     # Each backend's renders in a run folder of its own (its state, so its renders are kept).
-    chosen = {b: choose_scenes(build_plan(loaded, b, root=folder / safe_component(b)), [str(s.key) for s in p.scenes])
-              for b, p in chosen.items()}
+    chosen = {b: p.moved(folder / safe_component(b)) for b, p in chosen.items()}
     keys = [str(s.key) for s in next(iter(chosen.values())).scenes]
     say = Progress(0, enabled=progress)
     results = []
