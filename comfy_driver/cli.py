@@ -112,7 +112,7 @@ def _simulated(wanted: bool) -> Iterator[str | None]:
 
 
 def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
-                port: int = 0, time_scale: float = 0.2, comfyui: str | None = None) -> Any:
+                port: int = 0, time_scale: float = 0.2, comfyui: str | None = None, vram_gb: float = 16.0) -> Any:
     from comfy_driver.comfy.catalog import Catalog
     from comfy_driver.comfy.versions import Version
     from comfy_driver.models.catalog import DEFAULT_RELEASE, bundled_catalog, sim_release
@@ -130,12 +130,32 @@ def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | Non
     else:
         catalog = bundled_catalog(lock, release)
     timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
-    return SimServer(root, catalog, timing=timing, host=host, port=port)
+    return SimServer(root, catalog, timing=timing, host=host, port=port, vram_gb=vram_gb)
+
+
+def _uses_auto(loaded: Any, backend: str | None) -> bool:
+    """Whether any scene's backend is `auto` (chosen per server from what the server offers)."""
+    from comfy_driver.pipeline.choose import AUTO
+
+    names = [backend] if backend else [spec.backend for spec in loaded.scenes]
+    return any(name.split("+")[0].strip() == AUTO for name in names)
+
+
+def _server_facts(urls: list[str]) -> list[Any]:
+    """What each server offers (GPU memory, version, nodes, model files), for backend auto."""
+    from comfy_driver.pipeline.choose import ServerFacts
+
+    facts = []
+    for url in urls:
+        client = _client(url)
+        facts.append(ServerFacts.read(url, client.system_stats(), client.catalog()))
+    return facts
 
 
 @main.command()
 @click.argument("series_file", type=click.Path(path_type=Path))
-@click.option("--backend", help="Render every scene with this backend (workflow name).")
+@click.option("--backend", help="Render every scene with this backend (workflow name; 'auto': the best the "
+                                "server can run for each scene).")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
 @click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
 @click.option("--dry-run", is_flag=True, help="Render and validate every scene; submit nothing.")
@@ -166,36 +186,42 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
 
     loaded = load_series(series_file)
     urls = list(servers) or loaded.series.server_urls
-    # GUI-saved templates are converted with the catalogue of the server that will run them.
-    catalog = _client(urls[0]).catalog() if urls and not simulate and (servers or not dry_run) else None
-    jobs = build_jobs(loaded, backend, catalog)
-    known = {job.spec.key for job in jobs}
-    unknown = [f for f in force if f != "all" and f not in known]
-    if unknown:
-        raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
-    if dry_run:
-        preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
-        for job in jobs:
-            click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
-                       f"  uploads {len(job.uploads)}")
-            if job.skipped:
-                click.echo(f"{'':<20} skipped (not for this backend): {', '.join(job.skipped)}")
-        click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
-        return
-    progress = Progress(len(jobs), enabled=True)
-    with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title), _simulated(simulate) as sim_url:
-        runner = Runner(loaded, jobs, [sim_url] if sim_url else urls, progress=progress,
-                        options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
-        previous = _stop_on_signals(runner, progress)
-        try:
-            report = runner.run()
-        except StopRun as exc:
-            if runner.stop.is_set() and not runner.errors:
-                raise UserInterrupt(exc.message, hint=exc.hint) from None
-            raise
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    with contextlib.ExitStack() as stack:
+        sim_url = stack.enter_context(_simulated(True)) if simulate else None
+        targets = [sim_url] if sim_url else urls
+        # GUI-saved templates are converted with the catalogue of the server that will run them.
+        catalog = _client(urls[0]).catalog() if urls and not simulate and (servers or not dry_run) else None
+        facts = _server_facts(targets) if _uses_auto(loaded, backend) else None
+        jobs = build_jobs(loaded, backend, catalog, facts)
+        known = {job.spec.key for job in jobs}
+        unknown = [f for f in force if f != "all" and f not in known]
+        if unknown:
+            raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
+        if dry_run:
+            preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
+            for job in jobs:
+                click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
+                           f"  uploads {len(job.uploads)}")
+                if job.chosen:
+                    click.echo(f"{'':<20} {job.chosen}")
+                if job.skipped:
+                    click.echo(f"{'':<20} skipped (not for this backend): {', '.join(job.skipped)}")
+            click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
+            return
+        progress = Progress(len(jobs), enabled=True)
+        with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
+            runner = Runner(loaded, jobs, targets, progress=progress,
+                            options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
+            previous = _stop_on_signals(runner, progress)
+            try:
+                report = runner.run()
+            except StopRun as exc:
+                if runner.stop.is_set() and not runner.errors:
+                    raise UserInterrupt(exc.message, hint=exc.hint) from None
+                raise
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
@@ -543,13 +569,15 @@ def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
 @click.option("--comfyui", default=None, metavar="VERSION",
               help="The ComfyUI release to play: its catalogue, routes, messages and rules (0.3.64 or 0.33.0).")
+@click.option("--vram-gb", default=16.0, show_default=True, type=FiniteRange(1, 1024),
+              help="The simulated GPU's memory, as system_stats reports it (backend: auto reads it).")
 @handle_errors
 def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None,
-        comfyui: str | None) -> None:
+        comfyui: str | None, vram_gb: float) -> None:
     """Run the simulated ComfyUI server in the foreground."""
     root = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
     server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale,
-                         comfyui=comfyui)
+                         comfyui=comfyui, vram_gb=vram_gb)
     click.echo(f"simulated ComfyUI {server.versions.comfyui} on http://{host}:{port} (files in {root}); "
                "Ctrl-C stops it", err=True)
     try:

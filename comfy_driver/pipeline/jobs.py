@@ -25,6 +25,7 @@ from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import BACKENDS, MODELS_LOCK, WORKFLOWS
+from comfy_driver.pipeline.choose import AUTO, ServerFacts, check_backend, choose
 from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
 
@@ -51,6 +52,7 @@ class SceneJob:
     backend: str = ""
     next: Callable[[Path | None], SceneJob] | None = None  # the next prompt, from this one's clip
     skipped: tuple[str, ...] = ()  # what of the scene this backend does not use (parameters, inputs)
+    chosen: str = ""  # backend auto: what it chose and why
 
     @property
     def key(self) -> str:
@@ -268,10 +270,16 @@ def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], inde
                     next=following)
 
 
-def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> list[SceneJob]:
-    """Every scene's first job; all problems of all scenes are reported together."""
+def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None,
+               servers: list[ServerFacts] | None = None) -> list[SceneJob]:
+    """Every scene's first job; all problems of all scenes are reported together.
+
+    `servers`: what the run's servers offer, for `backend: auto` (see pipeline/choose.py).
+    """
     series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-    templates = TemplateCache(catalog or bundled_catalog(load_lock(MODELS_LOCK)), series_dir)
+    lock = load_lock(MODELS_LOCK)
+    templates = TemplateCache(catalog or bundled_catalog(lock), series_dir)
+    target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
     backends = load_backends(BACKENDS).merged(loaded.series.backends)
     jobs: list[SceneJob] = []
     errors: list[str] = []
@@ -292,12 +300,20 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
         try:
             chosen = backend or spec.backend
             base, stages = backends.parse(chosen)
+            why = ""
+            if base == AUTO:
+                choice = choose(spec, backends, servers or [], lock, templates, stages)
+                base, why = choice.backend, choice.why
+                chosen = "+".join([base, *stages])
+            else:
+                check_backend(base, backends, templates.catalog.version, target)
             dropped = ()
-            if backend and spec.driving_video is not None and base in backends.backends \
+            if (backend or why) and spec.driving_video is not None and base in backends.backends \
                     and not backends.backend(base).takes_driving_video:  # the series was written for another
                 spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)
             job = build_job(spec, templates, chosen, backends)
             job.skipped = dropped + job.skipped
+            job.chosen = why
             if on_oom is not None:
                 smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
                                   frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},

@@ -41,6 +41,7 @@ class SceneRecord(BaseModel):
     error: str | None = None
     error_kind: str | None = None  # validation | execution | oom | interrupted | lost | download | server
     history: list[str] = []  # every submission, loss, failure and fallback, in order
+    chosen: str | None = None  # backend auto: the backend it chose for this scene's server, and why
 
 
 class EpisodeRecord(BaseModel):

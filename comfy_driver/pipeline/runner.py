@@ -483,5 +483,6 @@ class Runner:
             outputs=[OutputRecord(path=f"{base}/{o['file']}", sha256=o["sha256"], size=o["size"],
                                   node_id=o["node_id"]) for o in st.outputs],
             clip=f"{base}/{st.clip}" if st.clip else None, error=error, error_kind=error_kind,
-            history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in self.state.events(key)])
+            history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in self.state.events(key)],
+            chosen=job.chosen or None)
 
