@@ -131,11 +131,9 @@ def choose(scene: SceneSpec, backends: Backends, servers: list[ServerFacts], loc
     rejected: list[str] = []
     runnable: list[str] = []
     for name in backends.auto:
-        why = _fits(scene, name, backends, templates)
-        if why is None:
-            needs = needs_of(name, backends, lock, stages)
-            problems = [f"{s.url}: {r}" if len(servers) > 1 else r for s in servers for r in unmet(needs, s, lock)]
-            why = "; ".join(problems) or None
+        needs = needs_of(name, backends, lock, stages)  # the server's side first: its workflows may not load
+        problems = [f"{s.url}: {r}" if len(servers) > 1 else r for s in servers for r in unmet(needs, s, lock)]
+        why = "; ".join(problems) or _fits(scene, name, backends, templates)
         if why is None:
             runnable.append(name)
         else:
