@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.paths import ROOT
 from comfy_driver.workflow.convert import ui_to_api
 
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
 ORACLES = (  # folder, its object_info, the frontend that made it
     ("oracle", FIXTURES / "comfyui" / "object_info.json", "1.27.10"),
     ("oracle-fe1.49", FIXTURES / "oracle-fe1.49" / "object_info.json", "1.49.6"),

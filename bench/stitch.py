@@ -31,7 +31,7 @@ def join_once(clips: list[Path], out: Path, fps: float | None) -> None:
     t0 = time.perf_counter()
     done = stitch(plan(clips, fps), out)
     seconds = time.perf_counter() - t0
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps({"seconds": seconds, "rss_kib": rss, "mode": done.mode}))
 
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,60 +97,59 @@ def main(debug: bool) -> None:
     """Drive a ComfyUI server as a production line for short AI videos."""
 
 
+SIMULATE_HELP = ("Run against a built-in simulated ComfyUI server: 'realistic' timing (the default) "
+                 "or 'instant'.")
+
+
+def simulate_option(fn: F) -> F:
+    """`--simulate [realistic|instant]`: the bare flag means realistic timing."""
+    return click.option("--simulate", type=click.Choice(["realistic", "instant"]), is_flag=False,
+                        flag_value="realistic", default=None, help=SIMULATE_HELP)(fn)
+
+
+def connection_options(fn: F) -> F:
+    """Timeouts, retries, keepalive and TLS of every server a command talks to, as one `settings`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, timeout: float, connect_timeout: float, retries: int, keepalive: float,
+                ca_bundle: Path | None, insecure: bool, **kwargs: Any) -> Any:
+        from comfy_driver.comfy.settings import Settings
+
+        if insecure and ca_bundle:
+            raise click.UsageError("--insecure and --ca-bundle contradict each other: choose one")
+        verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
+        settings = Settings(timeout=timeout, connect_timeout=connect_timeout, retries=retries,
+                            keepalive=keepalive, dead_after=max(90.0, 4 * keepalive), verify=verify)
+        return fn(*args, settings=settings, **kwargs)
+
+    options = [
+        click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
+                     help="Seconds an HTTP answer of the server may take."),
+        click.option("--connect-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+                     help="Seconds to open a connection to the server."),
+        click.option("--retries", default=4, show_default=True, type=click.IntRange(1, 100),
+                     help="Tries of a request that can be repeated safely, after a refused connection or a 502-504."),
+        click.option("--keepalive", default=20.0, show_default=True, type=click.FloatRange(min=0.1),
+                     help="Seconds between pings of a quiet websocket (proxies drop idle ones)."),
+        click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="Trust the certificates in this PEM file (a self-signed server, a company CA); "
+                          "REQUESTS_CA_BUNDLE is honoured too."),
+        click.option("--insecure", is_flag=True, help="Do not check the server's TLS certificate."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
 @contextlib.contextmanager
-def _simulated(wanted: bool) -> Iterator[str | None]:
+def _simulated(speed: str | None) -> Iterator[str | None]:
     """A simulated server for the length of a command (its URL), or None when not wanted."""
-    if not wanted:
+    if speed is None:
         yield None
         return
-    root = Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-    server = _sim_server(root)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    from comfy_driver.api import simulated_server
 
-
-def _sim_server(root: Path, *, speed: str = "realistic", object_info: Path | None = None, host: str = "127.0.0.1",
-                port: int = 0, time_scale: float = 0.2, comfyui: str | None = None, vram_gb: float = 16.0) -> Any:
-    from comfy_driver.comfy.catalog import Catalog
-    from comfy_driver.comfy.versions import Version
-    from comfy_driver.models.catalog import DEFAULT_RELEASE, bundled_catalog, sim_release
-    from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
-    from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
-    from comfy_driver.sim.executor import Timing
-    from comfy_driver.sim.server import SimServer
-
-    lock = load_lock(MODELS_LOCK)
-    release = sim_release(comfyui) if comfyui else DEFAULT_RELEASE
-    if object_info is not None:
-        info = json.loads(object_info.read_text(encoding="utf-8"))
-        catalog = Catalog(fill_model_inputs(mark_model_inputs(info), lock.by_folder()), version=Version.parse(release))
-    else:
-        catalog = bundled_catalog(lock, release)
-    timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
-    return SimServer(root, catalog, timing=timing, host=host, port=port, vram_gb=vram_gb)
-
-
-def _uses_auto(loaded: Any, backend: str | None) -> bool:
-    """Whether any scene's backend is `auto` (chosen per server from what the server offers)."""
-    from comfy_driver.pipeline.choose import AUTO
-
-    names = [backend] if backend else [spec.backend for spec in loaded.scenes]
-    return any(name.split("+")[0].strip() == AUTO for name in names)
-
-
-def _server_facts(urls: list[str]) -> list[Any]:
-    """What each server offers (GPU memory, version, nodes, model files), for backend auto."""
-    from comfy_driver.pipeline.choose import ServerFacts
-
-    facts = []
-    for url in urls:
-        client = _client(url)
-        facts.append(ServerFacts.read(url, client.system_stats(), client.catalog()))
-    return facts
+    with simulated_server(speed=speed) as url:
+        yield url
 
 
 @main.command()
@@ -157,7 +157,7 @@ def _server_facts(urls: list[str]) -> list[Any]:
 @click.option("--backend", help="Render every scene with this backend (workflow name; 'auto': the best the "
                                 "server can run for each scene).")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
-@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@simulate_option
 @click.option("--dry-run", is_flag=True, help="Render and validate every scene; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
@@ -165,70 +165,91 @@ def _server_facts(urls: list[str]) -> list[Any]:
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
 @click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
+@click.option("--publish", "publish_", is_flag=True, help="Upload each finished episode to YouTube (publish section).")
+@click.option("--republish", is_flag=True, help="With --publish: upload again an episode re-rendered since its upload.")
+@click.option("--youtube-endpoint", default=None, help="With --publish: send YouTube API calls to this address "
+                                                       "instead of Google's (a local test server).")
+@connection_options
 @handle_errors
-def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: bool, dry_run: bool,
-        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float) -> None:
+def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: str | None, dry_run: bool,
+        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, publish_: bool, republish: bool,
+        youtube_endpoint: str | None, settings: Any) -> None:
     """Render every scene of SERIES_FILE, download the clips and join each episode.
 
     Rerunning it resumes: finished scenes are kept, prompts still on a server are re-attached.
     Ctrl-C (or SIGTERM) once: nothing more is queued, the running scene finishes; twice: it is
     interrupted too. Either way the next run picks up where this one stopped.
     """
+    import threading
+
+    from comfy_driver.api import RunStopped, run_series
     from comfy_driver.config.series import load_series
-    from comfy_driver.models.catalog import bundled_catalog
-    from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
-    from comfy_driver.pipeline.jobs import build_jobs
-    from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.preflight import every_prompt, preflight
-    from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
+    from comfy_driver.pipeline.runner import RunOptions
 
     loaded = load_series(series_file)
-    urls = list(servers) or loaded.series.server_urls
-    with contextlib.ExitStack() as stack:
-        sim_url = stack.enter_context(_simulated(True)) if simulate else None
-        targets = [sim_url] if sim_url else urls
-        # GUI-saved templates are converted with the catalogue of the server that will run them.
-        catalog = _client(urls[0]).catalog() if urls and not simulate and (servers or not dry_run) else None
-        facts = _server_facts(targets) if _uses_auto(loaded, backend) else None
-        jobs = build_jobs(loaded, backend, catalog, facts)
-        known = {job.spec.key for job in jobs}
-        unknown = [f for f in force if f != "all" and f not in known]
-        if unknown:
-            raise UserError(f"--force {unknown[0]}: no such scene", hint=f"scenes: {', '.join(sorted(known))}")
-        if dry_run:
-            preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(MODELS_LOCK)))
-            for job in jobs:
-                click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
-                           f"  uploads {len(job.uploads)}")
-                if job.chosen:
-                    click.echo(f"{'':<20} {job.chosen}")
-                if job.skipped:
-                    click.echo(f"{'':<20} skipped (not for this backend): {', '.join(job.skipped)}")
-            click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
-            return
-        progress = Progress(len(jobs), enabled=True)
-        with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
-            runner = Runner(loaded, jobs, targets, progress=progress,
-                            options=RunOptions(depth=depth, force=set(force), server_timeout=server_timeout))
-            previous = _stop_on_signals(runner, progress)
-            try:
-                report = runner.run()
-            except StopRun as exc:
-                if runner.stop.is_set() and not runner.errors:
-                    raise UserInterrupt(exc.message, hint=exc.hint) from None
-                raise
-            finally:
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
+    publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \
+        if publish_ else None
+    if dry_run:
+        from comfy_driver.pipeline.choose import uses_auto
+
+        auto_sim = simulate if not servers and uses_auto(loaded.scenes, backend) else None  # auto asks a server
+        with _simulated(auto_sim) as sim_url:
+            _dry_run(loaded, backend, [sim_url] if sim_url else list(servers), settings)
+        return
+    progress = Progress(len(loaded.scenes), enabled=True)
+    stop, interrupt = threading.Event(), threading.Event()
+    options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, settings=settings)
+    published = True
+    with contextlib.ExitStack() as closing, _simulated(simulate) as sim_url:
+        if publisher is not None:
+            closing.callback(publisher.close)
+        previous = _stop_on_signals(stop, interrupt, progress)
+        try:
+            report = run_series(loaded, servers=[sim_url] if sim_url else list(servers), backend=backend,
+                                options=options, progress=progress, stop=stop, interrupt=interrupt)
+        except RunStopped as exc:
+            raise UserInterrupt(exc.message, hint=exc.hint) from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if publisher is not None:
+            from comfy_driver.pipeline.outlock import claim_output
+
+            with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
+                published = publish_report(loaded, report, publisher)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         click.echo(report.summary())
         click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
-    if report.failed:
+    if report.failed or not published:
         sys.exit(1)
+
+
+def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any) -> None:
+    """Render and validate every prompt a run may submit, with the server's catalogue or the shipped one."""
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.paths import models_lock
+    from comfy_driver.models.needs import read_servers
+    from comfy_driver.pipeline.choose import uses_auto
+    from comfy_driver.pipeline.jobs import build_jobs
+    from comfy_driver.pipeline.preflight import every_prompt, preflight
+
+    # GUI-saved templates are converted with the catalogue of the server that will run them.
+    catalog = _client(servers[0], settings).catalog() if servers else None
+    facts = read_servers(servers, settings) if uses_auto(loaded.scenes, backend) else None
+    jobs = build_jobs(loaded, backend, catalog, facts)
+    preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(models_lock())))
+    for job in jobs:
+        click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
+                   f"  uploads {len(job.uploads)}")
+        if job.chosen:
+            click.echo(f"{'':<20} {job.chosen}")
+        if job.skipped:
+            click.echo(f"{'':<20} skipped (not for this backend): {', '.join(job.skipped)}")
+    click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
 
 
 def _convert_catalog(server: str | None, object_info: Path | None, frontend: str | None) -> tuple[Any, Any]:
@@ -247,8 +268,8 @@ def _convert_catalog(server: str | None, object_info: Path | None, frontend: str
     if server:
         client = _client(server)
         if frontend is None:  # the GUI that server ships is the one to reproduce
-            system = client.system_stats().get("system") or {}
-            frontend = system.get("required_frontend_version") or None
+            required = client.versions().frontend
+            frontend = str(required) if required else None
         return client.catalog(), frontend
     raise UserError("convert needs the node catalogue of the server the graph is for",
                     hint="pass --server URL, or --object-info FILE (a saved GET /object_info of that server)")
@@ -280,8 +301,11 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if kind == "unknown":
         raise UserError(f"{workflow}: not a ComfyUI workflow (neither the API format nor a GUI-saved workflow)")
     catalog, frontend = _convert_catalog(server, object_info, frontend)
+    notes: list[str] = []
     if target == "api":
-        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend)
+        result = data if kind == "api" else ui_to_api(data, catalog, frontend_version=frontend, notes=notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     else:
         result = data if kind == "ui" else api_to_ui(data, catalog)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
@@ -296,34 +320,49 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, help="'Node Title.input=value' (repeatable); values are read as JSON.")
 @click.option("--server", default=None, help="ComfyUI URL.")
-@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@simulate_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Folder for the outputs (default: replay-<file name>).")
+@connection_options
 @handle_errors
-def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: bool, output: Path | None) -> None:
+def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str | None, output: Path | None,
+           settings: Any) -> None:
     """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    from comfy_driver.api import Client
+    from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
     from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay as run_replay
+    from comfy_driver.pipeline.replay import parse_set
 
     if not simulate and not server:
         raise UserError("replay needs --server URL (or --simulate)")
-    with _simulated(simulate) as sim_url:
-        client = _client(sim_url or server or "")
-        catalog = client.catalog()
-        item = load_replayable(file, catalog)
-        item.graph = apply_sets(item.graph, list(sets), catalog)
-        dest = output or Path(f"replay-{file.stem}")
+    changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
+    progress = Progress(1, enabled=True)
+    dest = output or Path(f"replay-{file.stem}")
+    with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
+        job = client.submit(file, sets=changes)
+        started, node, step = None, "", None
+        for event in job.events():
+            if isinstance(event, Started):
+                started = time.time()
+            elif isinstance(event, NodeStarted):
+                node, step = event.name, None
+            elif isinstance(event, StepProgress):
+                step = (event.value, event.max)
+            progress.update(1, "replay", node, step, started)
         with claim_output(dest):
-            files = run_replay(client, item, dest, catalog, progress=Progress(1, enabled=True))
+            files = job.download(dest)
     for got in files:
         click.echo(f"{got.path}  {got.size} bytes  sha256 {got.sha256[:16]}")
 
 
-def _lock_path(lock: Path | None) -> Path:
-    from comfy_driver.paths import MODELS_LOCK
+LOCK_HELP = "The models.lock to use (default: your own in the config folder, else the shipped one)."
 
-    return lock or MODELS_LOCK
+
+def _lock_path(lock: Path | None) -> Path:
+    from comfy_driver.paths import models_lock
+
+    return lock or models_lock()
 
 
 @main.command()
@@ -335,7 +374,7 @@ def _lock_path(lock: Path | None) -> Path:
 @click.option("--extra-model-paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="ComfyUI's extra_model_paths.yaml: files found there are not downloaded again.")
 @click.option("--lock", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The models.lock to use (default: the project's).")
+              help=LOCK_HELP)
 @click.option("--dry-run", is_flag=True, help="List what would be downloaded, and the total size.")
 @click.option("--jobs", default=3, show_default=True, type=click.IntRange(1, 16), help="Files downloaded at once.")
 @click.option("--pin", "pin_unpinned", is_flag=True,
@@ -398,7 +437,8 @@ def lock() -> None:
 @click.option("--name", default=None, help="File name in the folder (default: the repo file's name).")
 @click.option("--backend", "backends", multiple=True, help="Backend(s) that use it.")
 @click.option("--allow-pickle", is_flag=True, help="Accept a pickle-based file (.ckpt/.pt/.pth/.bin) you trust.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str, ...], allow_pickle: bool,
              lock_file: Path | None) -> None:
@@ -412,7 +452,8 @@ def lock_add(ref: str, folder: str | None, name: str | None, backends: tuple[str
 
 @lock.command("pin")
 @click.option("--backend", "backends", multiple=True, help="Only the entries these backends use (repeatable).")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
     """Read revision, size and sha256 of entries not pinned yet from the Hub, show them, write them."""
@@ -433,23 +474,62 @@ def lock_pin(backends: tuple[str, ...], lock_file: Path | None) -> None:
 @lock.command("from-workflow")
 @click.argument("workflow", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True, help="Backend(s) that use these models.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--server", default=None, help="Match the names to what this ComfyUI server lists.")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
-def lock_from_workflow(workflow: Path, backends: tuple[str, ...], lock_file: Path | None) -> None:
-    """Add the models a GUI-saved workflow names in its nodes' properties.models."""
+def lock_from_workflow(workflow: Path, backends: tuple[str, ...], server: str | None, lock_file: Path | None) -> None:
+    """The model files a GUI-saved workflow loads, and their folders: those with a download link
+    (properties.models) are added to models.lock; the others, read from the loader widgets, are listed
+    with what models.lock and the server have."""
     from comfy_driver.models.add import add_to_lock, parse_ref, workflow_models
+    from comfy_driver.models.in_workflow import loader_models
+    from comfy_driver.models.lock import read_lock
     from comfy_driver.workflow.files import detect_format, load_json
 
     data = load_json(workflow)
     if detect_format(data) != "ui":
-        raise UserError(f"{workflow}: not a GUI-saved workflow (only those list their models)")
-    models = workflow_models(data)
-    if not models:
-        raise UserError(f"{workflow}: no node lists models (properties.models)")
-    for model in models:
-        entry, what = add_to_lock(_lock_path(lock_file), parse_ref(model["url"]), folder=model.get("directory"),
+        raise UserError(f"{workflow}: not a GUI-saved workflow (only those name their loaders' files)")
+    linked = workflow_models(data)
+    client = _client(server) if server else None
+    listed: dict[str, list[str]] | None = None
+    if client is not None:
+        listed = {}
+        for folder in {m.folder for m in loader_models(data) if m.folder}:
+            listed[folder] = _server_models(client, folder)
+    found = [m for m in loader_models(data, listed) if m.name not in {str(x["name"]) for x in linked}]
+    if not linked and not found:
+        raise UserError(f"{workflow}: no model files found (no node lists properties.models, and no loader "
+                        "widget names a model file)")
+    lock_path = _lock_path(lock_file)
+    for model in linked:
+        entry, what = add_to_lock(lock_path, parse_ref(model["url"]), folder=model.get("directory"),
                                   name=model["name"], backends=list(backends))
         click.echo(f"{what}: {entry.folder}/{entry.name} @ {entry.revision}")
+    known = {(e.folder, e.name) for e in read_lock(lock_path).lock.models}
+    for m in found:
+        where = f"  ({m.who}" + (f", saved as {m.saved!r})" if m.saved != m.name else ")")
+        if m.folder is None:
+            click.echo(f"downloaded by its node pack on first use: {m.name}{where}")
+            continue
+        there = "" if listed is None else (" [on the server]" if m.name in listed.get(m.folder, []) else
+                                           " [NOT on the server]")
+        if (m.folder, m.name) in known:
+            click.echo(f"in models.lock: {m.folder}/{m.name}{there}{where}")
+        else:
+            click.echo(f"not in models.lock: {m.folder}/{m.name}{there}{where}\n"
+                       f"  add it with: comfy-drive lock add <hub repo>/<path in repo> --folder {m.folder} "
+                       f"--name {m.name}")
+
+
+def _server_models(client: Any, folder: str) -> list[str]:
+    """What a server lists in one models folder; nothing for a folder it does not have."""
+    from comfy_driver.comfy.errors import ServerProtocolError
+
+    try:
+        return [str(n) for n in client.models(folder)]
+    except ServerProtocolError:
+        return []
 
 
 @main.command()
@@ -523,46 +603,74 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
 
 @main.command()
 @click.option("--server", default=None, help="Also check what this ComfyUI server has.")
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A ComfyUI models folder to check for the model files (holding checkpoints/, loras/, ...).")
+@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A ComfyUI folder to check (its models/ and extra_model_paths.yaml).")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
+@connection_options
 @handle_errors
-def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None) -> None:
-    """Which backends can run: model files here and on the server, custom node packs, what to run to fix it."""
+def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None,
+           settings: Any) -> None:
+    """Which backends can run: model files here and on the server, node packs, each workflow against the server's validation, and the fix."""
+    from comfy_driver.config.backends import load_backends
     from comfy_driver.models.doctor import diagnose
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.tree import ModelsTree
+    from comfy_driver.paths import BACKENDS
 
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
-    client = _client(server) if server else None
-    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo)
+    client = _client(server, settings) if server else None
+    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo, load_backends(BACKENDS))
     if problems:
         sys.exit(1)
 
 
-def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
+def _stop_on_signals(stop: Any, interrupt: Any, progress: Any) -> dict[int, Any]:
     """First Ctrl-C / SIGTERM: stop queueing, let the running scene finish; second: interrupt it."""
     def handler(signum: int, frame: Any) -> None:
-        if not runner.stop.is_set():
-            runner.stop.set()
+        if not stop.is_set():
+            stop.set()
             progress.message("stopping: nothing more is queued, the running scene finishes "
                              "(press Ctrl-C again to interrupt it)")
         else:
-            runner.interrupt.set()
+            interrupt.set()
             progress.message("interrupting the running scene")
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, handler)
     return previous
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8188, show_default=True, type=int)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@handle_errors
+def example(folder: Path) -> None:
+    """Write the bundled examples (series files and their images) into FOLDER/examples."""
+    from comfy_driver.paths import EXAMPLES
+
+    target = folder / "examples"
+    if target.exists():
+        raise UserError(f"{target} already exists", hint="choose another folder; nothing was overwritten")
+    shutil.copytree(EXAMPLES, target)
+    click.echo(f"wrote {target}; render it on the simulator with:")
+    where = "" if folder == Path(".") else f"cd {folder} && "
+    click.echo(f"  {where}comfy-drive run examples/series.yaml --simulate")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8188, show_default=True, type=int, help="Port to listen on.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder for input/, output/ and temp/ (default: a temporary folder).")
-@click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True)
+              help="Folder for input/, output/ and temp/ (default: a temporary folder, removed at the end).")
+@click.option("--speed", type=click.Choice(["realistic", "instant"]), default="realistic", show_default=True,
+              help="realistic: nodes, sampler steps and model loads take time; instant: none.")
 @click.option("--time-scale", default=1.0, show_default=True, type=FiniteRange(0.001, 100),
               help="Multiply the realistic durations (0.1: ten times faster).")
 @click.option("--object-info", type=click.Path(exists=True, path_type=Path), default=None,
@@ -574,18 +682,32 @@ def _stop_on_signals(runner: Any, progress: Any) -> dict[int, Any]:
 @handle_errors
 def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None,
         comfyui: str | None, vram_gb: float) -> None:
-    """Run the simulated ComfyUI server in the foreground."""
-    root = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
-    server = _sim_server(root, speed=speed, object_info=object_info, host=host, port=port, time_scale=time_scale,
-                         comfyui=comfyui, vram_gb=vram_gb)
-    click.echo(f"simulated ComfyUI {server.versions.comfyui} on http://{host}:{port} (files in {root}); "
-               "Ctrl-C stops it", err=True)
+    """Run the simulated ComfyUI server in the foreground (Ctrl-C stops it)."""
+    import threading
+
+    from comfy_driver.api import simulator
+
+    folder = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
     try:
-        server.serve()
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port") from None
-    except KeyboardInterrupt:
-        pass
+        server = simulator(folder, speed=speed, object_info=object_info, host=host, port=port,
+                           time_scale=time_scale, comfyui=comfyui, vram_gb=vram_gb)
+        try:
+            url = server.start()
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                            hint="choose another --port") from None
+        click.echo(f"simulated ComfyUI {server.versions.comfyui} on {url} (files in {folder}); Ctrl-C stops it",
+                   err=True)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM cleans up as Ctrl-C does
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    finally:
+        if root is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @main.command()
@@ -606,24 +728,30 @@ def login(url: str, headers: tuple[str, ...]) -> None:
     click.echo(f"saved {len(parsed)} header(s) for {url.split('@')[-1]} in {path} (mode 600)")
 
 
-def _client(server: str) -> Any:
+def _client(server: str, settings: Any = None) -> Any:
     from comfy_driver.comfy.client import ComfyClient
 
-    return ComfyClient(server)
+    return ComfyClient(server, settings=settings)
 
 
 @main.command()
 @click.option("--server", required=True, help="ComfyUI URL.")
 @click.option("--delete", "delete", multiple=True, help="Remove this pending prompt id.")
 @click.option("--clear", is_flag=True, help="Remove every pending prompt.")
+@connection_options
 @handle_errors
-def queue(server: str, delete: tuple[str, ...], clear: bool) -> None:
+def queue(server: str, delete: tuple[str, ...], clear: bool, settings: Any) -> None:
     """Show (or prune) a server's queue."""
-    client = _client(server)
+    client = _client(server, settings)
+    if delete:
+        running, pending = client.queued_ids()
+        for prompt_id in delete:
+            if prompt_id not in pending:  # the server would ignore it without a word
+                where = "is running (interrupt --prompt-id stops it)" if prompt_id in running else "is not queued"
+                raise UserError(f"prompt {prompt_id} {where} on {client.address.display}; nothing was deleted")
+        client.delete_queued(list(delete))
     if clear:
         client.clear_queue()
-    if delete:
-        client.delete_queued(list(delete))
     running, pending = client.queued_ids()
     click.echo(f"running: {', '.join(running) or '-'}")
     click.echo(f"pending: {len(pending)}" + "".join(f"\n  {p}" for p in pending))
@@ -632,29 +760,39 @@ def queue(server: str, delete: tuple[str, ...], clear: bool) -> None:
 @main.command()
 @click.option("--server", required=True, help="ComfyUI URL.")
 @click.option("--prompt-id", default=None, help="Only stop this prompt (never someone else's).")
+@connection_options
 @handle_errors
-def interrupt(server: str, prompt_id: str | None) -> None:
-    """Interrupt the running prompt."""
-    _client(server).interrupt(prompt_id)
-    click.echo("interrupt sent")
+def interrupt(server: str, prompt_id: str | None, settings: Any) -> None:
+    """Interrupt the running prompt; with --prompt-id, cancel that one (pending or running)."""
+    client = _client(server, settings)
+    if prompt_id is None:
+        client.interrupt()
+        click.echo("interrupt sent")
+        return
+    if client.cancel(prompt_id):
+        click.echo(f"cancelled {prompt_id}")
+    else:
+        click.echo(f"{prompt_id} is neither queued nor running (nothing cancelled)")
 
 
 @main.command()
 @click.option("--server", required=True, help="ComfyUI URL.")
+@connection_options
 @handle_errors
-def free(server: str) -> None:
+def free(server: str, settings: Any) -> None:
     """Ask the server to unload models and free memory."""
-    _client(server).free()
+    _client(server, settings).free()
     click.echo("models unloaded, memory freed")
 
 
 @main.command()
 @click.option("--server", required=True, help="ComfyUI URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was detected as JSON.")
+@connection_options
 @handle_errors
-def stats(server: str, as_json: bool) -> None:
+def stats(server: str, as_json: bool, settings: Any) -> None:
     """What the server is: ComfyUI and frontend versions, node catalogue, devices, version facts."""
-    client = _client(server)
+    client = _client(server, settings)
     data = client.system_stats()
     versions = client.versions()
     catalog = client.catalog()
@@ -681,6 +819,114 @@ def stats(server: str, as_json: bool) -> None:
     for fact in facts:
         click.echo(f"  {fact.name} (since {fact.since}): {fact.what}")
 
+
+# ------------------------------------------------------------------------------------------ compare, try
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: bool, as_json: bool,
+                       **kw: Any) -> None:
+    """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
+    from comfy_driver.pipeline.benchmark import write
+    from comfy_driver.pipeline.compare import compare as run_compare
+
+    urls = servers or loaded.series.server_urls
+    if not urls and not simulate and not kw.get("from_report"):
+        raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
+    with _simulated(simulate and not kw.get("from_report")) as sim_url:
+        comparison = run_compare(loaded, backends, [sim_url] if sim_url else urls, progress=not as_json, **kw)
+    paths = write(comparison, loaded.series.title)
+    missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
+               if s.status != "done"]
+    if as_json:
+        click.echo(paths["json"].read_text(encoding="utf-8"), nl=False)
+    else:
+        click.echo(paths["markdown"].read_text(encoding="utf-8").split("\n## ")[0].rstrip())
+        for key, video in comparison.videos.items():
+            click.echo(f"side by side {key}: {video}")
+        click.echo(f"tables: {paths['markdown']} and {paths['json'].name}\npage: {paths['page']}")
+    if missing:
+        click.echo(f"not rendered: {'; '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("series_file", type=click.Path(path_type=Path))
+@click.option("--backends", required=True, help="Backends to compare, comma-separated: A,B[,C].")
+@click.option("--scenes", default=None, help="Only these scenes, comma-separated EPISODE/SCENE keys (default: all).")
+@click.option("--from-report", is_flag=True, help="Render nothing: compare the renders already kept.")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
+@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
+@click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@handle_errors
+def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
+            simulate: bool, output: Path | None, as_json: bool) -> None:
+    """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
+    tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
+    kept, so a rerun renders nothing new."""
+    from comfy_driver.config.series import load_series
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    wanted = [k.strip() for k in scenes.split(",") if k.strip()] if scenes else None
+    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, scenes=wanted,
+                       from_report=from_report, folder=output)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    import yaml
+
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise UserError(f"--param {text!r}: write it as NAME=VALUE (e.g. steps=4, svd.motion_bucket_id=90)")
+    return name.strip(), yaml.safe_load(value)
+
+
+@main.command("try")
+@click.option("--prompt", required=True, help="What the scene shows.")
+@click.option("--negative-prompt", default=None)
+@click.option("--image", type=click.Path(path_type=Path), default=None, help="Reference image (the character).")
+@click.option("--driving-video", type=click.Path(path_type=Path), default=None, help="Video whose motion to follow.")
+@click.option("--backend", "backends", multiple=True, help="A backend to render with (repeatable).")
+@click.option("--vs", "versus", default=None, help="The backend to compare with (default: svd).")
+@click.option("--width", type=int, default=None)
+@click.option("--height", type=int, default=None)
+@click.option("--frames", type=int, default=None)
+@click.option("--fps", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--param", "params", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
+@click.option("--server", "servers", multiple=True, help="ComfyUI URL.")
+@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
+              show_default=True, help="Folder for the renders and the comparison.")
+@click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@handle_errors
+def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
+         backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
+         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: bool,
+         output: Path, as_json: bool) -> None:
+    """Quick test: one scene from the command line, rendered with each backend and compared side by side
+    (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
+    from comfy_driver.config.series import load_series
+    from comfy_driver.pipeline.compare import try_series
+
+    names = list(backends) or ["wan22_animate"]
+    names += [versus] if versus else ([] if len(names) > 1 else ["svd"])
+    path = try_series(output, prompt=prompt, negative_prompt=negative_prompt, image=image, driving_video=driving_video,
+                      width=width, height=height, frames=frames, fps=fps, seed=seed,
+                      params=dict(_param(p) for p in params))
+    try:
+        loaded = load_series(path)
+        _compare_and_write(loaded, names, list(servers), simulate, as_json, folder=output)
+    except UserError as exc:
+        if image is None and "'reference_image' is required" in exc.message:
+            raise UserError(f"{', '.join(names)}: a backend here animates a reference image, and none was given",
+                            hint="pass --image FILE (the character), or compare backends that start from the "
+                                 "prompt (e.g. --backend svd)") from None
+        raise
+
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
+
+main.add_command(auth)
+main.add_command(publish)
 
 if __name__ == "__main__":
     main()

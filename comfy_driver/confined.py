@@ -40,6 +40,17 @@ class UnsafePath(UserError):
     """A name that would leave its folder, or a link on the way there."""
 
 
+class NoSpace(RunError):
+    """The disk (or the quota, or the file size limit) is full: nothing more can be written."""
+
+
+class ReadOnly(UserError):
+    """The folder cannot be written (a read-only file system, no permission)."""
+
+
+HALTING = (NoSpace, ReadOnly)  # failures every later write would repeat: a run stops at the first
+
+
 def relative_parts(name: str, *, what: str = "path") -> tuple[str, ...]:
     """The parts of a relative name that stays inside its folder, or UnsafePath.
 
@@ -65,11 +76,11 @@ def os_failure(exc: OSError, path: Path | str, doing: str = "writing") -> DriveE
     """One clear error for an OS failure while reading or writing a file (never a traceback)."""
     code = exc.errno
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return RunError(f"no space left while {doing} {path} (disk full or over quota); finished files are kept",
+        return NoSpace(f"no space left while {doing} {path} (disk full or over quota); finished files are kept",
                         hint="free disk space and run the same command again to resume")
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "the file system is read-only" if code == errno.EROFS else "permission denied"
-        return UserError(f"cannot write {path}: {why}",
+        return ReadOnly(f"cannot write {path}: {why}",
                          hint="choose a folder you can write to (output: in the series file), or fix its permissions")
     if code == errno.ELOOP:
         return UserError(f"{path}: a symbolic link loop")

@@ -1,14 +1,46 @@
-"""Where the project's own files are: workflows, models.lock and backends.yaml at the repository root.
+"""Where comfy-drive's files are: what it ships (read-only) and what belongs to the user.
 
-comfy-drive is installed from its checkout (`pip install -e .`), so these are found beside the package.
+Shipped, read with importlib.resources from the package `comfy_driver.data`: the node catalogues,
+`workflows/`, `backends.yaml`, `models.lock` and `examples/`. In the repository the last four stay at
+the top level; `comfy_driver/data` holds symbolic links to them, which a wheel build copies in as
+plain files, so a checkout (`pip install -e .`) and an installed wheel read the same names.
+
+Nothing is ever written into the installed package. The user's own files live in the user config
+folder (`$XDG_CONFIG_HOME/comfy-drive`, else `~/.config/comfy-drive`; `COMFY_DRIVE_CONFIG` overrides):
+its `models.lock`, once present (the first pin or `lock add` copies the shipped one there), is the one
+every command reads unless `--lock` names another.
 """
 
 from __future__ import annotations
 
+import os
+from importlib import resources
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = ROOT / "workflows"
-MODELS_LOCK = ROOT / "models.lock"
-BACKENDS = ROOT / "backends.yaml"
-EXAMPLES = ROOT / "examples"
+DATA = Path(str(resources.files("comfy_driver.data")))
+WORKFLOWS = DATA / "workflows"
+MODELS_LOCK = DATA / "models.lock"  # the shipped one
+BACKENDS = DATA / "backends.yaml"
+EXAMPLES = DATA / "examples"
+
+
+def config_dir() -> Path:
+    """The user's comfy-drive settings folder (credentials, their own models.lock)."""
+    if os.environ.get("COMFY_DRIVE_CONFIG"):
+        return Path(os.environ["COMFY_DRIVE_CONFIG"])
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "comfy-drive"
+
+
+def user_lock() -> Path:
+    return config_dir() / "models.lock"
+
+
+def models_lock() -> Path:
+    """The models.lock in force: the user's own when there is one, else the shipped one."""
+    own = user_lock()
+    return own if own.is_file() else MODELS_LOCK
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether `path` is a file of the installed package (never to be written)."""
+    return Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(DATA)))

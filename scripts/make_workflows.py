@@ -1,9 +1,11 @@
 """Write the shipped workflows (workflows/*.json) as GUI workflows, from the graphs defined here.
 
 Usage: python scripts/make_workflows.py OBJECT_INFO.json [PACKS_OBJECT_INFO.json...] [--only NAME...]
-Node classes come from the first file; custom nodes (and classes it lacks) from the others, as in
-scripts/make_catalog.py. --only writes just the named workflows.
-The graphs are comfy-drive's own; a person may then open, edit and save any of them in the ComfyUI
+OBJECT_INFO.json is the catalogue of the newest supported ComfyUI with the custom node packs the
+workflows use (its widget layout decides the saved form); the files are written as that ComfyUI's
+GUI saves them. Further files add the node classes it lacks (a pack recorded elsewhere, as in
+scripts/make_catalog.py); --only writes just the named workflows. The graphs are comfy-drive's own;
+a person may then open, edit and save any of them in the ComfyUI
 GUI, and comfy-drive uses the saved file as it is (parameters are addressed by node title, so keep
 the titles). Rerunning this script overwrites such edits.
 """
@@ -39,6 +41,15 @@ class G:
         return node_id
 
 
+def placeholder(title: str, extension: str) -> str:
+    """The file name an input-file widget holds until a run sets it ('reference-image.png').
+
+    A GUI keeps a name it does not know, where it would replace an empty value with the first file of
+    its server's input folder; every run uploads the scene's file and sets the widget to it.
+    """
+    return f"{title.lower().replace(' ', '-')}.{extension}"
+
+
 def wan_text(g: G, prompt_title: str = "Prompt") -> tuple[str, str]:
     te = g.add("CLIPLoader", "Text Encoder", clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan",
                device="default")
@@ -49,8 +60,10 @@ def wan_text(g: G, prompt_title: str = "Prompt") -> tuple[str, str]:
 
 def save(g: G, images: tuple[str, int], fps: Any, prefix: str) -> None:
     video = g.add("CreateVideo", "Create Video", images=images, fps=fps)
+    # MP4/H.264 in both GUIs: 0.33's nested 'format.codec', and the older top-level 'codec' at the same
+    # position of widgets_values (0.33 keeps that one as a hidden input, left at auto).
     g.add("SaveVideo", "Save Video", video=(video, 0), filename_prefix=f"comfy-drive/{prefix}", format="mp4",
-          codec="h264")
+          **{"format.codec": "h264", "codec": "auto"})
 
 
 def animate_model(g: G, gguf: bool = False) -> str:
@@ -69,7 +82,7 @@ def animate_model(g: G, gguf: bool = False) -> str:
 
 def driving(g: G) -> dict[str, tuple[str, int]]:
     """Poses, face and character mask from the driving video (DWPose, SAM2), as the official graph does."""
-    video = g.add("LoadVideo", "Driving Video", file="")
+    video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
     frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
     fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="lanczos", width=832,
                    height=480, crop="center")
@@ -98,12 +111,12 @@ def wan22_animate(with_driving: bool, extend: bool = False, gguf: bool = False) 
     pos, neg = wan_text(g)
     vae = g.add("VAELoader", "VAE", vae_name="wan_2.1_vae.safetensors")
     vision = g.add("CLIPVisionLoader", "CLIP Vision", clip_name="clip_vision_h.safetensors")
-    ref = g.add("LoadImage", "Reference Image", image="")
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
     encoded = g.add("CLIPVisionEncode", "Encode Reference", clip_vision=(vision, 0), image=(ref, 0), crop="none")
     extra: dict[str, Any] = driving(g) if with_driving else {}
     previous = None
     if extend:  # the next window: continue the motion of everything rendered so far
-        clip = g.add("LoadVideo", "Previous Clip", file="")
+        clip = g.add("LoadVideo", "Previous Clip", file=placeholder("Previous Clip", "mp4"))
         previous = g.add("GetVideoComponents", "Previous Frames", video=(clip, 0))
         extra["continue_motion"] = (previous, 0)
     anim = g.add("WanAnimateToVideo", "Animate", positive=(pos, 0), negative=(neg, 0), vae=(vae, 0), width=832,
@@ -161,7 +174,7 @@ def wan22_animate_kj(with_driving: bool) -> dict[str, Any]:
     text = kj_text(g)
     vae = g.add("WanVideoVAELoader", "VAE", model_name="wan_2.1_vae.safetensors", precision="bf16",
                 use_cpu_cache=False, verbose=False)
-    ref = g.add("LoadImage", "Reference Image", image="")
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
     fitted_ref = g.add("ImageResizeKJv2", "Fit Reference", image=(ref, 0), width=832, height=480,
                        upscale_method="lanczos", keep_proportion="pad_edge_pixel", pad_color="0, 0, 0",
                        crop_position="top", divisible_by=16, device="cpu")
@@ -171,7 +184,7 @@ def wan22_animate_kj(with_driving: bool) -> dict[str, Any]:
                         combine_embeds="average", force_offload=True, tiles=0, ratio=0.5)
     extra: dict[str, Any] = {}
     if with_driving:
-        video = g.add("LoadVideo", "Driving Video", file="")
+        video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
         frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
         fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="lanczos", width=832,
                        height=480, crop="center")
@@ -247,14 +260,14 @@ def wan_animate2(with_driving: bool, extend: bool = False, distilled: bool = Fal
     pos, neg = wan_text(g)
     vae = g.add("VAELoader", "VAE", vae_name="wan_2.1_vae.safetensors")
     vision = g.add("CLIPVisionLoader", "CLIP Vision", clip_name="clip_vision_h.safetensors")
-    ref = g.add("LoadImage", "Reference Image", image="")
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
     fitted_ref = g.add("ImageScale", "Fit Reference", image=(ref, 0), upscale_method="area", width=832, height=480,
                        crop="center")
     encoded = g.add("CLIPVisionEncode", "Encode Reference", clip_vision=(vision, 0), image=(fitted_ref, 0),
                     crop="none")
     extra: dict[str, Any] = {}
     if with_driving:
-        video = g.add("LoadVideo", "Driving Video", file="")
+        video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
         frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
         fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="area", width=832,
                        height=480, crop="center")
@@ -266,7 +279,7 @@ def wan_animate2(with_driving: bool, extend: bool = False, distilled: bool = Fal
                  "positive_pose": (pose_text, 0)}
     previous = None
     if extend:
-        clip = g.add("LoadVideo", "Previous Clip", file="")
+        clip = g.add("LoadVideo", "Previous Clip", file=placeholder("Previous Clip", "mp4"))
         previous = g.add("GetVideoComponents", "Previous Frames", video=(clip, 0))
         extra["continue_motion"] = (previous, 0)
     anim = g.add("WanAnimate2ToVideo", "Animate", positive=(pos, 0), negative=(neg, 0), vae=(vae, 0), width=832,
@@ -295,7 +308,7 @@ def wan22_5b() -> dict[str, Any]:
     model = g.add("ModelSamplingSD3", "Shift", shift=8.0, model=(unet, 0))
     pos, neg = wan_text(g)
     vae = g.add("VAELoader", "VAE", vae_name="wan2.2_vae.safetensors")
-    ref = g.add("LoadImage", "Reference Image", image="")
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
     latent = g.add("Wan22ImageToVideoLatent", "Video Latent", vae=(vae, 0), width=1280, height=704, length=49,
                    batch_size=1, start_image=(ref, 0))
     sampled = g.add("KSampler", "Sampler", model=(model, 0), positive=(pos, 0), negative=(neg, 0),
@@ -338,14 +351,14 @@ def svd() -> dict[str, Any]:
 def svd_from_image() -> dict[str, Any]:
     """SVD animates the scene's reference image, fitted to the video size."""
     g = G()
-    ref = g.add("LoadImage", "Reference Image", image="")
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
     fitted = g.add("ImageScale", "Fit Reference", image=(ref, 0), upscale_method="lanczos", width=1024, height=576,
                    crop="center")
     return svd_animate(g, (fitted, 0))
 
 
 def clip_in(g: G) -> str:
-    clip = g.add("LoadVideo", "Input Clip", file="")
+    clip = g.add("LoadVideo", "Input Clip", file=placeholder("Input Clip", "mp4"))
     return g.add("GetVideoComponents", "Clip Frames", video=(clip, 0))
 
 
@@ -420,7 +433,8 @@ def main(object_infos: list[str], only: list[str]) -> None:
         if problems:
             sys.exit(f"{name}: {json.dumps(problems, indent=1)[:2000]}")
         path = ROOT / "workflows" / f"{name}.json"
-        path.write_text(json.dumps(api_to_ui(graph, catalog), indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(api_to_ui(graph, catalog, name=name), indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
         print(f"wrote {path.relative_to(ROOT)} ({len(graph)} nodes)")
 
 

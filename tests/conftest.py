@@ -12,10 +12,11 @@ import pytest
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import MODELS_LOCK, ROOT
+from comfy_driver.paths import MODELS_LOCK
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import Faults, SimServer
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 SHARED = ROOT.parent / "shared"
 
 
@@ -29,6 +30,14 @@ def shared_path(*parts: str) -> Path:
 
 def load_trace(name: str) -> Any:
     return json.loads(shared_path("fixtures", "comfyui", name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def own_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty user config folder: the developer's own settings never leak in."""
+    folder = tmp_path / "user-config"
+    monkeypatch.setenv("COMFY_DRIVE_CONFIG", str(folder))
+    return folder
 
 
 @pytest.fixture

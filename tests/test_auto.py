@@ -19,7 +19,7 @@ from comfy_driver.media.ffmpeg import probe
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import EXAMPLES, MODELS_LOCK
-from comfy_driver.pipeline.choose import ServerFacts
+from comfy_driver.models.needs import ServerFacts
 from comfy_driver.pipeline.jobs import build_jobs
 from comfy_driver.pipeline.runner import Runner, RunOptions
 

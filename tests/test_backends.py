@@ -141,13 +141,13 @@ def test_the_wan_example_runs(tmp_path: Path) -> None:
     text = text.replace("assets/", f"{ASSETS}/")
     path = tmp_path / "wan.yaml"
     path.write_text(text)
-    result = CliRunner().invoke(main, ["run", str(path), "--simulate", "--json"])
+    result = CliRunner().invoke(main, ["run", str(path), "--simulate", "instant", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     clips = {s["key"]: probe(tmp_path / "mira-dances" / s["clip"]) for s in report["scenes"]}
     assert (clips["ep01/dance"].frames, clips["ep01/dance"].width) == (33, 512)
     assert (clips["ep01/wave"].frames, clips["ep01/wave"].height) == (97, 320)
     assert probe(tmp_path / "mira-dances" / report["episodes"][0]["path"]).frames == 130
-    again = CliRunner().invoke(main, ["run", str(path), "--simulate", "--json", "--force", "ep01/dance"])
+    again = CliRunner().invoke(main, ["run", str(path), "--simulate", "instant", "--json", "--force", "ep01/dance"])
     assert again.exit_code == 0, again.output
     assert [s["status"] for s in json.loads(again.stdout)["scenes"]] == ["done", "skipped"]

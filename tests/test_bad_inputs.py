@@ -54,11 +54,11 @@ def test_bad_input(case: dict[str, Any], monkeypatch: Any, tmp_path: Path) -> No
 
 
 def test_the_corpus_is_big_enough() -> None:
-    """At least 40 distinct bad files (not only argument mistakes), each folder used by a case."""
+    """At least 120 cases and 100 distinct bad files (not only argument mistakes), each folder used by a case."""
     names = [c["name"] for c in CASES]
-    assert len(names) == len(set(names))
+    assert len(names) == len(set(names)) >= 120
     folders = {p.name for p in HERE.iterdir() if p.is_dir()}
     assert folders <= set(names), f"folders without a case: {sorted(folders - set(names))}"
     with_files = [n for n in folders if any(p.is_file() for p in (HERE / n).rglob("*"))]
-    assert len(with_files) >= 40
+    assert len(with_files) >= 100
     assert len({c["expect"] for c in CASES}) == len(CASES), "two cases expect the same message"

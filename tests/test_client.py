@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import contextlib
 import json
 import os
@@ -16,12 +18,13 @@ import pytest
 from PIL import Image
 
 from comfy_driver.comfy.address import ServerAddress, save_headers
-from comfy_driver.comfy.client import ComfyClient, file_sha256
+from comfy_driver.comfy.client import ComfyClient, canonical_prompt_id, file_sha256
 from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, NotComfyUI, PromptLost, PromptRejected,
                                        ServerUnreachable)
 from comfy_driver.comfy.events import Disconnected, parse_binary
 from comfy_driver.comfy.follow import Follower
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.media.ffmpeg import probe
@@ -32,10 +35,10 @@ from .conftest import IMAGE_GRAPH, load_trace
 
 
 @contextlib.contextmanager
-def following(client: ComfyClient, client_id: str, graph: dict[str, Any], *, stream_options: Any = None,
+def following(client: ComfyClient, client_id: str, graph: dict[str, Any], *, settings: Settings | None = None,
               **queue: Any) -> Iterator[tuple[EventStream, Follower, str]]:
     """A websocket, a follower, and one prompt queued and watched on them."""
-    with EventStream(client.address, client_id, **(stream_options or {})) as stream:
+    with EventStream(client.address, client_id, settings=settings) as stream:
         follower = Follower(client, stream)
         sub = client.queue_prompt(graph, client_id=client_id, **queue)
         follower.watch(sub.prompt_id, graph)
@@ -149,8 +152,8 @@ def test_upload_is_content_addressed_and_not_resent(sim: SimServer, tmp_path: Pa
 def test_keepalive_survives_a_long_silent_node(sim_factory: Any) -> None:
     sim = sim_factory(timing=Timing(per_class={"ImageInvert": 1.5}))
     client = ComfyClient(sim.url)
-    options = {"ping_interval": 0.2, "dead_after": 0.6}
-    with following(client, "quiet", IMAGE_GRAPH, stream_options=options) as (stream, follower, prompt_id):
+    quick = Settings(keepalive=0.2, dead_after=0.6)
+    with following(client, "quiet", IMAGE_GRAPH, settings=quick) as (stream, follower, prompt_id):
         seen = []
         follower.wait(prompt_id, timeout=10, on_event=lambda w, e: seen.append(e))
         assert stream.reconnects == 0 and not any(isinstance(e, Disconnected) for e in seen)
@@ -172,13 +175,19 @@ def test_crashed_server_reports_the_prompt_lost(sim_factory: Any) -> None:
             follower.wait(prompt_id, timeout=10)
 
 
-def test_chosen_prompt_id_is_used(client: ComfyClient) -> None:
-    sub = client.queue_prompt(IMAGE_GRAPH, client_id="x", prompt_id="my-own-id")
-    assert sub.prompt_id == "my-own-id"
+def test_chosen_prompt_id_is_used_in_canonical_form(client: ComfyClient) -> None:
+    # ComfyUI 0.33 takes only lower-case canonical UUIDs: a UUID is rewritten, a name becomes its uuid5.
+    upper = "6F1C0C1E-3A5E-4D59-9B43-9A3C2F6D1E20"
+    assert client.queue_prompt(IMAGE_GRAPH, client_id="x", prompt_id=upper).prompt_id == upper.lower()
+    named = client.queue_prompt(IMAGE_GRAPH, client_id="x", prompt_id="my-own-id").prompt_id
+    assert named == canonical_prompt_id("my-own-id") == str(uuid.UUID(named))
 
 
-def test_object_info_is_cached_per_server(client: ComfyClient) -> None:
-    assert client.object_info() is ComfyClient(client.address.http).object_info()
+def test_object_info_is_kept_by_its_client(client: ComfyClient) -> None:
+    first = client.object_info()
+    assert client.object_info() is first  # asked once per client
+    assert client.object_info(refresh=True) is not first  # asked again when told to
+    assert ComfyClient(client.address.http).object_info() is not first  # no process-wide cache
     assert "SaveImage" in client.catalog()
 
 
@@ -254,7 +263,7 @@ def test_a_server_that_is_not_comfyui() -> None:
 
 def test_a_dead_server() -> None:
     with pytest.raises(ServerUnreachable, match="did not answer"):
-        ComfyClient("http://127.0.0.1:9", retries=2).system_stats()
+        ComfyClient("http://127.0.0.1:9", settings=Settings(retries=2)).system_stats()
 
 
 # ------------------------------------------------------------------------------------------- auth

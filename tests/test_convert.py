@@ -170,20 +170,24 @@ def test_cli_convert_without_a_catalogue_says_so() -> None:
 
 
 def test_cli_convert_follows_the_servers_frontend(sim_factory: Any) -> None:
-    """Against a server, the GUI it requires decides: 0.3.64's 1.27 writes PreviewAny's text widget."""
+    """Against a server, the GUI it requires decides: 0.3.64's 1.27 writes PreviewAny's text widget,
+    0.33.0's 1.49 does not (and titles the nodes by its own bundled names)."""
     from click.testing import CliRunner
 
     from comfy_driver.cli import main
-    from comfy_driver.sim.server import SimServer
+    from comfy_driver.comfy.versions import Version
 
-    catalog = Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"))
-    server: SimServer = sim_factory(catalog=catalog)
     source = shared_path("fixtures", "oracle", "api_openai_chat.ui.json")
-    old = CliRunner().invoke(main, ["convert", str(source), "--server", server.url, "--frontend", "1.27.10"])
-    new = CliRunner().invoke(main, ["convert", str(source), "--server", server.url, "--frontend", "1.49.6"])
-    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
-    assert json.loads(old.output) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
-    assert "preview" in json.loads(old.output)["2"]["inputs"] and "preview" not in json.loads(new.output)["2"]["inputs"]
+    old = sim_factory(catalog=Catalog.from_file(shared_path("fixtures", "comfyui", "object_info.json"),
+                                                version=Version(0, 3, 64)))
+    new = sim_factory(catalog=Catalog.from_file(ORACLE_149 / "object_info.json", version=Version(0, 33, 0)))
+    got_old = CliRunner().invoke(main, ["convert", str(source), "--server", old.url])
+    got_new = CliRunner().invoke(main, ["convert", str(source), "--server", new.url])
+    assert got_old.exit_code == 0 and got_new.exit_code == 0, got_old.output + got_new.output
+    assert json.loads(got_old.stdout) == json.loads((ORACLE / "api_openai_chat.api.json").read_text())
+    assert json.loads(got_new.stdout) == json.loads((ORACLE_149 / "api_openai_chat.api.json").read_text())
+    forced = CliRunner().invoke(main, ["convert", str(source), "--server", new.url, "--frontend", "1.27.10"])
+    assert "preview" in json.loads(forced.stdout)["2"]["inputs"]
 
 
 def test_not_json_is_clear(tmp_path: Path) -> None:
@@ -195,3 +199,19 @@ def test_not_json_is_clear(tmp_path: Path) -> None:
         load_json(path)
 
 
+
+
+def test_schema_drift_is_reported(catalog_149: Catalog) -> None:
+    """Inputs a node gained, values left over or shifted, links into inputs that are gone: in words."""
+    workflow = json.loads((ORACLE_149 / "wanvideo_480p_I2V_example_01.ui.json").read_text())
+    notes: list[str] = []
+    ui_to_api(workflow, catalog_149, frontend_version="1.49.6", notes=notes)
+    assert any("WanVideoImageClipEncode" in n and "'clip' is not an input" in n for n in notes)
+    assert any("WanVideoSampler" in n and "no saved value for" in n and "rope_function" in n for n in notes)
+    saved = json.loads((ORACLE_149 / "tpl_api_seedance2_5_r2v.ui.json").read_text())
+    notes = []
+    ui_to_api(saved, catalog_149, frontend_version="1.49.6", notes=notes)
+    assert any("saved as 'codec' lands in 'format.codec'" in n for n in notes)
+    notes = []
+    ui_to_api(json.loads((WORKFLOWS / "wan22_animate.json").read_text()), catalog_149, notes=notes)
+    assert notes == []  # the shipped workflows fit the newest catalogue exactly

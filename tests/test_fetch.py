@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from comfy_driver.cli import main
 from comfy_driver.errors import UserError
 from comfy_driver.models.fetch import fetch
-from comfy_driver.models.lock import read_lock
+from comfy_driver.models.lock import ModelEntry, append_entry, read_lock
 from comfy_driver.models.tree import ModelsTree
 from comfy_driver.paths import MODELS_LOCK
 
@@ -267,8 +267,9 @@ def test_doctor_against_the_simulator(sim_factory: Any, tmp_path: Path) -> None:
     del nodes["ImageUpscaleWithModelBatched"]  # a server without the KJNodes pack
     sim = sim_factory(catalog=Catalog(nodes))
     lock = tmp_path / "models.lock"
-    lock.write_text(MODELS_LOCK.read_text() + "  - name: extra.safetensors\n    repo: acme/x\n    path: extra.safetensors\n"
-                    "    folder: loras\n    backends: [svd]\n")
+    lock.write_text(MODELS_LOCK.read_text())
+    append_entry(lock, ModelEntry(name="extra.safetensors", repo="acme/x", path="extra.safetensors", folder="loras",
+                                  backends=["svd"]))
     result = CliRunner().invoke(main, ["doctor", "--server", sim.url, "--lock", str(lock)])
     assert "model checkpoints/svd_xt.safetensors: on the server" in result.output
     assert "model loras/extra.safetensors: NOT on the server" in result.output

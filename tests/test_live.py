@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -57,3 +58,52 @@ def test_live_round_trip(tmp_path: Path) -> None:
     # the client's validation agrees with the server's on what it rejected
     local = client.catalog().validate(broken)
     assert local.node_errors["1"]["errors"][0]["type"] == "value_smaller_than_min"
+
+
+def _every_example_prompt(client: ComfyClient) -> list[tuple[str, Any]]:
+    from comfy_driver.config.series import load_series
+    from comfy_driver.paths import EXAMPLES
+    from comfy_driver.pipeline.jobs import build_jobs
+    from comfy_driver.pipeline.preflight import every_prompt
+
+    catalog = client.catalog()
+    out = []
+    for example, backends in (("wan_animate.yaml", [None, "svd", "wan22_5b", "wan22_animate"]),
+                              ("series.yaml", [None])):
+        loaded = load_series(EXAMPLES / example)
+        for backend in backends:
+            for job in every_prompt(build_jobs(loaded, backend, catalog)):
+                out.append((f"{example} --backend {backend or 'default'}: {job.key} ({job.template.name})", job))
+    return out
+
+
+def test_live_every_example_prompt_passes_the_servers_validation() -> None:
+    """Each backend's prompts (later windows, stages and fallbacks too) are accepted by the server: each
+    is queued, checked to carry no node_errors, and cancelled at once (its loaders would fail anyway
+    on placeholder model files). The driver's own preflight agrees."""
+    from comfy_driver.comfy.client import upload_name
+    from comfy_driver.pipeline.jobs import PLACEHOLDER_CLIP
+
+    client = ComfyClient(LIVE or "")
+    catalog = client.catalog()
+    client_id = uuid.uuid4().hex
+    clip = Path(__file__).resolve().parent.parent / "examples" / "assets" / "dance.mp4"
+    sub, name = PLACEHOLDER_CLIP.split("/")
+    with open(clip, "rb") as fh:  # a real clip under the placeholder's name, for the stages' inputs
+        client._request("POST", "/upload/image", files={"image": (name, fh)},
+                        data={"subfolder": sub, "type": "input", "overwrite": "true"})
+    checked = set()
+    for label, job in _every_example_prompt(client):
+        for server_name, path in job.uploads.items():
+            if path is not None:
+                assert client.upload(path) == server_name == upload_name(path, file_sha256(path))
+        key = job.graph_hash
+        if key in checked:
+            continue
+        checked.add(key)
+        local = catalog.validate(job.graph, file_exists=lambda kind, value: True, stricter=True)
+        assert local.ok and not local.node_errors, (label, local.response())
+        submitted = client.queue_prompt(job.graph, client_id=client_id, where=f"{label}: ")
+        client.cancel(submitted.prompt_id)
+        assert submitted.node_errors == {}, label
+    assert len(checked) >= 8

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from comfy_driver.cli import main
@@ -71,13 +72,18 @@ def test_a_folder_of_a_corrupt_identity_is_not_taken_over(tmp_path: Path) -> Non
 
 def test_two_runs_of_one_series_at_once(tmp_path: Path) -> None:
     """The second run exits 2 naming the first; nothing is rendered twice; the first finishes."""
-    sim = SimProcess(tmp_path / "sim", time_scale=0.5)
+    sim = SimProcess(tmp_path / "sim", time_scale=0.05)
     try:
         path = series_file(tmp_path)
+        # Each download of the first run waits 3 s, so it still holds the folder when the second starts,
+        # however slowly that second process starts on a loaded machine.
+        requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
         first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         sim.wait_until_running()
+        first.send_signal(signal.SIGSTOP)  # mid-run, however slowly the second one starts
         second = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         out_second, _ = second.communicate(timeout=60)
+        first.send_signal(signal.SIGCONT)
         out_first, _ = first.communicate(timeout=120)
         assert second.returncode == 2, out_second
         assert f"is in use by another run: pid {first.pid} on " in out_second
@@ -98,6 +104,9 @@ def test_a_killed_run_leaves_the_folder_free(tmp_path: Path) -> None:
     sim = SimProcess(tmp_path / "sim", time_scale=0.2)
     try:
         path = series_file(tmp_path)
+        # Each download of the first run waits 3 s, so it still holds the folder when the second starts,
+        # however slowly that second process starts on a loaded machine.
+        requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
         first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         sim.wait_until_running()
         first.send_signal(signal.SIGKILL)

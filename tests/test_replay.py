@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from comfy_driver.cli import main
-from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import MODELS_LOCK
-from comfy_driver.pipeline.replay import apply_sets, load_replayable, replay
+from comfy_driver.api import Client
+from comfy_driver.pipeline.replay import apply_sets, load_replayable, parse_set
 from comfy_driver.workflow.convert import ui_to_api
 from comfy_driver.workflow.layout import api_to_ui
 from comfy_driver.workflow.metadata import parse_ffmetadata, read_embedded
@@ -27,11 +27,9 @@ CATALOG = bundled_catalog(load_lock(MODELS_LOCK))
 
 
 def run(sim: Any, path: Path, dest: Path, sets: list[str] | None = None) -> list[Any]:
-    client = ComfyClient(sim.url)
-    catalog = client.catalog()
-    item = load_replayable(path, catalog)
-    item.graph = apply_sets(item.graph, sets or [], catalog)
-    return replay(client, item, dest, catalog)
+    changes = {f"{title}.{name}": value for title, name, value in map(parse_set, sets or [])}
+    with Client(sim.url) as client:
+        return client.submit(path, sets=changes).download(dest)
 
 
 def test_gui_json_replays_and_its_png_carries_the_workflow(sim: Any, tmp_path: Path) -> None:
@@ -63,7 +61,7 @@ def test_videos_carry_their_prompt(sim: Any, tmp_path: Path, node: str, suffix: 
 def test_cli_replay_simulated(tmp_path: Path) -> None:
     source = tmp_path / "api.json"
     source.write_text(json.dumps(IMAGE_GRAPH))
-    result = CliRunner().invoke(main, ["replay", str(source), "--simulate", "-o", str(tmp_path / "out"),
+    result = CliRunner().invoke(main, ["replay", str(source), "--simulate", "instant", "-o", str(tmp_path / "out"),
                                        "--set", "Blank.width=32"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "trace" / "img_00001_.png").is_file()

@@ -132,7 +132,7 @@ def test_lost_prompts_are_submitted_again(sim_factory: Any, tmp_path: Path) -> N
 
 def test_cli_json_and_exit_codes(tmp_path: Path, monkeypatch: Any) -> None:
     path = series_file(tmp_path)
-    result = CliRunner().invoke(main, ["run", str(path), "--simulate", "--json"])
+    result = CliRunner().invoke(main, ["run", str(path), "--simulate", "instant", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["status"] for s in report["scenes"]] == ["done", "done", "done"]

@@ -18,6 +18,7 @@ from aiohttp import web
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted
 from comfy_driver.comfy.follow import Follower
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
 
 from .conftest import load_trace
@@ -116,13 +117,13 @@ class ReplayServer:
 def replay(name: str) -> tuple[dict[str, Any], ReplayServer]:
     trace = load_trace(name)
     server = ReplayServer(trace)
-    client = ComfyClient(f"http://127.0.0.1:{server.port}")
+    client = ComfyClient(f"http://127.0.0.1:{server.port}", settings=Settings(history_wait=2.0))
     results: dict[str, Any] = {}
     executed_pids = {m["text"]["data"].get("prompt_id") for m in server.messages
                      if m["text"]["type"] == "execution_start"}
     client_id = (trace.get("posts") or [trace["post_prompt"]])[0]["request"]["client_id"]
     with EventStream(client.address, client_id) as stream:
-        follower = Follower(client, stream, history_wait=2.0)
+        follower = Follower(client, stream)
         for pid, graph in _graphs(trace).items():
             if pid in executed_pids:
                 follower.watch(pid, graph)

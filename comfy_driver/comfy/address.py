@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from comfy_driver import confined
+from comfy_driver import confined, jsontext
 from comfy_driver.errors import UserError
+from comfy_driver.paths import config_dir
 
 CREDENTIALS_ENV = "COMFY_DRIVE_CREDENTIALS"
 CREDENTIALS_HINT = "set COMFY_DRIVE_TOKEN or COMFY_DRIVE_HEADERS, or store the server's headers in the credentials file"
@@ -29,8 +30,7 @@ def credentials_path() -> Path:
     """Where `comfy-drive login` stores per-server headers."""
     if os.environ.get(CREDENTIALS_ENV):
         return Path(os.environ[CREDENTIALS_ENV])
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "comfy-drive" / "credentials.json"
+    return config_dir() / "credentials.json"
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,9 @@ def check_header(name: Any, value: Any, where: str) -> None:
     """A header that can be sent as it is: a token name, a value without line breaks or controls."""
     if not isinstance(name, str) or not _TOKEN.match(name):
         raise UserError(f"{where}: {name!r} is not a valid header name (letters, digits and -)")
-    if not isinstance(value, str) or any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+    if not isinstance(value, str):
+        raise UserError(f"{where}: the value of header {name!r} is not text")
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
         raise UserError(f"{where}: the value of header {name!r} has a line break or control character",
                         hint="a header value is one line of text")
     try:
@@ -145,14 +147,16 @@ def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
         raise UserError(f"{path}: credentials file is readable by others (mode {mode:o})",
                         hint=f"run: chmod 600 {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError, RecursionError) as exc:
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
         raise UserError(f"{path}: not a valid credentials file ({exc})", hint=again) from None
     servers = data.get("servers") if isinstance(data, dict) else None
-    if not isinstance(servers, dict) or not all(isinstance(v, dict) and isinstance(v.get("headers"), dict)
-                                                for v in servers.values()):
+    if not isinstance(servers, dict):
         raise UserError(f"{path}: not a valid credentials file (expected {{\"servers\": {{URL: {{\"headers\": "
                         "{...}}}}})", hint=again)
+    for url, entry in servers.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("headers"), dict):
+            raise UserError(f"{path}: {url}: expected {{\"headers\": {{NAME: VALUE, ...}}}}", hint=again)
     result = {}
     for url, entry in servers.items():
         for name, value in entry["headers"].items():

@@ -9,12 +9,12 @@ stop at the first broken link of a branch), and is checked against the recorded 
 from __future__ import annotations
 
 import copy
-import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.versions import Version, has
 
 # Input types of node schema v3 whose values arrive flattened with dots ("format.codec", "values.a").
@@ -23,7 +23,10 @@ AUTOGROW = "COMFY_AUTOGROW_V3"  # a growing list of inputs made from a template
 MATCHTYPE = "COMFY_MATCHTYPE_V3"  # an input of whichever type is linked, among allowed_types
 
 # Widget options that mark an input whose value is a file the server checks in its input folder.
-UPLOAD_FLAGS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
+# The option flags by which object_info marks a combo as an upload input (the GUI adds an upload button).
+UPLOAD_FLAGS = ("image_upload", "animated_image_upload", "video_upload", "audio_upload")
+# Of those, the inputs whose node checks that the file exists, as the server validates, and its kind.
+CHECKED_UPLOADS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
 
 
 def option_specs(nodes: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
@@ -48,7 +51,7 @@ def set_combo_choices(spec: list[Any], names: list[str]) -> None:
 
 
 def is_upload(spec: list[Any]) -> bool:
-    return any(spec[1].get(flag) for flag in UPLOAD_FLAGS)
+    return any(spec[1].get(flag) for flag in CHECKED_UPLOADS)
 
 
 class Catalog:
@@ -65,7 +68,7 @@ class Catalog:
 
     @classmethod
     def from_file(cls, path: str | Path, *, version: Version | None = None) -> Catalog:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")), version=version)
+        return cls(jsontext.loads(Path(path).read_text(encoding="utf-8"), finite=False), version=version)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
@@ -128,7 +131,7 @@ class Catalog:
     def upload_kind(self, class_type: str, name: str) -> str | None:
         """'image' / 'video' / 'audio' when the input names a file in the server's input folder."""
         _, _, extra = self.input_info(class_type, name)
-        for flag, kind in UPLOAD_FLAGS.items():
+        for flag, kind in CHECKED_UPLOADS.items():
             if extra and extra.get(flag):
                 return kind
         return None
@@ -281,7 +284,8 @@ def _unknown_node(catalog: Catalog, node_id: str, node: Any) -> dict[str, Any]:
                           f"Node ID '#{node_id}'")
         return _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
                       f"Node ID '#{node_id}'")
-    meta = node.get("_meta") if isinstance(node, dict) and isinstance(node.get("_meta"), dict) else {}
+    raw_meta = node.get("_meta") if isinstance(node, dict) else None
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     if not has_class:
         title = meta.get("title")
         error = _error("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. "
@@ -352,13 +356,17 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
     for name, category, input_type, extra in catalog.live_inputs(class_type, inputs):
         if input_type == DYNAMIC_COMBO:
             # The server checks only the nested inputs of a chosen option: it accepts a graph without
-            # the combo, or with a value that is no option, and the node then fails at run time.
-            if stricter and category == "required" and name not in inputs:
+            # the combo, or with a value that is no option. A top-level combo is then missing from the
+            # node's arguments and it fails at run time (0.33.0, checked live); a nested one gets its
+            # default, so only top-level ones are refused by `stricter`.
+            if not stricter or "." in name:
+                continue
+            if category == "required" and name not in inputs:
                 errors.append({"type": "required_input_missing", "message": "Required input is missing",
                                "details": f"{name} (the server accepts the graph without it, but the node "
                                           f"then fails at run time: missing 1 required positional argument: "
                                           f"'{name}')", "extra_info": {"input_name": name}})
-            elif stricter and name in inputs and not isinstance(inputs[name], list):
+            elif name in inputs and not isinstance(inputs[name], list):
                 keys = [o.get("key") for o in extra.get("options", []) if isinstance(o, dict)]
                 if inputs[name] not in keys:
                     errors.append({"type": "value_not_in_list", "message": "Value not in list",
@@ -367,9 +375,9 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                                                   "received_value": inputs[name]}})
             continue
         if name not in inputs:
-            if category == "required":
+            if category == "required":  # a nested input's details name it without its prefix
                 errors.append({"type": "required_input_missing", "message": "Required input is missing",
-                               "details": name, "extra_info": {"input_name": name}})
+                               "details": name.rsplit(".", 1)[-1], "extra_info": {"input_name": name}})
             continue
         val = inputs[name]
         info = [input_type, extra]
@@ -418,7 +426,7 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                                "extra_info": {"input_name": name, "input_config": info, "received_value": val,
                                               "exception_message": str(ex)}})
                 continue
-        kind = next((k for f, k in UPLOAD_FLAGS.items() if extra.get(f)), None)
+        kind = next((k for f, k in CHECKED_UPLOADS.items() if extra.get(f)), None)
         if kind is not None and file_exists is not None:
             custom.append((name, kind))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from typing import Any
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from comfy_driver import confined
+from comfy_driver import confined, jsontext
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import AccessRefused, NotComfyUI, PromptRejected, ServerProtocolError, ServerUnreachable
+from comfy_driver.comfy.errors import (AccessRefused, NotComfyUI, OutputsDropped, PromptRejected, ServerProtocolError,
+                                      ServerUnreachable)
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.versions import ServerVersions
 from comfy_driver.errors import RunError, UserError
 
@@ -55,6 +58,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ID_NAMESPACE = uuid.UUID("0b0e5a1c-6a4e-4e55-8b36-2f0c1d7e9a41")
+
+
+def canonical_prompt_id(prompt_id: str) -> str:
+    """The id as every server accepts it: a UUID in canonical lower-case hyphenated form.
+
+    ComfyUI 0.33 refuses any other client-chosen id (400 invalid_prompt_id); 0.3.64 took any string.
+    A UUID written otherwise (upper case, braces, no hyphens) is rewritten; any other text becomes the
+    uuid5 of it, so the same name always gives the same id (re-attaching after a crash relies on that).
+    """
+    try:
+        return str(uuid.UUID(prompt_id))
+    except ValueError:
+        return str(uuid.uuid5(_ID_NAMESPACE, prompt_id))
+
+
 def upload_name(path: Path, digest: str, subfolder: str = UPLOAD_SUBFOLDER) -> str:
     """The content-addressed server name of an input file: identical bytes, identical name."""
     name = f"{digest[:20]}{path.suffix.lower()}"
@@ -64,24 +83,26 @@ def upload_name(path: Path, digest: str, subfolder: str = UPLOAD_SUBFOLDER) -> s
 class ComfyClient:
     """One ComfyUI server over HTTP. Thread-safe for concurrent downloads."""
 
-    _object_info_cache: dict[str, dict[str, Any]] = {}
-    _cache_lock = threading.Lock()
-
-    def __init__(self, address: ServerAddress | str, *, timeout: float = 60.0, connect_timeout: float = 5.0,
-                 retries: int = 4) -> None:
+    def __init__(self, address: ServerAddress | str, *, settings: Settings | None = None) -> None:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
-        self.timeout = (connect_timeout, timeout)
-        self._retrying = Retrying(stop=stop_after_attempt(retries), wait=wait_exponential(multiplier=0.2, max=3),
+        self.settings = settings = settings or Settings()
+        self.timeout = (settings.connect_timeout, settings.timeout)
+        self._retrying = Retrying(stop=stop_after_attempt(settings.retries),
+                                  wait=wait_exponential(multiplier=0.2, max=3),
                                   retry=retry_if_exception_type(_Transient), reraise=True)
         self.session = requests.Session()
-        # Proxy settings are read from the environment once, not on every request (that costs more
-        # than a loopback round trip).
+        # The environment (proxies, REQUESTS_CA_BUNDLE) is read once here, not on every request (that
+        # costs more than a loopback round trip): Settings reads the CA bundle variables.
         self.session.proxies.update(requests.utils.get_environ_proxies(self.address.http))
         self.session.trust_env = False
+        self.session.verify = settings.requests_verify
+        self._object_info: dict[str, Any] | None = None
+        self._object_info_lock = threading.Lock()
         self.session.headers.update(self.address.headers)
         self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
         self._versions: ServerVersions | None = None
+        self._jobs_api: bool | None = None
 
     # ---------------------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -94,7 +115,8 @@ class ComfyClient:
         request = requests.Request(method, self._url(path), headers={**self.session.headers, **(headers or {})},
                                    cookies=self.session.cookies, **body)
         try:
-            return self.session.send(request.prepare(), timeout=timeout or self.timeout, stream=stream)
+            return self.session.send(request.prepare(), timeout=timeout or self.timeout, stream=stream,
+                                     verify=self.session.verify)
         except requests.exceptions.SSLError as exc:
             raise ServerUnreachable(f"TLS failed talking to {self.address.display}: {exc}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -119,26 +141,42 @@ class ComfyClient:
                                 hint=CREDENTIALS_HINT)
         return response
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = self._request(method, path, **kw)
+    def _not_comfyui(self, path: str, what: str) -> NotComfyUI:
+        """The one message for an address where something answers, but not ComfyUI."""
+        return NotComfyUI(f"{self.address.display}{path} {what}: this is not a ComfyUI server",
+                          hint="check the URL (host, port and any path prefix of a reverse proxy)")
+
+    def _checked_status(self, path: str, response: requests.Response) -> None:
+        # Every route asked here is one each ComfyUI has: no such route means no ComfyUI.
+        if response.status_code in (404, 405, 501):
+            raise self._not_comfyui(path, f"answered {response.status_code}")
         if response.status_code != 200:
             raise ServerProtocolError(f"{self.address.display}{path} answered {response.status_code}")
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._request(method, path, **kw)
+        self._checked_status(path, response)
         try:
-            return response.json()
+            return jsontext.loads(response.content, finite=False)
         except ValueError:
-            raise NotComfyUI(f"{self.address.display}{path} did not answer JSON: this is not a ComfyUI server",
-                             hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
+            raise self._not_comfyui(path, "did not answer JSON") from None
+
+    def _control(self, path: str, body: dict[str, Any]) -> None:
+        """POST a control request (queue, interrupt, free); an answer other than 200 is an error."""
+        self._checked_status(path, self._request("POST", path, json=body))
 
     # --------------------------------------------------------------------------------------------- info
     def system_stats(self) -> dict[str, Any]:
         """GET /system_stats; also the check that the address is a ComfyUI server at all."""
+        response = self._request("GET", "/system_stats")
+        if response.status_code != 200:
+            raise self._not_comfyui("/system_stats", f"answered {response.status_code}")
         try:
-            stats = self._json("GET", "/system_stats")
-        except ServerProtocolError as exc:
-            raise NotComfyUI(f"{exc}: this is not a ComfyUI server",
-                             hint="check the URL (host, port and any path prefix of a reverse proxy)") from None
+            stats = response.json()
+        except ValueError:
+            raise self._not_comfyui("/system_stats", "did not answer JSON") from None
         if not isinstance(stats, dict) or not isinstance(stats.get("system"), dict) or "devices" not in stats:
-            raise NotComfyUI(f"{self.address.display} answers, but not as ComfyUI does (/system_stats)")
+            raise self._not_comfyui("/system_stats", "answers, but not as ComfyUI does")
         return stats
 
     def versions(self) -> ServerVersions:
@@ -148,17 +186,14 @@ class ComfyClient:
         return self._versions
 
     def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
-        """GET /object_info, cached per server for the life of the process."""
-        key = self.address.http
-        with self._cache_lock:
-            if not refresh and key in self._object_info_cache:
-                return self._object_info_cache[key]
-        info = self._json("GET", "/object_info", timeout=(self.timeout[0], max(self.timeout[1], 120)))
-        if not isinstance(info, dict):
-            raise NotComfyUI(f"{self.address.display}/object_info is not a node catalogue")
-        with self._cache_lock:
-            self._object_info_cache[key] = info
-        return info
+        """GET /object_info, kept by this client (a server's nodes change only when it restarts)."""
+        with self._object_info_lock:
+            if self._object_info is None or refresh:
+                info = self._json("GET", "/object_info", timeout=(self.timeout[0], max(self.timeout[1], 120)))
+                if not isinstance(info, dict):
+                    raise NotComfyUI(f"{self.address.display}/object_info is not a node catalogue")
+                self._object_info = info
+            return self._object_info
 
     def catalog(self, *, refresh: bool = False) -> Catalog:
         """The node catalogue, validating with the rules of this server's version."""
@@ -175,13 +210,21 @@ class ComfyClient:
                      workflow: dict[str, Any] | None = None, extra_data: dict[str, Any] | None = None,
                      front: bool = False, partial_targets: list[str] | None = None,
                      where: str = "") -> Submitted:
-        """POST /prompt. `workflow` (the UI graph) is embedded as the GUI does, so outputs carry it."""
+        """POST /prompt. `workflow` (the UI graph) is embedded as the GUI does, so outputs carry it.
+
+        A client_id is required: the server sends a prompt posted without one no finishing message at
+        all. A 200 reply that still lists node_errors means the server dropped the outputs those
+        errors block and queued the rest; comfy-drive never wants part of a graph, so the prompt is
+        cancelled and OutputsDropped raised.
+        """
+        if not client_id:
+            raise ValueError("queue_prompt needs a client_id (without one the server never says a prompt ended)")
         extra = dict(extra_data or {})
         if workflow is not None:
             extra.setdefault("extra_pnginfo", {})["workflow"] = workflow
         body: dict[str, Any] = {"prompt": graph, "client_id": client_id, "extra_data": extra}
         if prompt_id:
-            body["prompt_id"] = prompt_id
+            body["prompt_id"] = canonical_prompt_id(prompt_id)
         if front:
             body["front"] = True
         if partial_targets:
@@ -189,7 +232,7 @@ class ComfyClient:
         response = self._request("POST", "/prompt", retry_ok=False, data=json.dumps(body),
                                  headers={"Content-Type": "application/json"})
         try:
-            reply = response.json()
+            reply = jsontext.loads(response.content, finite=False)
         except ValueError:
             reply = None
         if response.status_code == 400 and isinstance(reply, dict) and "error" in reply:
@@ -199,7 +242,11 @@ class ComfyClient:
             raise ServerProtocolError(
                 f"{self.address.display}/prompt answered {response.status_code} "
                 f"{response.text[:200]!r}", hint="the server may be overloaded or not ComfyUI")
-        return Submitted(str(reply["prompt_id"]), reply.get("number", 0), reply.get("node_errors") or {})
+        submitted = Submitted(str(reply["prompt_id"]), reply.get("number", 0), reply.get("node_errors") or {})
+        if submitted.node_errors:
+            self.cancel(submitted.prompt_id)
+            raise OutputsDropped(submitted.node_errors, graph, where=where)
+        return submitted
 
     def history(self, prompt_id: str | None = None, *, max_items: int | None = None) -> dict[str, Any]:
         path = f"/history/{prompt_id}" if prompt_id else "/history"
@@ -216,17 +263,39 @@ class ComfyClient:
                 [str(item[1]) for item in q.get("queue_pending", [])])
 
     def delete_queued(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids})
+        self._control("/queue", {"delete": prompt_ids})
 
     def clear_queue(self) -> None:
-        self._request("POST", "/queue", json={"clear": True})
+        self._control("/queue", {"clear": True})
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """POST /interrupt; with a prompt_id only that prompt is stopped, never someone else's."""
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
+        self._control("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
+
+    def jobs_api(self) -> bool:
+        """Whether the server has the /api/jobs routes (asked once: releases between the recorded
+        ones may or may not)."""
+        if self._jobs_api is None:
+            response = self._request("GET", "/api/jobs", params={"limit": 1})
+            self._jobs_api = response.status_code == 200
+        return self._jobs_api
+
+    def cancel(self, prompt_id: str) -> bool:
+        """Cancel one prompt, pending or running, and never another: POST /api/jobs/{id}/cancel where
+        the server has it, else delete it from the queue and interrupt it only if it is running.
+        Returns whether the server says something was cancelled (the jobs route answers that)."""
+        if self.jobs_api():
+            reply = self._json("POST", f"/api/jobs/{prompt_id}/cancel")
+            return bool(isinstance(reply, dict) and reply.get("cancelled"))
+        running, pending = self.queued_ids()
+        if prompt_id in pending:
+            self.delete_queued([prompt_id])
+        if prompt_id in running:
+            self.interrupt(prompt_id)
+        return prompt_id in running or prompt_id in pending
 
     def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
-        self._request("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
+        self._control("/free", {"unload_models": unload_models, "free_memory": free_memory})
 
     # --------------------------------------------------------------------------------------------- files
     def upload(self, path: Path, *, subfolder: str = UPLOAD_SUBFOLDER, digest: str | None = None) -> str:

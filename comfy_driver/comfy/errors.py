@@ -70,6 +70,17 @@ class PromptRejected(UserError):
         super().__init__("\n".join(lines), hint=hint)
 
 
+class OutputsDropped(PromptRejected):
+    """POST /prompt answered 200 but listed node_errors: the outputs they block were dropped (and the
+    prompt was cancelled, since a graph that runs only in part is a failure)."""
+
+    def __init__(self, node_errors: dict[str, Any], graph: dict[str, Any] | None, *, where: str = "") -> None:
+        dropped = sorted({o for entry in node_errors.values() for o in entry.get("dependent_outputs", [])})
+        names = ", ".join(describe_node(graph, o) for o in dropped) or "some outputs"
+        super().__init__({"type": "outputs_dropped", "message": f"it dropped {names}, whose inputs failed "
+                          "validation (the rest was queued, then cancelled)"}, node_errors, graph, where=where)
+
+
 def format_node_errors(node_errors: dict[str, Any], graph: dict[str, Any] | None) -> list[str]:
     """One line per node error: node id, title, class_type, input and the server's text."""
     lines = []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import struct
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from comfy_driver import jsontext
 
 
 class _Event(BaseModel):
@@ -92,6 +93,13 @@ class ExecutionInterrupted(_PromptEvent):
     timestamp: int | None = None
 
 
+class FeatureFlags(_Event):
+    """The server's answer to the client's feature negotiation: what it supports."""
+
+    type: Literal["feature_flags"] = "feature_flags"
+    flags: dict[str, Any] = {}
+
+
 class Unknown(_Event):
     """A message type this driver does not know (custom node packs send their own)."""
 
@@ -135,8 +143,8 @@ class Reconnected(_Event):
 
 
 Event = Union[Status, ExecutionStart, ExecutionCached, Executing, Progress, ProgressState, Executed,
-              ExecutionSuccess, ExecutionError, ExecutionInterrupted, PreviewImage, BinaryText, Unknown,
-              Disconnected, Reconnected]
+              ExecutionSuccess, ExecutionError, ExecutionInterrupted, PreviewImage, BinaryText, FeatureFlags,
+              Unknown, Disconnected, Reconnected]
 
 _TEXT_TYPES: dict[str, type[_Event]] = {cls.model_fields["type"].default: cls for cls in (
     ExecutionStart, ExecutionCached, Executing, Progress, ProgressState, Executed, ExecutionSuccess,
@@ -147,7 +155,7 @@ _IMAGE_FORMATS = {1: "jpeg", 2: "png"}
 
 def parse_text(raw: str | bytes) -> Event:
     """One text frame `{"type", "data"}` -> a typed event (Unknown for anything unrecognised)."""
-    msg = json.loads(raw)
+    msg = jsontext.loads(raw, finite=False)
     kind = msg.get("type") if isinstance(msg, dict) else None
     data = msg.get("data") if isinstance(msg, dict) else None
     if not isinstance(kind, str):
@@ -156,13 +164,15 @@ def parse_text(raw: str | bytes) -> Event:
         data = data or {}
         exec_info = (data.get("status") or {}).get("exec_info") or {}
         return Status(queue_remaining=exec_info.get("queue_remaining"), sid=data.get("sid"))
+    if kind == "feature_flags" and isinstance(data, dict):
+        return FeatureFlags(flags=data)
     cls = _TEXT_TYPES.get(kind)
     if cls is None or not isinstance(data, dict):
         return Unknown(type=kind, data=data)
     if cls is ProgressState:  # the largest and most frequent message; its node map is passed on as is
         return ProgressState.model_construct(prompt_id_=data.get("prompt_id"), nodes=data.get("nodes") or {})
     try:
-        return cls.model_validate(data)
+        return cast(Event, cls.model_validate(data))
     except ValueError:
         return Unknown(type=kind, data=data)
 
@@ -183,7 +193,7 @@ def parse_binary(raw: bytes) -> Event:
     if kind == 4 and len(body) >= 4:
         (n,) = struct.unpack(">I", body[:4])
         try:
-            meta = json.loads(body[4:4 + n])
+            meta = jsontext.loads(body[4:4 + n], finite=False)
         except ValueError:
             meta = {}
         image_type = str(meta.get("image_type", "")).split("/")[-1] or "unknown"

@@ -73,12 +73,11 @@ class Follower:
     caller can download one scene's outputs while events of the next keep flowing.
     """
 
-    def __init__(self, client: ComfyClient, stream: EventStream, *, poll_after: float = 30.0,
-                 history_wait: float = 10.0) -> None:
+    def __init__(self, client: ComfyClient, stream: EventStream) -> None:
         self.client = client
         self.stream = stream
-        self.poll_after = poll_after
-        self.history_wait = history_wait
+        self.poll_after = client.settings.poll_after
+        self.history_wait = client.settings.history_wait
         self.watches: dict[str, Watch] = {}
         self._finished: list[Watch] = []
 
@@ -111,13 +110,20 @@ class Follower:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     return None
-            event = self.stream.get(timeout=wait)
-            if event is None:
-                self._recover(quiet_only=True)
-                continue
-            watch = self._apply(event)
-            if on_event is not None:
+            watch, event = self.next_event(wait)
+            if event is not None and on_event is not None:
                 on_event(watch, event)
+
+    def next_event(self, timeout: float | None) -> tuple[Watch | None, Event | None]:
+        """Process at most one event: (the watch it concerned, the event); (None, None) after `timeout`.
+
+        A timeout looks up prompts that have been quiet for `poll_after` in /history and /queue.
+        """
+        event = self.stream.get(timeout=timeout)
+        if event is None:
+            self._recover(quiet_only=True)
+            return None, None
+        return self._apply(event), event
 
     def wait(self, prompt_id: str, *, timeout: float | None = None,
              on_event: Callable[[Watch | None, Event], None] | None = None) -> PromptResult:

@@ -10,7 +10,10 @@ from pydantic import BaseModel
 
 from comfy_driver.errors import RunError
 
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp", ".avi"}
+# Video containers ComfyUI nodes write (core SaveVideo, VHS_VideoCombine); ffmpeg reads their metadata.
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
+# Image formats that may be animated: a video only when the server says so.
+ANIMATED_IMAGE_SUFFIXES = {".gif", ".webp"}
 
 
 class OutputFile(BaseModel):
@@ -27,7 +30,7 @@ class OutputFile(BaseModel):
     @property
     def is_video(self) -> bool:
         suffix = PurePosixPath(self.filename).suffix.lower()
-        if suffix in (".gif", ".webp"):
+        if suffix in ANIMATED_IMAGE_SUFFIXES:
             return self.animated or self.key == "gifs"
         return suffix in VIDEO_SUFFIXES or bool(self.format and self.format.startswith("video/"))
 

@@ -5,10 +5,15 @@ reverse proxy never sees an idle connection and a 20-minute sampler step with no
 socket that answers nothing for `dead_after` seconds is treated as dropped. After a drop it reconnects
 with the same clientId and backoff, and puts Disconnected / Reconnected markers in the queue so the
 follower knows to recover what it missed from /history and /queue.
+
+On every connect it first negotiates features as the GUI does (`supports_preview_metadata`): the
+server answers with its flags (a FeatureFlags event) and sends previews as binary type 4, whose JSON
+header names the prompt and node, so a preview is never taken for another prompt's.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -18,16 +23,22 @@ import websocket
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.errors import AccessRefused, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
+from comfy_driver.comfy.settings import Settings
+
+
+CLIENT_FEATURES = {"supports_preview_metadata": True}
+_NEGOTIATE = json.dumps({"type": "feature_flags", "data": CLIENT_FEATURES})
 
 
 class EventStream:
-    def __init__(self, address: ServerAddress, client_id: str, *, ping_interval: float = 20.0,
-                 dead_after: float = 90.0, connect_timeout: float = 10.0) -> None:
+    def __init__(self, address: ServerAddress, client_id: str, *, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self.address = address
         self.client_id = client_id
-        self.ping_interval = ping_interval
-        self.dead_after = dead_after
-        self.connect_timeout = connect_timeout
+        self.ping_interval = settings.keepalive
+        self.dead_after = settings.dead_after
+        self.connect_timeout = settings.connect_timeout
+        self.sslopt = settings.websocket_sslopt()
         self.events: queue.Queue[Event] = queue.Queue()
         self.connected = threading.Event()
         self.reconnects = 0
@@ -82,8 +93,9 @@ class EventStream:
         headers = [f"{k}: {v}" for k, v in self.address.headers.items()]
         ws = websocket.create_connection(f"{self.address.ws}?clientId={self.client_id}", header=headers,
                                          timeout=self.connect_timeout, enable_multithread=True,
-                                         skip_utf8_validation=True)
+                                         skip_utf8_validation=True, sslopt=self.sslopt)
         ws.settimeout(self.ping_interval)
+        ws.send(_NEGOTIATE)  # must be the first text message the server receives on this socket
         return ws
 
     def _run(self) -> None:

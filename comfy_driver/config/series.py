@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from comfy_driver.config.backends import Backends
+from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.config.templates import render
 from comfy_driver.errors import UserError
@@ -115,6 +116,7 @@ class Series(BaseModel):
     episodes: list[Episode] = Field(min_length=1)
     on_oom: OnOutOfMemory | None = None
     backends: Backends | None = None  # additions to / overrides of backends.yaml
+    publish: PublishSettings | None = None  # YouTube; used by run --publish and the publish command
 
     @model_validator(mode="after")
     def _checks(self) -> Series:
@@ -167,7 +169,10 @@ class LoadedSeries:
 
     @property
     def output_dir(self) -> Path:
-        return (self.path.parent / self.series.output).resolve()
+        try:
+            return (self.path.parent / self.series.output).resolve()
+        except (OSError, RuntimeError) as exc:  # a link loop
+            raise UserError(f"{self.path}: output {self.series.output!r} cannot be used ({exc})") from None
 
     @property
     def slug(self) -> str:
@@ -284,24 +289,8 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
 
 def _media(base: Path, value: str, where: str, kind: str) -> Path:
     """An input file, checked to exist and to be what it claims (an image, a video)."""
-    path = (base / value).resolve()
-    if not path.is_file():
-        raise UserError(f"{where}: file {value!r} not found (looked in {path.parent})")
-    if kind == "image":
-        from PIL import Image, UnidentifiedImageError
+    from comfy_driver.media.inputs import check_image, check_video, input_path
 
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise UserError(f"{where}: {value!r} is not an image ComfyUI can load",
-                            hint="use a PNG, JPEG or WebP file") from None
-    else:
-        from comfy_driver.media.ffmpeg import probe
-
-        try:
-            probe(path)
-        except UserError:
-            raise UserError(f"{where}: {value!r} is not a video ffmpeg can read",
-                            hint="use an MP4 (H.264) or WebM file") from None
+    path = input_path(base, value, where)
+    (check_image if kind == "image" else check_video)(path, where, value)
     return path

@@ -121,7 +121,7 @@ class _Builder:
     def scalar(self, node: yaml.Node) -> Any:
         try:
             value = yaml.SafeLoader("").construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as exc:
+        except yaml.constructor.ConstructorError:
             raise self.fail(node, f"unknown tag {node.tag!r}; tags are not supported here") from None
         except ValueError as exc:  # a malformed !!binary, !!timestamp ...
             raise self.fail(node, f"cannot read this value ({exc})") from None

@@ -60,12 +60,40 @@ _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
 _META = re.compile(r"^\s{4}(\w+)\s*:\s(.*)$")
 
 
+def container(path: Path) -> str | None:
+    """The ffmpeg demuxer of a video file, told from its first bytes (not its suffix); None if it
+    does not start like a video container ffmpeg should read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp_pipe"
+    return None
+
+
 def probe(path: Path) -> VideoInfo:
-    """Size, fps, exact frame count (decoded), duration and container metadata of a video file."""
+    """Size, fps, exact frame count (decoded), duration and container metadata of a video file.
+
+    ffmpeg reads it with the demuxer its first bytes name, never by guessing: a text file of
+    ffmpeg's own formats (ffconcat, playlists) would otherwise make it open other files.
+    """
     if not path.is_file():
         raise UserError(f"{path}: no such video file")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
-                           "-f", "null", "-"], capture_output=True, check=False)
+    demuxer = container(path)
+    if demuxer is None:
+        raise UserError(f"{path}: not a readable video file")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-f", demuxer, "-i", str(path),
+                           "-map", "0:v:0", "-f", "null", "-"], capture_output=True, check=False)
     err = proc.stderr.decode("utf-8", "replace")
     stream = _STREAM.search(err)
     if proc.returncode != 0 or stream is None:
@@ -106,4 +134,14 @@ def encode_rgb(frames: Iterable[bytes], width: int, height: int, fps: float, out
                     "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
                     "-movflags", "+faststart+use_metadata_tags", *meta_args, str(tmp)], stdin=data,
                    what=f"encoding {out.name}")
+    return out
+
+
+def extract_frame(video: Path, at: float, out: Path) -> Path:
+    """The frame `at` seconds into a video, written as a JPEG (a thumbnail)."""
+    with confined.tool_output(out.parent, out.name) as tmp:
+        run_ffmpeg(["-y", "-loglevel", "error", "-ss", f"{at:.3f}", "-i", str(video), "-frames:v", "1", "-q:v", "2",
+                    str(tmp)], what=f"taking a frame of {video.name}")
+        if tmp.stat().st_size == 0:
+            raise UserError(f"{video}: no frame at {at:g} s")
     return out

@@ -27,7 +27,7 @@ from comfy_driver.errors import DriveError, ModelVerificationFailed, RunError, U
 from comfy_driver.models import hub
 from comfy_driver.models.lock import LockFile, ModelEntry, write_pins
 from comfy_driver.models.tree import ModelsTree, flat_name, inside
-from comfy_driver.pipeline.progress import fmt_seconds
+from comfy_driver.units import fmt_seconds
 
 DISK_MARGIN = 256 << 20  # keep this much free beyond the downloads
 

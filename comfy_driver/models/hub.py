@@ -1,7 +1,13 @@
-"""Hugging Face Hub access through huggingface_hub: file metadata, and resumable, hashing downloads.
+"""Hugging Face Hub access: file metadata through huggingface_hub's public API, and resumable,
+hashing downloads.
 
+Decision: huggingface_hub answers the questions (file URL, metadata, token, headers, its typed
+errors); the bytes are fetched here with one ranged GET, so nothing of huggingface_hub's internals
+(its download helper, its module-wide settings) is used or patched, and any of its versions works.
 The bytes are hashed as they are written, so a 15 GB file is read once (from the network), never a
-second time from disk. The Hub's own errors become one clear message naming the repo and file.
+second time from disk. Redirects to the Hub's storage are followed without the token (requests drops
+the Authorization header on a redirect to another host). The Hub's own errors become one clear
+message naming the repo and file.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from comfy_driver.errors import RunError, UserError
+from comfy_driver.errors import DriveError, RunError, UserError
 
 _CHUNK = 1 << 20
 
@@ -27,15 +33,9 @@ def offline() -> bool:
 
 
 def _hf() -> Any:
-    """huggingface_hub, imported on first use with its own progress bars off (comfy-drive draws one)."""
+    """huggingface_hub, imported on first use (it is slow to import and only fetch needs it)."""
     import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.utils import disable_progress_bars
 
-    disable_progress_bars()
-    # Stream in 1 MiB pieces (not 10 MiB): a smoother progress line, and an interrupted download
-    # keeps all but the last MiB for the resume.
-    constants.DOWNLOAD_CHUNK_SIZE = _CHUNK
     return huggingface_hub
 
 
@@ -157,15 +157,22 @@ class HashingWriter:
 
 
 def download(info: FileInfo, part: Path, on_bytes: Callable[[int], None], *, repo: str, path: str) -> str:
-    """Download (or resume) into `part`; returns the sha256 of the whole file."""
-    _hf()
-    from huggingface_hub.file_download import http_get
+    """Download (or resume) into `part`; returns the sha256 of the whole file.
+
+    Streamed in 1 MiB pieces: a smooth progress line, and an interrupted download keeps all but the
+    last MiB for the resume.
+    """
     from huggingface_hub.utils import build_hf_headers
 
     writer = HashingWriter(part, on_bytes)
     try:
-        http_get(info.url, writer, resume_size=writer.size, expected_size=info.size,  # type: ignore[arg-type]
-                 headers=build_hf_headers(token=token()), displayed_filename=part.name)
+        if writer.size < info.size:
+            _get(info, writer, dict(build_hf_headers(token=token())), repo=repo, path=path)
+        if writer.size != info.size:
+            raise RunError(f"{repo}/{path}: the download ended at {writer.size} of {info.size} bytes",
+                           hint="run fetch again (it resumes)")
+    except DriveError:
+        raise
     except OSError as exc:
         if exc.errno == 28:
             raise RunError(f"disk full while downloading {path}", hint="free disk space and run fetch again "
@@ -176,3 +183,22 @@ def download(info: FileInfo, part: Path, on_bytes: Callable[[int], None], *, rep
     finally:
         writer.close()
     return writer.digest.hexdigest()
+
+
+def _get(info: FileInfo, writer: HashingWriter, headers: dict[str, str], *, repo: str, path: str) -> None:
+    """One GET of the rest of the file (a Range from what `writer` holds), appended to it."""
+    import requests
+
+    if writer.size:
+        headers["Range"] = f"bytes={writer.size}-"
+    with requests.get(info.url, headers=headers, stream=True, timeout=(10, 60)) as response:
+        if response.status_code == 200 and writer.size:
+            writer.truncate(0)  # the server ignored the Range: it sends the whole file again
+        elif response.status_code not in (200, 206):
+            status = response.status_code
+            if status in (401, 403):
+                raise UserError(f"{repo}/{path}: the Hub refused the download ({status})",
+                                hint="set HF_TOKEN (or run: hf auth login)")
+            raise RunError(f"{repo}/{path}: the Hub answered {status} to the download", hint="try again later")
+        for chunk in response.iter_content(_CHUNK):
+            writer.write(chunk)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
 from comfy_driver.models.packs import PackEntry
+from comfy_driver.paths import is_shipped, user_lock
 
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_encoders", "clip",
            "clip_vision", "upscale_models", "controlnet", "model_patches", "audio_encoders", "sam2")
@@ -30,7 +31,7 @@ class ModelEntry(BaseModel):
     path: str = Field(description="path of the file inside the repo")
     folder: str = Field(description="ComfyUI models folder")
     revision: str | None = None
-    size: int | None = None
+    size: int | None = Field(default=None, ge=1, description="bytes")
     sha256: str | None = None
     license: str = ""
     backends: list[str] = []
@@ -85,6 +86,7 @@ class ModelEntry(BaseModel):
         return self.revision is not None and self.size is not None and self.sha256 is not None
 
 
+LOCK_VERSION = 1
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -119,6 +121,14 @@ class ModelsLock(BaseModel):
     version: int = 1
     models: list[ModelEntry] = []
     packs: list[PackEntry] = []  # custom node packs, each at one commit
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != LOCK_VERSION:
+            raise ValueError(f"models.lock version {v} is not one this comfy-drive reads (it reads version "
+                             f"{LOCK_VERSION}); a newer comfy-drive may have written it")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> ModelsLock:
@@ -176,6 +186,7 @@ def write_pins(lockfile: LockFile, pins: dict[int, dict[str, object]]) -> None:
 
     A field already present has its line rewritten; a missing one is added after the entry's name.
     """
+    lockfile.path = writable_lock(lockfile.path)
     lines = lockfile.path.read_text(encoding="utf-8").splitlines(keepends=True)
     inserts: list[tuple[int, str]] = []
     for index, fields in pins.items():
@@ -201,8 +212,10 @@ def write_pins(lockfile: LockFile, pins: dict[int, dict[str, object]]) -> None:
     os.replace(tmp, lockfile.path)
 
 
-def append_entry(path: Path, entry: ModelEntry) -> None:
-    """Add an entry at the end of models.lock's models list (before its packs), in the file's own style."""
+def append_entry(path: Path, entry: ModelEntry) -> Path:
+    """Add an entry at the end of models.lock's models list (before its packs), in the file's own style;
+    returns the file written."""
+    path = writable_lock(path)
     text = path.read_text(encoding="utf-8")
     fields = entry.model_dump()
     block = [f"  - name: {_yaml_scalar(fields.pop('name'))}"]
@@ -222,6 +235,21 @@ def append_entry(path: Path, entry: ModelEntry) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(tmp, path)
+    return path
+
+
+def writable_lock(path: Path) -> Path:
+    """Where changes to `path` go: itself, or for the shipped models.lock (never written), the user's
+    own copy in the config folder, made from the shipped one the first time."""
+    if not is_shipped(path):
+        return path
+    own = user_lock()
+    if not own.is_file():
+        own.parent.mkdir(parents=True, exist_ok=True)
+        tmp = own.with_name(f".{own.name}.tmp")
+        tmp.write_bytes(path.read_bytes())
+        os.replace(tmp, own)
+    return own
 
 
 def _yaml_scalar(value: object) -> str:

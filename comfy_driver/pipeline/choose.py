@@ -1,105 +1,37 @@
-"""What a backend needs from a server, whether a server has it, and `backend: auto`.
+"""`backend: auto`: the best backend each server of the run can run for a scene.
 
-A backend's needs are read from three places, each fact written once: its workflows' node classes
-(and the packs models.lock says provide them), models.lock's `backends:` (its model files), and its
-`needs:` in backends.yaml (GPU memory, oldest ComfyUI release). A server's side comes from
-system_stats (VRAM, version), object_info (nodes, and the model files its loaders list) and is
-gathered once per server as `ServerFacts`. `doctor`, the run's check of an explicit backend and
-`auto` all ask `unmet()`.
-
-`auto` goes down backends.yaml's `auto:` list, best first, and takes the first backend every server
-of the run can run for the scene; a scene with a driving video takes the first that follows one,
-and only when none can does it fall back to the best that animates without it (said so).
+It goes down backends.yaml's `auto:` list, best first, and takes the first backend every server of
+the run can run for the scene (models/needs.py says what each needs and whether a server has it); a
+scene with a driving video takes the first that follows one, and only when none can does it fall
+back to the best that animates without it (said so). An explicitly chosen backend on a release too
+old for it gets one clear message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.versions import Version
 from comfy_driver.config.backends import Backends
 from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.models.folders import mark_model_inputs, offered_models
 from comfy_driver.models.lock import ModelsLock
-from comfy_driver.models.packs import pack_providing, workflow_classes
-from comfy_driver.paths import WORKFLOWS
+from comfy_driver.models.needs import ServerFacts, needs_of, unmet
 
 AUTO = "auto"
-GIB = 1 << 30
-
-
-@dataclass(frozen=True)
-class ServerFacts:
-    """What one server offers, as far as backends care."""
-
-    url: str
-    vram_gb: float | None  # the largest GPU's memory; None when the server reports no GPU
-    comfyui: Version | None
-    nodes: frozenset[str]
-    models: dict[str, frozenset[str]] = field(default_factory=dict)  # folder -> files its loaders list
-
-    @classmethod
-    def read(cls, url: str, system_stats: dict, catalog: Catalog) -> ServerFacts:
-        devices = [d for d in system_stats.get("devices") or [] if str(d.get("type", "")).lower() != "cpu"]
-        vram = max((int(d.get("vram_total") or 0) for d in devices), default=0)
-        listed = offered_models(mark_model_inputs(catalog.nodes))
-        return cls(url=url, vram_gb=round(vram / GIB, 1) if vram else None, comfyui=catalog.version,
-                   nodes=frozenset(catalog.nodes), models={k: frozenset(v) for k, v in listed.items()})
-
-    def describe(self) -> str:
-        gpu = f"{self.vram_gb:g} GB GPU" if self.vram_gb else "no GPU reported"
-        return f"{self.url} (ComfyUI {self.comfyui or '?'}, {gpu})"
-
-
-@dataclass(frozen=True)
-class Needs:
-    """Everything one backend needs, gathered from its three sources."""
-
-    backend: str
-    nodes: frozenset[str]
-    models: tuple[tuple[str, str], ...]  # (folder, file)
-    vram_gb: float | None
-    comfyui: Version | None
-
-
-def needs_of(name: str, backends: Backends, lock: ModelsLock, stages: Iterable[str] = ()) -> Needs:
-    backend = backends.backend(name)
-    workflows = backend.workflows() + [backends.stages[s].workflow for s in stages]
-    users = {name, *stages}
-    models = tuple((m.folder, m.name) for m in lock.models if users & set(m.backends))
-    return Needs(name, frozenset(workflow_classes(WORKFLOWS, workflows)), models, backend.needs.vram_gb,
-                 Version.parse(backend.needs.comfyui) if backend.needs.comfyui else None)
-
-
-def unmet(needs: Needs, server: ServerFacts, lock: ModelsLock) -> list[str]:
-    """Why this server cannot run the backend (empty: it can). The version comes first: an old
-    release also lacks the nodes, and updating ComfyUI is the one fix."""
-    reasons: list[str] = []
-    if needs.comfyui and server.comfyui and server.comfyui < needs.comfyui:
-        reasons.append(f"needs ComfyUI {needs.comfyui} or newer (the server runs {server.comfyui}): update ComfyUI")
-        return reasons
-    if needs.vram_gb and server.vram_gb is not None and server.vram_gb < needs.vram_gb:
-        reasons.append(f"needs {needs.vram_gb:g} GB of VRAM (the server's GPU has {server.vram_gb:g} GB)")
-    missing: dict[str, list[str]] = {}
-    for class_type in sorted(needs.nodes - server.nodes):
-        pack = pack_providing(lock.packs, class_type)
-        missing.setdefault(pack.name if pack else "ComfyUI itself (update ComfyUI)", []).append(class_type)
-    for pack, classes in missing.items():
-        reasons.append(f"node pack {pack} missing ({', '.join(classes)})")
-    absent = [f"{folder}/{name}" for folder, name in needs.models
-              if folder in server.models and name not in server.models[folder]]
-    if absent:
-        reasons.append(f"model files missing: {', '.join(absent)} (comfy-drive fetch --backend {needs.backend})")
-    return reasons
 
 
 @dataclass(frozen=True)
 class Choice:
     backend: str
     why: str  # one line for the dry run and the report
+
+
+def uses_auto(scenes: Iterable[SceneSpec], backend: str | None) -> bool:
+    """Whether any scene's backend (or the run's --backend) is `auto`."""
+    names = [backend] if backend else [spec.backend for spec in scenes]
+    return any(name.split("+")[0].strip() == AUTO for name in names)
 
 
 def _fits(scene: SceneSpec, name: str, backends: Backends, templates: object) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
 from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
@@ -30,7 +31,8 @@ def stitch_episodes(root: Path, jobs: list[SceneJob], state: StateStore, progres
         keys = [j.spec.key for j in ep_jobs]
         title = ep_jobs[0].spec.episode_title
         if any(s is None or s.status != DONE or not s.clip for s in states):
-            status = "failed" if all(s is not None and s.status == FAILED for s in states) else "incomplete"
+            failed = all(s is not None and s.status == FAILED for s in states)
+            status: Literal["failed", "incomplete"] = "failed" if failed else "incomplete"
             records.append(EpisodeRecord(id=ep_id, title=title, status=status, scenes=keys))
             continue
         clips, digests = [], []

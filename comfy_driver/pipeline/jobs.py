@@ -20,14 +20,16 @@ from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
 from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.config.backends import Backends, load_backends
+from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import BACKENDS, MODELS_LOCK, WORKFLOWS
-from comfy_driver.pipeline.choose import AUTO, ServerFacts, check_backend, choose
+from comfy_driver.paths import BACKENDS, WORKFLOWS, models_lock
+from comfy_driver.models.needs import ServerFacts
+from comfy_driver.pipeline.choose import AUTO, check_backend, choose
 from comfy_driver.workflow.layout import with_values
-from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
+from comfy_driver.workflow.template import FILE_TYPES, Param, ParamFile, Template, load_template
 
 _NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
 SCENE_FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "reference_image",
@@ -81,6 +83,18 @@ class TemplateCache:
         self.catalog = catalog
         self.dirs = [d for d in (series_dir, WORKFLOWS) if d is not None]
         self._loaded: dict[str, Template] = {}
+
+    def params(self, name: str) -> dict[str, Param]:
+        """A workflow's declared parameters, also where this catalogue cannot convert its graph (a
+        backend for a newer ComfyUI, or a pack this server lacks): naming parameters needs no graph."""
+        try:
+            return self.get(name).params
+        except UserError:
+            for d in self.dirs:
+                path = d / f"{name}.params.yaml"
+                if path.is_file():
+                    return validate(ParamFile, load_yaml(path, what="parameter file")).params
+            return {}
 
     def get(self, name: str) -> Template:
         if name not in self._loaded:
@@ -172,12 +186,12 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
             problems.append(f"parameter {name!r} is for stage {stage_takers[0]!r}: write '{stage_takers[0]}.{name}'")
             continue
         candidates = owned if dot else backends.all_workflows()
-        if any(param in templates.get(w).params for w in candidates):
+        if any(param in templates.params(w) for w in candidates):
             in_pipeline = owner == base or owner in {s.stage for s in steps}
             why = f"{steps[0].workflow} does not take it" if in_pipeline else f"{owner} is not in this pipeline"
             skipped.append(f"{name} ({why})")
         elif dot:
-            names = sorted({p for w in owned for p in templates.get(w).params})
+            names = sorted({p for w in owned for p in templates.params(w)})
             guess = difflib.get_close_matches(param, names, n=1)
             problems.append(f"unknown parameter {name!r} for {owner!r}"
                             + (f"; did you mean '{owner}.{guess[0]}'?" if guess else f" (it takes: {', '.join(names)})"))
@@ -277,7 +291,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     `servers`: what the run's servers offer, for `backend: auto` (see pipeline/choose.py).
     """
     series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-    lock = load_lock(MODELS_LOCK)
+    lock = load_lock(models_lock())
     templates = TemplateCache(catalog or bundled_catalog(lock), series_dir)
     target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
     backends = load_backends(BACKENDS).merged(loaded.series.backends)
@@ -307,7 +321,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
                 chosen = "+".join([base, *stages])
             else:
                 check_backend(base, backends, templates.catalog.version, target)
-            dropped = ()
+            dropped: tuple[str, ...] = ()
             if (backend or why) and spec.driving_video is not None and base in backends.backends \
                     and not backends.backend(base).takes_driving_video:  # the series was written for another
                 spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)

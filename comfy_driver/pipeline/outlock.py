@@ -91,9 +91,11 @@ def prepare_folder(folder: Path) -> Path:
                         hint="set output: in the series file to a folder (or remove that file)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"output folder {folder}: a part of this path is a file, not a folder",
+                        hint="set output: in the series file to a folder") from None
     except OSError as exc:
-        raise confined.os_failure(exc, folder, "creating") if not isinstance(exc, FileExistsError) else \
-            UserError(f"output folder {folder}: a part of this path is a file, not a folder") from None
+        raise confined.os_failure(exc, folder, "creating") from None
     return folder
 
 
@@ -105,6 +107,8 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
     another series or cannot be an output folder.
     """
     prepare_folder(folder)
+    if series is not None:  # before the lock file is made: another series' folder is left untouched
+        _check_identity(folder, series, record=False)
     lock_path = folder / LOCK_NAME
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
@@ -132,8 +136,9 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
         os.close(fd)
 
 
-def _check_identity(folder: Path, title: str) -> None:
-    """The folder's series is `title`; a folder without a record (new, or from before) takes it."""
+def _check_identity(folder: Path, title: str, *, record: bool = True) -> None:
+    """The folder's series is `title`; a folder without a record (new, or from before) takes it
+    (when `record`)."""
     path = folder / IDENTITY_NAME
     if path.is_symlink():
         raise UserError(f"{path} is a symbolic link", hint="remove it and rerun")
@@ -149,4 +154,5 @@ def _check_identity(folder: Path, title: str) -> None:
                         "folder name and would overwrite its clips",
                         hint="give this series another title or its own output: folder (if it is the same "
                              f"series renamed, delete {path})")
-    confined.write_text(folder, IDENTITY_NAME, json.dumps({"title": title}, ensure_ascii=False) + "\n")
+    if record:
+        confined.write_text(folder, IDENTITY_NAME, json.dumps({"title": title}, ensure_ascii=False) + "\n")

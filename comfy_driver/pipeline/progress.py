@@ -11,12 +11,7 @@ import threading
 import time
 from typing import TextIO
 
-
-def fmt_seconds(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+from comfy_driver.units import fmt_seconds
 
 
 class Progress:

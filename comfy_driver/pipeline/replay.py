@@ -1,24 +1,19 @@
-"""Replaying one saved workflow headlessly: a GUI or API JSON, or an output file that embeds one."""
+"""What a saved workflow gives to run again: a GUI or API JSON, or an output file that embeds one, with
+changes by node title (`--set`). The public `Client.submit` runs it."""
 
 from __future__ import annotations
 
 import difflib
 import json
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.client import ComfyClient, Downloaded
-from comfy_driver.comfy.errors import PromptRejected
-from comfy_driver.comfy.follow import Follower
-from comfy_driver.comfy.stream import EventStream
 from comfy_driver.errors import BadInputFile, UserError
-from comfy_driver.pipeline.progress import Progress
 from comfy_driver.workflow.convert import ui_to_api
 from comfy_driver.workflow.files import detect_format, load_json
-from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.metadata import read_embedded
 
 
@@ -58,7 +53,7 @@ def parse_set(text: str) -> tuple[str, str, Any]:
     if not sep or not dot or not title or not name:
         raise UserError(f"--set {text!r}: write it as 'Node Title.input=value'")
     try:
-        value = json.loads(raw)
+        value = jsontext.loads(raw)
     except ValueError:
         value = raw
     return title, name, value
@@ -98,25 +93,3 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
     if errors:
         raise UserError("\n".join(errors))
     return graph
-
-
-def replay(client: ComfyClient, item: Replayable, dest: Path, catalog: Catalog, *,
-           progress: Progress | None = None) -> list[Downloaded]:
-    """Validate, submit, follow and download one graph's outputs into dest."""
-    result = catalog.validate(item.graph, stricter=True)
-    if not result.ok:
-        raise PromptRejected(result.error or {}, result.node_errors, item.graph, where="replay: ")
-    workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None
-    client_id = uuid.uuid4().hex
-    progress = progress or Progress(1, enabled=False)
-    with EventStream(client.address, client_id) as stream:
-        follower = Follower(client, stream)
-        submitted = client.queue_prompt(item.graph, client_id=client_id, workflow=workflow)
-        follower.watch(submitted.prompt_id, item.graph, "replay")
-
-        def show(watch: Any, event: Any) -> None:
-            if watch is not None and not watch.ended:
-                progress.update(1, "replay", watch.node_title, watch.step, watch.started_at)
-
-        outcome = follower.wait(submitted.prompt_id, on_event=show)
-    return [client.download(f, dest) for f in outcome.files]

@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from comfy_driver import confined
-from comfy_driver.pipeline.progress import fmt_seconds
+from comfy_driver.units import fmt_seconds
+from comfy_driver.publish.record import PublishRecord
 
 
 class OutputRecord(BaseModel):
@@ -53,6 +54,7 @@ class EpisodeRecord(BaseModel):
     scenes: list[str]
     format: str | None = None  # the joined file's size and fps
     converted: list[str] = []  # scenes whose clip was scaled or resampled to that format
+    published: PublishRecord | None = None  # YouTube (run --publish, publish)
 
 
 class RunReport(BaseModel):
@@ -87,6 +89,8 @@ class RunReport(BaseModel):
         for e in self.episodes:
             lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else "")
                          + (f"  (converted to {e.format}: {', '.join(e.converted)})" if e.converted else ""))
+            if e.published is not None:
+                lines.append(f"      YouTube: {e.published.line()}")
         return "\n".join(lines)
 
 

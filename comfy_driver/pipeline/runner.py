@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from comfy_driver.comfy.address import ServerAddress
 from comfy_driver.comfy.client import ComfyClient, file_sha256
@@ -25,13 +26,16 @@ from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, PromptLost,
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Follower, Watch
 from comfy_driver.comfy.outputs import OutputFile, safe_component
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
+from comfy_driver.confined import HALTING
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline.episodes import stitch_episodes
 from comfy_driver.pipeline.jobs import SceneJob
 from comfy_driver.pipeline.preflight import every_prompt, preflight
-from comfy_driver.pipeline.progress import Progress, fmt_seconds
+from comfy_driver.pipeline.progress import Progress
+from comfy_driver.units import fmt_seconds
 from comfy_driver.pipeline.report import OutputRecord, RunReport, SceneRecord, now_iso
 from comfy_driver.pipeline.state import DONE, FAILED, SUBMITTED, StateStore
 
@@ -43,6 +47,8 @@ class RunOptions:
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys (or "all") rendered again even if done
+    episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
+    settings: Settings = field(default_factory=Settings)  # timeouts, retries, keepalive, TLS of every server
 
 
 class StopRun(RunError):
@@ -59,7 +65,7 @@ def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | No
     """The scene's clip: the template's clip node's video, else the first video; None for stills only."""
     videos = [f for f in files if f.is_video]
     own = [f for f in videos if f.node_id == clip_node]
-    return (own or videos or [None])[0]
+    return next(iter(own or videos), None)
 
 
 def _error_kind(error: BaseException) -> str:
@@ -116,14 +122,18 @@ class Runner:
         try:
             for job in self.jobs:
                 self._classify(job)
-            clients = [ComfyClient(s) for s in self.servers]
+            clients = [ComfyClient(s, settings=self.options.settings) for s in self.servers]
             if self._todo:
                 prompts = every_prompt([t.job for t in self._todo])
                 for client in clients:
                     client.system_stats()
                     preflight(prompts, client.catalog(), server=client.address.display)
                 self._work(clients)
-            report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
+            halted = [e for e in self.errors if isinstance(e, HALTING)]
+            if halted:  # nothing can be written: episodes and report neither; what is finished stays
+                raise halted[0]
+            if self.options.episodes:
+                report.episodes = stitch_episodes(self.root, self.jobs, state, self.progress)
             report.scenes = [self._record(job) for job in self.jobs]
             report.finished = now_iso()
             report.write(self.root)
@@ -230,7 +240,7 @@ class Runner:
         finishing: set[Future[None]] = set()
         server = client.address.display
         try:
-            with EventStream(client.address, self.client_id) as stream, \
+            with EventStream(client.address, self.client_id, settings=client.settings) as stream, \
                     ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish") as pool:
                 follower = Follower(client, stream)
                 inflight: dict[str, _Task] = {}
@@ -270,7 +280,8 @@ class Runner:
                         follower.recover()
         except DriveError as exc:
             self.errors.append(exc)
-            self.progress.message(f"{server}: {exc}")
+            if not isinstance(exc, HALTING):  # those end the run with their own message
+                self.progress.message(f"{server}: {exc}")
             if not isinstance(exc, StopRun):
                 self.stop.set()
 
@@ -390,6 +401,9 @@ class Runner:
         try:
             outputs, clip = self._download(client, job, result.files)
         except DriveError as exc:  # the outputs are still on the server: the next run downloads them
+            if isinstance(exc, HALTING):  # nothing more can be written: stop queueing, keep what is done
+                self.errors.append(exc)
+                self.stop.set()
             self.download_failed[job.key] = str(exc)
             self.state.event(job.key, "download failed", str(exc))
             self.progress.message(f"scene {job.key}: {exc} (the next run downloads it again, without rendering)")
@@ -452,8 +466,8 @@ class Runner:
                 try:
                     got = client.download(f, folder, name=name, within=self.root)
                     break
-                except (RunError, ServerUnreachable):
-                    if attempt + 1 == self.options.download_retries:
+                except (RunError, ServerUnreachable) as exc:
+                    if attempt + 1 == self.options.download_retries or isinstance(exc, HALTING):
                         raise
                     time.sleep(0.2 * 2 ** attempt)
             outputs.append({"file": got.path.relative_to(folder).as_posix(), "sha256": got.sha256, "size": got.size,
@@ -470,7 +484,11 @@ class Runner:
         assert st is not None
         current = self.current[key]
         base = f"{job.spec.episode_id}/{job.spec.scene_id}"
-        status = "skipped" if key in self.skipped else {DONE: "done", FAILED: "failed"}.get(st.status, "not run")
+        status: Literal["done", "skipped", "failed", "not run"] = "not run"
+        if key in self.skipped:
+            status = "skipped"
+        elif st.status in (DONE, FAILED):
+            status = "done" if st.status == DONE else "failed"
         error, error_kind = st.error, st.error_kind
         failed_downloads = [v for k, v in self.download_failed.items() if k.split(":")[0] == key]
         if failed_downloads:

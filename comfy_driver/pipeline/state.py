@@ -8,6 +8,7 @@ checked by sha256), prompts still queued or running on a server are re-attached,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comfy_driver.errors import RunError
+from comfy_driver.confined import NoSpace, ReadOnly
+from comfy_driver.errors import DriveError, RunError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scenes (
@@ -37,6 +39,18 @@ CREATE TABLE IF NOT EXISTS episodes (
     id TEXT PRIMARY KEY, path TEXT, sha256 TEXT, clips_hash TEXT, updated_at REAL NOT NULL
 );
 """
+
+def _write_failure(exc: sqlite3.OperationalError, path: Path) -> DriveError:
+    """A failed write of the run state as one clear message (never a traceback in a thread)."""
+    text = str(exc).lower()
+    if "full" in text or "disk i/o" in text:
+        return NoSpace(f"no space left while writing the run state {path} (disk full?); finished files are kept",
+                       hint="free disk space and run the same command again to resume")
+    if "readonly" in text or "read-only" in text:
+        return ReadOnly(f"cannot write the run state {path}: the folder or file is read-only",
+                         hint="make the output folder writable (or choose another output:) and rerun")
+    return RunError(f"writing the run state {path} failed ({exc})")
+
 
 # Scene statuses: pending -> submitted -> done | failed (a submitted scene may be re-attached).
 PENDING, SUBMITTED, DONE, FAILED = "pending", "submitted", "done", "failed"
@@ -90,11 +104,9 @@ class StateStore:
                 self.db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                if "disk" in str(exc) or "full" in str(exc):
-                    raise RunError(f"disk full writing the run state {self.path}", hint="free disk space and rerun") \
-                        from None
-                raise
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                raise _write_failure(exc, self.path) from None
 
     # ---------------------------------------------------------------------------------------------
     def scene(self, key: str) -> SceneState | None:
@@ -107,7 +119,7 @@ class StateStore:
             outputs = [{"file": f, "sha256": s, "size": n, "node_id": i} for f, s, n, i in self.db.execute(
                 "SELECT file, sha256, size, node_id FROM outputs WHERE scene_key = ? ORDER BY rowid", (key,))]
         server_outputs = json.loads(row[14]) if row[14] else None
-        return SceneState(*row[:10], json.loads(row[10] or "[]"), *row[11:14], server_outputs,  # type: ignore[arg-type]
+        return SceneState(*row[:10], json.loads(row[10] or "[]"), *row[11:14], server_outputs,  # type: ignore[call-arg]
                           outputs)
 
     def ensure(self, key: str, episode: str, scene: str, backend: str, graph_hash: str) -> SceneState:
@@ -151,7 +163,7 @@ class StateStore:
 
     def done(self, key: str, *, started_at: float | None, finished_at: float, server_ms: int | None,
              cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]]) -> None:
-        statements = [("DELETE FROM outputs WHERE scene_key = ?", (key,))]
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outputs WHERE scene_key = ?", (key,))]
         statements += [("INSERT INTO outputs (scene_key, file, sha256, size, node_id) VALUES (?, ?, ?, ?, ?)",
                         (key, o["file"], o["sha256"], o["size"], o["node_id"])) for o in outputs]
         self._write("UPDATE scenes SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, "
@@ -173,8 +185,7 @@ class StateStore:
         self.event(key, "unqueued", why)
 
     def event(self, key: str | None, kind: str, detail: str | None = None) -> None:
-        with self._lock:
-            self.db.execute(*self._event_sql(key, kind, detail))
+        self._write(*self._event_sql(key, kind, detail))
 
     def events(self, key: str) -> list[tuple[float, str, str | None]]:
         """A scene's events, those of its chained prompts ('key:1-denoise') included."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import textwrap
 from functools import lru_cache
 from pathlib import Path
@@ -79,3 +80,20 @@ def write_webp(path: Path, frames: int, width: int, height: int, fps: float, cap
         tag = 0x010F if tag == 0x0110 else tag - 1
     images[0].save(path, format="WEBP", save_all=True, append_images=images[1:],
                    duration=int(1000 / max(fps, 1)), quality=60, exif=exif)
+
+
+@lru_cache(maxsize=1)
+def _preview_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def preview_frame(prompt_id: str, node_id: str, *, with_metadata: bool) -> bytes:
+    """A sampler's preview as a binary websocket frame: type 1 (format 2 = PNG, then the image), or
+    type 4 (length of a JSON header naming prompt and node, the header, then the image)."""
+    if not with_metadata:
+        return struct.pack(">II", 1, 2) + _preview_png()
+    meta = json.dumps({"node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
+                       "parent_node_id": None, "real_node_id": node_id, "image_type": "image/png"}).encode()
+    return struct.pack(">II", 4, len(meta)) + meta + _preview_png()

@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.versions import RECORDED, ServerVersions
 from comfy_driver.sim import render
+from comfy_driver.sim.jobs import Jobs
 from comfy_driver.errors import DriveError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.models.folders import offered_models
@@ -32,6 +33,8 @@ from comfy_driver.sim.executor import (SAMPLERS, VISUAL, Counters, NodeFailure, 
                                        model_files, number, signatures, split_prefix)
 
 MAX_UPLOAD = 100 * 1024 * 1024
+# Sent to every socket even for a prompt posted without client_id (whose other messages go nowhere).
+BROADCAST_WITHOUT_CLIENT = ("progress_state", "execution_interrupted")
 OOM_MESSAGE = ("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 15.69 GiB "
                "of which 1.12 GiB is free.")
 
@@ -104,6 +107,7 @@ class SimServer:
         self.running: _Task | None = None
         self.history: dict[str, dict[str, Any]] = {}
         self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.socket_flags: dict[str, dict[str, Any]] = {}  # what each client negotiated
         self.sent: dict[str, int] = {}
         self.number = 0
         self.cache: dict[str, tuple[tuple[Value, ...], dict[str, Any] | None]] = {}
@@ -211,6 +215,8 @@ class SimServer:
         ]
         app.add_routes(routes)
         app.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes])  # type: ignore[attr-defined]
+        if self.versions.has("jobs_api"):
+            app.add_routes(Jobs(self).routes())
         # Simulator-only routes (no ComfyUI has them): what it saw, and faults to inject from outside.
         app.add_routes([web.get("/sim/stats", self.sim_stats), web.post("/sim/faults", self.sim_faults),
                         web.post("/sim/crash", self.sim_crash)])
@@ -250,6 +256,7 @@ class SimServer:
         sid = request.rel_url.query.get("clientId") or uuid.uuid4().hex
         old = self.sockets.get(sid)
         self.sockets[sid] = ws
+        self.socket_flags.pop(sid, None)
         self.sent[sid] = 0
         if old is not None and not old.closed:
             await old.close()
@@ -258,10 +265,20 @@ class SimServer:
         if running is not None and running.extra_data.get("client_id") == sid and self._current_node:
             await self._send("executing", {"node": self._current_node, "display_node": self._current_node,
                                            "prompt_id": running.prompt_id}, sid)
+        first = True
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
+                if msg.type == WSMsgType.TEXT and first:  # only the first text message may negotiate
+                    first = False
+                    try:
+                        data = json.loads(msg.data)
+                    except ValueError:
+                        continue
+                    if isinstance(data, dict) and data.get("type") == "feature_flags":
+                        self.socket_flags[sid] = dict(data.get("data") or {})
+                        await self._send("feature_flags", self.feature_flags(), sid)
         finally:
             if self.sockets.get(sid) is ws:
                 del self.sockets[sid]
@@ -292,6 +309,14 @@ class SimServer:
                 self.sent[target] = 0
                 await ws.close()
 
+    async def _send_bytes(self, frame: bytes, sid: str | None) -> None:
+        ws = self.sockets.get(sid) if sid else None
+        if ws is not None and not ws.closed:
+            try:
+                await ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError):
+                pass
+
     async def _status(self) -> None:
         await self._send("status", {"status": self._exec_info()}, None)
 
@@ -306,15 +331,20 @@ class SimServer:
                                                 "details": "No prompt provided", "extra_info": {}},
                                       "node_errors": {}}, status=400)
         prompt = body["prompt"]
-        if not isinstance(prompt, dict):
-            return web.json_response({"error": {"type": "invalid_prompt", "message": "Invalid prompt",
-                                                "details": "", "extra_info": {}}, "node_errors": {}}, status=400)
+        if not isinstance(prompt, dict):  # the server iterates it as a dict and fails
+            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
         number: float = float(body["number"]) if "number" in body else self.number
         if "number" not in body:
             self.number += 1
         if body.get("front"):
             number = -number
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        chosen = body.get("prompt_id")
+        if chosen is not None and self.versions.has("uuid_prompt_ids") and not _canonical_uuid(chosen):
+            return web.json_response({"error": {
+                "type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
+                "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to "
+                           "let the server generate one", "extra_info": {}}, "node_errors": {}}, status=400)
+        prompt_id = str(chosen or uuid.uuid4())
         result = self.catalog().validate(prompt, partial_targets=body.get("partial_execution_targets"),
                                          file_exists=self._input_exists)
         if not result.ok:
@@ -322,6 +352,8 @@ class SimServer:
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
+        if self.versions.has("jobs_api"):
+            extra["create_time"] = _ms()
         self.submissions.append(prompt_id)
         self.submission_log.append({"prompt_id": prompt_id, "graph": _graph_key(prompt), "t": time.time()})
         self.pending.append(_Task(number, prompt_id, prompt, extra, result.good_outputs))
@@ -467,8 +499,15 @@ class SimServer:
                          "vram_free": self.vram - (1 << 30), "torch_vram_total": self.vram,
                          "torch_vram_free": self.vram - (1 << 30)}]})
 
+    def feature_flags(self) -> dict[str, Any]:
+        flags: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD}
+        if self.versions.has("rich_feature_flags"):
+            flags.update(supports_model_type_tags=True, extension={"manager": {"supports_v4": True}},
+                         node_replacements=True, assets=False)
+        return flags
+
     async def features(self, request: web.Request) -> web.Response:
-        return web.json_response({"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD})
+        return web.json_response(self.feature_flags())
 
     async def get_models(self, request: web.Request) -> web.Response:
         return web.json_response(sorted(offered_models(self.base_catalog.nodes)))
@@ -508,7 +547,10 @@ class SimServer:
         async def emit(kind: str, data: dict[str, Any], *, keep: bool = False) -> None:
             if keep:
                 messages.append([kind, data])
-            await self._send(kind, data, sid)
+            if sid is not None:
+                await self._send(kind, data, sid)
+            elif kind in BROADCAST_WITHOUT_CLIENT:
+                await self._send(kind, data, None)
 
         await emit("execution_start", {"prompt_id": pid, "timestamp": _ms()}, keep=True)
         catalog = self.catalog()
@@ -590,7 +632,8 @@ class SimServer:
             "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs}}
         self.running = None
         await self._status()
-        await self._send("executing", {"node": None, "prompt_id": task.prompt_id}, task.extra_data.get("client_id"))
+        if task.extra_data.get("client_id") is not None:  # a prompt without one gets no finishing message
+            await self._send("executing", {"node": None, "prompt_id": task.prompt_id}, task.extra_data["client_id"])
 
     async def _run_node(self, task: _Task, node_id: str, values: dict[str, tuple[Value, ...]], emit: Any,
                         state: Any) -> tuple[tuple[Value, ...], dict[str, Any] | None]:
@@ -627,7 +670,15 @@ class SimServer:
                 if t.step:
                     await asyncio.sleep(t.step)
                 await state(node_id, float(k), float(total), "running")
+                # A latent preview per step: after `progress` in the legacy format (type 1), before it
+                # as type 4 with its JSON header to a client that negotiated preview metadata.
+                sid = task.extra_data.get("client_id")
+                rich = bool(self.socket_flags.get(sid or "", {}).get("supports_preview_metadata"))
+                if rich:
+                    await self._send_bytes(render.preview_frame(task.prompt_id, node_id, with_metadata=True), sid)
                 await emit("progress", {"value": k, "max": total, "prompt_id": task.prompt_id, "node": node_id})
+                if not rich:
+                    await self._send_bytes(render.preview_frame(task.prompt_id, node_id, with_metadata=False), sid)
         resolved: dict[str, Any] = {}
         for name, value in inputs.items():
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in values:
@@ -706,6 +757,13 @@ class SimServer:
 
 def _ms() -> int:
     return int(time.time() * 1000)
+
+
+def _canonical_uuid(value: object) -> bool:
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def _graph_key(prompt: dict[str, Any]) -> str:

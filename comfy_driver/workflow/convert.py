@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
-from comfy_driver.workflow.frontend import Frontend, Version, frontend
+from comfy_driver.workflow.drift import drift_notes
+from comfy_driver.workflow.frontend import Frontend, Version, for_catalog, frontend
 from comfy_driver.workflow.graph import (MODE_BYPASS, MODE_NEVER, SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID, Graph,
                                          Link, Node, dedupe_subgraph_ids, parse_graph, subgraph_definitions,
                                          valid_connection)
@@ -326,7 +327,7 @@ class _Converter:
         raw = node.data.get("widgets_values") or []
         names = [(slot, (entry.get("widget") or {}).get("name")) for slot, entry in enumerate(node.inputs)]
         names = [(slot, name) for slot, name in names if name]
-        values = {}
+        values: dict[Any, Any] = {}
         for index, (slot, name) in enumerate(names):
             if index < len(raw):
                 values[name] = raw[index]
@@ -360,10 +361,16 @@ def _target_widget(target: Node | None, link: Link) -> str | None:
 
 
 def ui_to_api(workflow: Mapping[str, Any], catalog: Catalog, *, missing: Literal["error", "frontend"] = "error",
-              frontend_version: str | Version | None = None) -> dict[str, Any]:
+              frontend_version: str | Version | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """Convert a UI-format workflow (classic 0.4 or version 1) to the API format.
 
     `frontend_version` is the GUI to reproduce (the server's required frontend version); without
-    it, the newest checked frontend.
+    it, the frontend the catalogue's ComfyUI release requires, or the newest checked one. A list
+    passed as `notes` receives one line per node whose saved inputs do not fit the server's
+    definition (what the GUI would silently fill, drop or shift).
     """
-    return _Converter(workflow, catalog, missing, frontend(frontend_version)).convert()
+    fe = for_catalog(catalog) if frontend_version is None else frontend(frontend_version)
+    graph = _Converter(workflow, catalog, missing, fe).convert()
+    if notes is not None:
+        notes += drift_notes(workflow, catalog, fe)
+    return graph

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.workflow.convert import ui_to_api
@@ -23,10 +23,10 @@ def detect_format(data: Any) -> str:
 
 def load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return jsontext.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such workflow file") from None
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise BadInputFile(f"{path}: not valid JSON ({exc})") from None
 
 

@@ -17,6 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.versions import frontend_for
 from comfy_driver.errors import UserError
 
 Version = tuple[int, int, int]
@@ -133,6 +135,11 @@ _LOAD3D_BUTTONS: dict[str, tuple[ExtraWidget, ...]] = {
                ("upload extra resources", True, "uploadExtraResources", "after:model_file"),
                ("clear", True, "clear", "after:model_file")),
 }
+
+
+def for_catalog(catalog: Catalog) -> Frontend:
+    """The GUI of the ComfyUI release a catalogue came from (the newest checked one if unknown)."""
+    return frontend(frontend_for(catalog.version))
 
 
 def frontend(version: str | Version | None = None) -> Frontend:

@@ -7,7 +7,6 @@ nodes run under the id of the instance that holds them ("outer:inner").
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,17 +132,17 @@ def dedupe_subgraph_ids(workflow: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _renumbered(definition: dict[str, Any], remap: dict[int, int]) -> dict[str, Any]:
-    definition = copy.deepcopy(definition)
-    for node in definition.get("nodes") or []:
-        if "id" in node and int(node["id"]) in remap:
-            node["id"] = remap[int(node["id"])]
+    """A copy of a definition with node ids remapped (only the renumbered nodes and links are new)."""
+    def node_id(value: Any) -> Any:
+        return remap.get(int(value), value)
+
+    nodes = [{**node, "id": remap[int(node["id"])]} if "id" in node and int(node["id"]) in remap else node
+             for node in definition.get("nodes") or []]
+    links: list[Any] = []
     for link in definition.get("links") or []:
         if isinstance(link, dict):
-            for key in ("origin_id", "target_id"):
-                if int(link[key]) in remap:
-                    link[key] = remap[int(link[key])]
+            link = {**link, "origin_id": node_id(link["origin_id"]), "target_id": node_id(link["target_id"])}
         elif isinstance(link, list) and len(link) >= 5:
-            for index in (1, 3):
-                if int(link[index]) in remap:
-                    link[index] = remap[int(link[index])]
-    return definition
+            link = [link[0], node_id(link[1]), link[2], node_id(link[3]), *link[4:]]
+        links.append(link)
+    return {**definition, "nodes": nodes, "links": links}

@@ -1,4 +1,4 @@
-"""API graphs to GUI workflows (classic 0.4 format) that open in ComfyUI with a readable layout.
+"""API graphs to GUI workflows (the current GUI's saved form) that open in ComfyUI with a readable layout.
 
 Nodes are placed in columns by their distance from the graph's sources, links and widget values are
 written the way the frontend saves them, so `ui_to_api` gives the same graph back.
@@ -7,11 +7,12 @@ written the way the frontend saves them, so `ui_to_api` gives the same graph bac
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import UserError
-from comfy_driver.workflow.frontend import frontend
+from comfy_driver.workflow.frontend import for_catalog, frontend
 from comfy_driver.workflow.widgets import assign, from_inputs, widget_defs
 
 COLUMN_WIDTH = 400
@@ -23,8 +24,13 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
-def api_to_ui(graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-    """A classic-format GUI workflow for an API graph whose node ids are whole numbers."""
+def api_to_ui(graph: dict[str, Any], catalog: Catalog, *, name: str = "") -> dict[str, Any]:
+    """A GUI workflow for an API graph whose node ids are whole numbers, in the serialized form the
+    newest checked frontend saves (`app.graph.serialize()`: classic 0.4 layout, an input entry for
+    every widget, `widgets_values` by position and `widgets_values_named` beside them).
+
+    `name` seeds the workflow's id, so that writing the same graph twice gives the same file.
+    """
     fe = frontend()
     for node_id, node in graph.items():
         if not str(node_id).isdigit():
@@ -46,14 +52,14 @@ def api_to_ui(graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     out_links: dict[tuple[str, int], list[int]] = {}
     in_link: dict[tuple[str, str], int] = {}
     for node_id in sorted(graph, key=int):
-        for name, value in graph[node_id]["inputs"].items():
+        for input_name, value in graph[node_id]["inputs"].items():
             if _is_link(value):
                 source, slot = str(value[0]), value[1]
                 link_id = len(links) + 1
                 out_type = catalog.output_types(graph[source]["class_type"])[slot]
                 links.append([link_id, int(source), slot, int(node_id), None, out_type])
                 out_links.setdefault((source, slot), []).append(link_id)
-                in_link[(node_id, name)] = link_id
+                in_link[(node_id, input_name)] = link_id
     link_by_id = {link[0]: link for link in links}
     column_y: dict[int, float] = {}
     nodes = []
@@ -61,44 +67,65 @@ def api_to_ui(graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         node = graph[node_id]
         class_type = node["class_type"]
         info = catalog.nodes[class_type]
-        inputs: list[dict[str, Any]] = []
         widgets = from_inputs(widget_defs(catalog, class_type, fe), node["inputs"], lambda v: not _is_link(v))
         widget_names = {w.name for w, _ in widgets}
-        for name, category in catalog.input_order(class_type):
-            if category == "hidden":
+        inputs: list[dict[str, Any]] = []
+        for input_name, category in catalog.input_order(class_type):  # sockets first, as the GUI lists them
+            if category == "hidden" or input_name in widget_names:
                 continue
-            input_type, _, _ = catalog.input_info(class_type, name)
-            linked = in_link.get((node_id, name))
-            if name in widget_names:
-                if linked is None:
-                    continue
-                entry = {"name": name, "type": "COMBO" if isinstance(input_type, list) else input_type,
-                         "widget": {"name": name}, "link": linked}
-            else:
-                entry = {"name": name, "type": input_type, "link": linked}
-                if category == "optional":
-                    entry["shape"] = 7
-            if linked is not None:
-                link_by_id[linked][4] = len(inputs)
-            inputs.append(entry)
-        outputs = [{"name": (info.get("output_name") or info["output"])[i], "type": out_type,
-                    "links": out_links.get((node_id, i), []), "slot_index": i}
-                   for i, out_type in enumerate(info.get("output", []))]
-        values = [value for _, value in widgets]
-        height = 46 + 22 * max(len(inputs), len(outputs)) + 24 * len(values)
+            input_type, _, _ = catalog.input_info(class_type, input_name)
+            inputs.append(_slot(input_name, input_type, category == "optional", in_link.get((node_id, input_name))))
+        listed = {entry["name"] for entry in inputs} | widget_names
+        for input_name in node["inputs"]:  # sockets the definition grows (autogrow, nested dynamic inputs)
+            link_id = in_link.get((node_id, input_name))
+            if link_id is not None and input_name not in listed:
+                inputs.append(_slot(input_name, link_by_id[link_id][5], True, link_id))
+        for widget, _ in widgets:  # then one entry per widget (controls aside), so links can reach them
+            if widget.sent or widget.type is not None:
+                input_type = "COMBO" if isinstance(widget.type, list) else widget.type
+                entry = _slot(widget.name, input_type, widget.optional, in_link.get((node_id, widget.name)))
+                entry["widget"] = {"name": widget.name}
+                entry["link"] = entry.pop("link")
+                if widget.name == "upload":
+                    entry["localized_name"] = "choose file to upload"
+                inputs.append(entry)
+        for index, entry in enumerate(inputs):
+            if entry["link"] is not None:
+                link_by_id[entry["link"]][4] = index
+        outputs = [{"localized_name": output_name, "name": output_name, "type": out_type,
+                    "links": out_links.get((node_id, i)) or None}
+                   for i, (output_name, out_type) in enumerate(zip(info.get("output_name") or info["output"],
+                                                                   info.get("output", [])))]
+        height = 46 + 22 * max(len(inputs) - len(widgets), len(outputs)) + 24 * len(widgets)
         column = depth[node_id]
         y = column_y.get(column, 0.0)
         column_y[column] = y + height + ROW_GAP
         ui_node: dict[str, Any] = {
             "id": int(node_id), "type": class_type, "pos": [column * COLUMN_WIDTH, y], "size": [NODE_WIDTH, height],
-            "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": class_type}, "widgets_values": values}
+            "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs}
         title = (node.get("_meta") or {}).get("title")
         if title:
             ui_node["title"] = title
+        ui_node["properties"] = {"Node name for S&R": class_type}
+        if any("formats" in w.options for w, _ in widgets):  # VideoHelperSuite saves its widgets by name
+            ui_node["widgets_values"] = {w.name: value for w, value in widgets if w.sent} | {
+                k: v for k, v in node["inputs"].items() if k not in widget_names and not _is_link(v)}
+        elif widgets:
+            ui_node["widgets_values"] = [value for _, value in widgets]
+            ui_node["widgets_values_named"] = {w.name: value for w, value in widgets}
         nodes.append(ui_node)
-    return {"last_node_id": max((int(n) for n in graph), default=0), "last_link_id": len(links), "nodes": nodes,
-            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfy-drive:{name}")), "revision": 0,
+            "last_node_id": max((int(n) for n in graph), default=0), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"frontendVersion": fe.label}, "version": 0.4}
+
+
+def _slot(name: str, input_type: Any, optional: bool, link: int | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"localized_name": name, "name": name}
+    if optional:
+        entry["shape"] = 7
+    entry["type"] = input_type
+    entry["link"] = link
+    return entry
 
 
 def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
@@ -107,7 +134,7 @@ def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalo
     Embedded in the outputs, it opens in the GUI showing what this scene really ran with.
     """
     out = copy.deepcopy(workflow)
-    fe = frontend()
+    fe = for_catalog(catalog)
     for node in out.get("nodes") or []:
         api = graph.get(str(node.get("id")))
         values = node.get("widgets_values")
@@ -118,4 +145,6 @@ def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalo
             value = api["inputs"].get(widget.name)
             if widget.sent and i < len(values) and value is not None and not _is_link(value):
                 values[i] = value
+                if isinstance(node.get("widgets_values_named"), dict):
+                    node["widgets_values_named"][widget.name] = value
     return out

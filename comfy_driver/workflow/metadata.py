@@ -8,24 +8,23 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from comfy_driver import jsontext
+from comfy_driver.comfy.outputs import VIDEO_SUFFIXES
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.media.ffmpeg import ffmpeg_exe
-
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv"}
 
 
 def _json_or_none(text: Any) -> Any:
     if not isinstance(text, (str, bytes)):
         return None
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except ValueError:
         return None
 
@@ -84,7 +83,9 @@ def parse_ffmetadata(text: str) -> dict[str, str]:
         while line.endswith("\\") and not line.endswith("\\\\") and i < len(lines):
             line = line[:-1] + "\n" + lines[i]
             i += 1
-        key, value, escaped, in_key = [], [], False, True
+        key: list[str] = []
+        value: list[str] = []
+        escaped, in_key = False, True
         for ch in line:
             if escaped:
                 (key if in_key else value).append(ch)

@@ -14,10 +14,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.catalog import UPLOAD_FLAGS, Catalog
 from comfy_driver.workflow.frontend import Frontend
 
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 
@@ -34,6 +33,7 @@ class WidgetDef:
     choices: dict[str, tuple[WidgetDef, ...]] | None = field(default=None, compare=False)
     repeat: bool = False  # an extension's widget repeated for every remaining saved value ('option{n}')
     display: bool = False  # shows a result; a saved value does not change what it sends
+    optional: bool = False  # an optional input (the GUI draws its socket hollow: shape 7)
 
 
 def widget_default(input_type: Any, options: dict[str, Any], empty: dict[str, Any] | None = None) -> Any:
@@ -53,7 +53,7 @@ def widget_default(input_type: Any, options: dict[str, Any], empty: dict[str, An
     return list(value) if isinstance(value, list) else value
 
 
-def _input_widgets(name: str, spec: Any, fe: Frontend, types: dict[str, Any]) -> list[WidgetDef]:
+def _input_widgets(name: str, spec: Any, fe: Frontend, types: dict[str, Any], optional: bool) -> list[WidgetDef]:
     """The widgets one input makes: none (a socket), the widget, or the widget and its controls."""
     if isinstance(spec, str):
         spec = [spec]
@@ -73,18 +73,18 @@ def _input_widgets(name: str, spec: Any, fe: Frontend, types: dict[str, Any]) ->
             inputs = option.get("inputs") or {}
             for category in ("required", "optional"):
                 for sub_name, sub_spec in (inputs.get(category) or {}).items():
-                    nested += _input_widgets(f"{name}.{sub_name}", sub_spec, fe, types)
+                    nested += _input_widgets(f"{name}.{sub_name}", sub_spec, fe, types, category == "optional")
             choices[str(option.get("key"))] = tuple(nested)
     kind = widget_type if widget_type in types else input_type
     widgets = [WidgetDef(name, True, widget_default(kind, options, types), kind, options, choices,
-                         display=isinstance(kind, str) and kind in fe.display_widget_types())]
+                         display=isinstance(kind, str) and kind in fe.display_widget_types(), optional=optional)]
     control = options.get("control_after_generate")
     if control is None:  # the GUI's legacy convention: INT seed inputs get a control too
         control = input_type == "INT" and name in ("seed", "noise_seed")  # the full name: not nested ones
     if control:
         widgets.append(WidgetDef("control_after_generate", False, "fixed"))
     if (isinstance(input_type, list) or input_type == "COMBO") and any(options.get(flag) for flag in UPLOAD_FLAGS):
-        widgets.append(WidgetDef("upload", False, "image"))
+        widgets.append(WidgetDef("upload", False, "image", "AUDIOUPLOAD" if options.get("audio_upload") else "IMAGEUPLOAD"))
     return widgets
 
 
@@ -109,13 +109,13 @@ def _widget_defs(catalog: Catalog, class_type: str, fe: Frontend) -> tuple[Widge
     for name, category in catalog.input_order(class_type):
         if category == "hidden":
             continue
-        widgets += _input_widgets(name, inputs.get(category, {}).get(name), fe, types)
+        widgets += _input_widgets(name, inputs.get(category, {}).get(name), fe, types, category == "optional")
     for name, sent, default, where in fe.extra_widgets(class_type):
         extra = WidgetDef(name, sent, default, repeat=where == "repeat")
         if where.startswith("after:"):
             anchor = where.split(":", 1)[1]
             index = next((i + 1 for i, w in enumerate(widgets) if w.name == anchor), len(widgets))
-            while index < len(widgets) and not widgets[index].sent and widgets[index].type is None:
+            while index < len(widgets) and not widgets[index].sent:
                 index += 1  # past the anchor's own controls
             widgets.insert(index, extra)
         else:

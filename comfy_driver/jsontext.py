@@ -1,0 +1,35 @@
+"""Reading JSON that may be hostile or careless: nesting is bounded, and NaN / Infinity are refused
+where numbers must be real (the user's files and arguments).
+
+Errors are ValueError, as the json module's are, so callers keep one except clause; a document
+nested deeper than MAX_DEPTH is refused before any recursive code walks it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 100  # workflows, object_info and histories nest about ten levels
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a workflow can use")
+
+
+def loads(text: str | bytes, *, finite: bool = True) -> Any:
+    """json.loads within the limits above; finite=False accepts NaN/Infinity (a server may send them)."""
+    try:
+        data = json.loads(text, parse_constant=_not_a_number if finite else None)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return data

@@ -1,0 +1,235 @@
+"""Comparing backends on the same scenes: render each with every backend, then put them side by side.
+
+Each backend's renders live in a run folder of their own (`compare/<backend>/`, with its state
+store and report), so a rerun keeps every render already made and renders nothing new; only the
+comparison (side-by-side videos, tables, page) is written again. While a backend renders, its
+websocket messages give the time of each node and sampler step, and the server's /system_stats is
+sampled for peak memory; these are kept in `compare/<backend>/timings.json` beside the run state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from comfy_driver import confined
+from comfy_driver.comfy.outputs import safe_component
+from comfy_driver.config.series import LoadedSeries
+from comfy_driver.errors import UserError
+from comfy_driver.media.ffmpeg import probe
+from comfy_driver.media.measure import measure
+from comfy_driver.media.sidebyside import Column, side_by_side
+from comfy_driver.pipeline.jobs import SceneJob, build_jobs
+from comfy_driver.pipeline.preflight import every_prompt
+from comfy_driver.pipeline.progress import Progress, fmt_seconds
+from comfy_driver.pipeline.report import RunReport
+from comfy_driver.pipeline.runner import Runner, RunOptions
+from comfy_driver.pipeline.state import DONE, StateStore
+from comfy_driver.pipeline.timings import Collector, ResourceSampler
+
+
+@dataclass
+class SceneResult:
+    """One scene as one backend rendered it (all its prompts: windows, stages), with what it cost."""
+
+    key: str
+    status: str
+    clip: Path | None = None
+    rendered_by: str | None = None  # the backend that made the clip: a fallback's after an out-of-memory
+    error: str | None = None
+    prompts: int = 0
+    queue_wait_s: float | None = None
+    execution_s: float | None = None
+    model_load_s: float | None = None
+    s_per_step: float | None = None
+    nodes: dict[str, float] = field(default_factory=dict)  # node title -> seconds, over the scene's prompts
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    render_s_per_output_s: float | None = None
+    blur: float | None = None
+    flicker: float | None = None
+    frame_change: float | None = None
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    folder: Path
+    scenes: dict[str, SceneResult]
+    peak_vram: int | None = None
+    peak_ram: int | None = None
+    rendered: int = 0  # scenes rendered by this invocation (0 on a rerun)
+    seconds: float = 0.0  # wall time of this invocation's renders
+
+
+@dataclass
+class Comparison:
+    folder: Path
+    scenes: list[str]
+    backends: list[BackendResult]
+    videos: dict[str, Path] = field(default_factory=dict)  # scene key -> side-by-side MP4
+
+
+def choose_scenes(jobs: list[SceneJob], wanted: list[str] | None) -> list[SceneJob]:
+    keys = [j.spec.key for j in jobs]
+    unknown = [k for k in wanted or [] if k not in keys]
+    if unknown:
+        raise UserError(f"--scenes {unknown[0]}: no such scene", hint=f"scenes: {', '.join(keys)}")
+    return [j for j in jobs if not wanted or j.spec.key in wanted]
+
+
+def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None, image: Path | None = None,
+               driving_video: Path | None = None, width: int | None = None, height: int | None = None,
+               frames: int | None = None, fps: float | None = None, seed: int | None = None,
+               params: dict[str, Any] | None = None) -> Path:
+    """The one-scene series a quick test renders, written into `folder` (its output folder too)."""
+    scene: dict[str, Any] = {"id": "scene", "prompt": prompt}
+    for name, path in (("reference_image", image), ("driving_video", driving_video)):
+        if path is not None:
+            scene[name] = str(path.resolve())
+    defaults = {k: v for k, v in {"negative_prompt": negative_prompt, "width": width, "height": height,
+                                  "frames": frames, "fps": fps, "seed": seed}.items() if v is not None}
+    series = {"title": "Quick test", "output": ".", "defaults": {**defaults, "params": params or {}},
+              "episodes": [{"id": "try", "scenes": [scene]}]}
+    return confined.write_text(folder, "series.yaml", "# written by comfy-drive try: the scene it renders with "
+                               "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
+
+
+def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, scenes: list[str] | None = None,
+            from_report: bool = False, progress: bool = True, folder: Path | None = None) -> Comparison:
+    """Render the chosen scenes with each backend (keeping earlier renders), measure, and compare.
+
+    With `from_report`, nothing is rendered: the comparison is made from the renders already kept.
+    """
+    if len(set(backends)) != len(backends) or not backends:
+        raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
+    chosen = {b: choose_scenes(build_jobs(loaded, b), scenes) for b in backends}  # every error before any render
+    folder = folder or loaded.output_dir / loaded.slug / "compare"
+    keys = [j.spec.key for j in next(iter(chosen.values()))]
+    say = Progress(0, enabled=progress)
+    results = []
+    started = time.monotonic()
+    for n, (backend, jobs) in enumerate(chosen.items(), 1):
+        run_dir = folder / safe_component(backend)
+        timings = _load_json(run_dir / "timings.json")
+        if from_report:
+            if not (run_dir / "state.db").is_file():
+                raise UserError(f"no renders of backend {backend!r} in {run_dir}",
+                                hint="run compare without --from-report to render them")
+            results.append(_results(backend, run_dir, jobs, timings))
+            continue
+        say.message(f"backend {n}/{len(chosen)} {backend}: {len(jobs)} scene(s)")
+        collector = Collector()
+        runner = Runner(loaded, jobs, servers, progress=Progress(len(jobs), enabled=progress),
+                        options=RunOptions(episodes=False), on_event=collector)
+        runner.root = run_dir  # the backend's own run folder: its own state, so its renders are kept
+        t0 = time.monotonic()
+        with ResourceSampler(servers) as sampler:
+            report = runner.run()
+        rendered = sum(s.status == "done" for s in report.scenes)
+        timings["prompts"] = {**timings.get("prompts", {}), **collector.results()}
+        if rendered:
+            timings["peak_vram"], timings["peak_ram"] = sampler.peak_vram, sampler.peak_ram
+        _write_json(run_dir / "timings.json", timings)
+        result = _results(backend, run_dir, jobs, timings)
+        result.rendered, result.seconds = rendered, time.monotonic() - t0
+        results.append(result)
+        left = len(chosen) - n
+        pace = (time.monotonic() - started) / n
+        say.message(f"backend {n}/{len(chosen)} {backend}: {rendered} scene(s) rendered, "
+                    f"{len(jobs) - rendered} kept, in {fmt_seconds(result.seconds)}"
+                    + (f"; ETA {fmt_seconds(pace * left)} for the other {left}" if left else ""))
+    comparison = Comparison(folder, keys, results)
+    for key in keys:
+        columns = []
+        for result in results:
+            scene = result.scenes[key]
+            if scene.clip is not None:
+                detail = (f"{scene.execution_s:.1f} s  " if scene.execution_s is not None else "") + \
+                    f"{scene.width}x{scene.height}  {scene.fps:g} fps"
+                title = result.backend if scene.rendered_by in (None, result.backend) else \
+                    f"{result.backend} -> {scene.rendered_by} (fallback)"
+                columns.append(Column(scene.clip, title, detail))
+        if columns:
+            name = safe_component(key.replace("/", "-"))
+            comparison.videos[key] = folder / "side-by-side" / f"{name}.mp4"
+            side_by_side(columns, comparison.videos[key])
+            say.message(f"side by side: {comparison.videos[key]}")
+    return comparison
+
+
+def _results(backend: str, run_dir: Path, jobs: list[SceneJob], timings: dict[str, Any]) -> BackendResult:
+    """A backend's scenes from its run folder: report, run state, measured timings, the clips."""
+    report_path = run_dir / "report.json"
+    records = {s.key: s for s in RunReport.model_validate_json(report_path.read_text(encoding="utf-8")).scenes} \
+        if report_path.is_file() else {}
+    prompts = timings.get("prompts", {})
+    out = BackendResult(backend, run_dir, {}, timings.get("peak_vram"), timings.get("peak_ram"))
+    state = StateStore(run_dir / "state.db")
+    try:
+        for job in jobs:
+            key = job.spec.key
+            st = state.scene(key)
+            record = records.get(key)
+            if st is None or st.status != DONE or not st.clip:
+                out.scenes[key] = SceneResult(key, record.status if record else "not run",
+                                              error=st.error if st else None)
+                continue
+            clip = run_dir / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id) / st.clip
+            scene = SceneResult(key, "done", clip=clip, rendered_by=record.backend if record else backend)
+            waits, runs, loads, steps = [], [], [], []
+            for prompt_key in dict.fromkeys(p.key for p in every_prompt([job])):
+                st = state.scene(prompt_key)
+                if st is None or st.status != DONE or not st.prompt_id:
+                    continue
+                scene.prompts += 1
+                if st.queued_at and st.started_at:
+                    waits.append(max(0.0, st.started_at - st.queued_at))
+                if st.server_ms is not None:
+                    runs.append(st.server_ms / 1000)
+                elif st.started_at and st.finished_at:
+                    runs.append(st.finished_at - st.started_at)
+                measured = prompts.get(st.prompt_id)
+                if measured:
+                    loads.append(measured["model_load_s"])
+                    if measured["s_per_step"] is not None:
+                        steps.append(measured["s_per_step"])
+                    for title, seconds in measured["nodes"].items():
+                        scene.nodes[title] = round(scene.nodes.get(title, 0.0) + seconds, 4)
+            scene.queue_wait_s = sum(waits) if waits else None
+            scene.execution_s = sum(runs) if runs else None
+            scene.model_load_s = sum(loads) if loads else None
+            scene.s_per_step = sorted(steps)[len(steps) // 2] if steps else None
+            _describe(scene)
+            out.scenes[key] = scene
+    finally:
+        state.close()
+    return out
+
+
+def _describe(scene: SceneResult) -> None:
+    """The clip's size, fps, frames, duration and cheap objective measures."""
+    assert scene.clip is not None
+    info = probe(scene.clip)
+    scene.width, scene.height, scene.fps, scene.frames = info.width, info.height, info.fps, info.frames
+    scene.duration_s = info.duration
+    if scene.execution_s is not None and info.duration > 0:
+        scene.render_s_per_output_s = scene.execution_s / info.duration
+    measures = measure(scene.clip)
+    scene.blur, scene.flicker, scene.frame_change = measures.blur, measures.flicker, measures.frame_change
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    confined.write_text(path.parent, path.name, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,1 @@
+"""Publishing finished episodes to YouTube: auth, metadata, resumable upload, never twice."""
