@@ -81,8 +81,8 @@ def main() -> None:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "XDG_CONFIG_HOME": str(Path(tmp) / "config"), "PYTHONPATH": str(ROOT)}
-        os.environ["XDG_CONFIG_HOME"] = env["XDG_CONFIG_HOME"]
+        env = {**os.environ, "COMFY_DRIVE_CONFIG": str(Path(tmp) / "config"), "PYTHONPATH": str(ROOT)}
+        os.environ["COMFY_DRIVE_CONFIG"] = env["COMFY_DRIVE_CONFIG"]
         fake = FakeYouTube()
         fake.start()
         sign_in(fake, playlists=False)

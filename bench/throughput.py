@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from comfy_driver.comfy.client import ComfyClient
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import load_series
 from comfy_driver.pipeline.jobs import build_jobs
 from comfy_driver.pipeline.runner import Runner, RunOptions
@@ -42,7 +43,7 @@ def start_sim(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen([sys.executable, "-m", "comfy_driver.cli", "sim", "--speed", "instant", "--port",
                              str(port), "--root", str(root)], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    client = ComfyClient(url, retries=1)
+    client = ComfyClient(url, settings=Settings(retries=1))
     for _ in range(200):
         try:
             client.system_stats()

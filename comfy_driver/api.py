@@ -31,7 +31,8 @@ from comfy_driver.pipeline.choose import uses_auto
 from comfy_driver.pipeline.jobs import build_jobs
 from comfy_driver.pipeline.outlock import claim_output
 from comfy_driver.pipeline.progress import Progress
-from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable
+from comfy_driver.models.in_workflow import rewrite_model_names
+from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable, upload_files
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
 from comfy_driver.workflow.convert import ui_to_api
@@ -66,14 +67,20 @@ class Client:
 
         `source` is an API graph or a GUI-saved workflow (a mapping, or a .json file), or a PNG, WebP
         or MP4 that ComfyUI saved (its embedded prompt runs again). `sets` changes inputs by node title
-        or id: `{"Sampler.seed": 7}`. The graph is validated against the server's catalogue first, so a
-        mistake raises PromptRejected naming every node at fault, before anything is queued.
+        or id: `{"Sampler.seed": 7}`; a value naming a local file, set on a file input, is uploaded
+        (content-addressed). Model names the server lists under another spelling (a Windows
+        sub-folder) take the server's. The graph is validated against the server's catalogue first, so
+        a mistake raises PromptRejected naming every node at fault, before anything is queued.
         """
         catalog = self.catalog()
         item = self._load(source, catalog)
+        local: dict[tuple[str, str], Path] = {}
         if sets:
-            item.graph = apply_sets(item.graph, [f"{k}={json.dumps(v)}" for k, v in sets.items()], catalog)
-        checked = catalog.validate(item.graph, stricter=True)
+            item.graph = apply_sets(item.graph, [f"{k}={json.dumps(v)}" for k, v in sets.items()], catalog,
+                                    local_files=local)
+        rewrite_model_names(item.graph, catalog)
+        uploaded = upload_files(self.http, item.graph, local) | catalog.input_files()
+        checked = catalog.validate(item.graph, stricter=True, file_exists=lambda kind, name: name in uploaded)
         if not checked.ok:
             raise PromptRejected(checked.error or {}, checked.node_errors, item.graph)
         workflow = with_values(item.workflow, item.graph, catalog) if item.workflow else None

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from comfy_driver import __version__
+from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report
 from comfy_driver.comfy.errors import AccessRefused, OutOfMemory
 from comfy_driver.errors import DriveError, RunError, UserError
 
@@ -116,6 +117,13 @@ def connection_options(fn: F) -> F:
 
         if insecure and ca_bundle:
             raise click.UsageError("--insecure and --ca-bundle contradict each other: choose one")
+        if insecure:  # said once here, instead of a warning from urllib3 on every request
+            import warnings
+
+            from urllib3.exceptions import InsecureRequestWarning
+
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+            click.echo("warning: --insecure: the server's TLS certificate is not checked", err=True)
         verify: bool | str = str(ca_bundle) if ca_bundle else not insecure
         settings = Settings(timeout=timeout, connect_timeout=connect_timeout, retries=retries,
                             keepalive=keepalive, dead_after=max(90.0, 4 * keepalive), verify=verify)
@@ -322,23 +330,26 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
 @click.option("--server", default=None, help="ComfyUI URL.")
 @simulate_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for the outputs (default: replay-<file name>).")
+              help="Folder for the outputs (default: a new replay-<file name>-<date>-<time> folder per replay).")
 @connection_options
 @handle_errors
 def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str | None, output: Path | None,
            settings: Any) -> None:
-    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI."""
+    """Run a saved workflow headlessly: a GUI or API JSON, or a PNG / WebP / MP4 made by ComfyUI.
+
+    A --set value that names a local file (on LoadImage, LoadVideo, VHS_LoadVideo ...) is uploaded;
+    model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
     from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
     from comfy_driver.pipeline.outlock import claim_output
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.replay import parse_set
+    from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
     if not simulate and not server:
         raise UserError("replay needs --server URL (or --simulate)")
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
-    dest = output or Path(f"replay-{file.stem}")
+    dest = output or new_output_folder(file.stem)
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
         job = client.submit(file, sets=changes)
         started, node, step = None, "", None
@@ -544,7 +555,8 @@ def _server_models(client: Any, folder: str) -> list[str]:
 @click.option("--pin", "pin_unpinned", is_flag=True, help="Also fetch model files with no sha256 yet (see `lock pin`).")
 @click.option("--start-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 7200),
               help="Seconds to wait for the short start of ComfyUI that checks its nodes.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=LOCK_HELP)
 @handle_errors
 def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server: str | None, dry_run: bool,
           pin_unpinned: bool, start_timeout: float, lock_file: Path | None) -> None:
@@ -821,18 +833,23 @@ def stats(server: str, as_json: bool, settings: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ compare, try
-def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: bool, as_json: bool,
-                       **kw: Any) -> None:
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool, *,
+                       scenes: list[str] | None = None, from_report: bool = False, folder: Path | None = None) -> None:
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
     from comfy_driver.pipeline.compare import compare as run_compare
+    from comfy_driver.pipeline.compare import default_folder, plan
+    from comfy_driver.pipeline.outlock import claim_output
 
+    chosen = plan(loaded, backends, scenes)
     urls = servers or loaded.series.server_urls
-    if not urls and not simulate and not kw.get("from_report"):
+    if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
-    with _simulated(simulate and not kw.get("from_report")) as sim_url:
-        comparison = run_compare(loaded, backends, [sim_url] if sim_url else urls, progress=not as_json, **kw)
-    paths = write(comparison, loaded.series.title)
+    folder = folder or default_folder(loaded)
+    with claim_output(folder, series=loaded.series.title), _simulated(None if from_report else simulate) as sim_url:
+        comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
+                                 from_report=from_report, folder=folder)
+        paths = write(comparison, loaded.series.title)
     missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
                if s.status != "done"]
     if as_json:
@@ -853,13 +870,13 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
 @click.option("--scenes", default=None, help="Only these scenes, comma-separated EPISODE/SCENE keys (default: all).")
 @click.option("--from-report", is_flag=True, help="Render nothing: compare the renders already kept.")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
-@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@simulate_option
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
 @handle_errors
 def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
-            simulate: bool, output: Path | None, as_json: bool) -> None:
+            simulate: str | None, output: Path | None, as_json: bool) -> None:
     """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
     tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
     kept, so a rerun renders nothing new."""
@@ -882,26 +899,26 @@ def _param(text: str) -> tuple[str, Any]:
 
 @main.command("try")
 @click.option("--prompt", required=True, help="What the scene shows.")
-@click.option("--negative-prompt", default=None)
+@click.option("--negative-prompt", default=None, help="What the scene must not show (default: the workflow's).")
 @click.option("--image", type=click.Path(path_type=Path), default=None, help="Reference image (the character).")
 @click.option("--driving-video", type=click.Path(path_type=Path), default=None, help="Video whose motion to follow.")
 @click.option("--backend", "backends", multiple=True, help="A backend to render with (repeatable).")
 @click.option("--vs", "versus", default=None, help="The backend to compare with (default: svd).")
-@click.option("--width", type=int, default=None)
-@click.option("--height", type=int, default=None)
-@click.option("--frames", type=int, default=None)
-@click.option("--fps", type=float, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--width", type=int, default=None, help="Width in pixels (default: each backend's own).")
+@click.option("--height", type=int, default=None, help="Height in pixels (default: each backend's own).")
+@click.option("--frames", type=int, default=None, help="Length in frames (default: each backend's own).")
+@click.option("--fps", type=float, default=None, help="Frames per second of the clips (default: each backend's own).")
+@click.option("--seed", type=int, default=None, help="Seed (default: fixed for the prompt, so a rerun matches).")
 @click.option("--param", "params", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL.")
-@click.option("--simulate", is_flag=True, help="Run against a built-in simulated ComfyUI server.")
+@simulate_option
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
               show_default=True, help="Folder for the renders and the comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
 @handle_errors
 def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
          backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
-         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: bool,
+         fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: str | None,
          output: Path, as_json: bool) -> None:
     """Quick test: one scene from the command line, rendered with each backend and compared side by side
     (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
@@ -923,10 +940,11 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
                                  "prompt (e.g. --backend svd)") from None
         raise
 
-from comfy_driver.cli_publish import auth, open_for_run, publish, publish_report  # noqa: E402
 
 main.add_command(auth)
 main.add_command(publish)
+for _command in (auth.commands["youtube"], publish):
+    _command.callback = handle_errors(_command.callback)  # type: ignore[type-var]
 
 if __name__ == "__main__":
     main()

@@ -343,6 +343,9 @@ class FakeYouTube:
         playlist_id = request.query.get("playlistId", "")
         if playlist_id == "UUfakechannel":
             rows = [(f"UU-{v}", playlist_id, v) for v in self.uploads]
+        elif playlist_id not in self.playlists:
+            return error(404, "playlistNotFound", "The playlist identified with the request's playlistId parameter "
+                         "cannot be found.")
         else:
             rows = [r for r in self.items if r[1] == playlist_id]
         if "videoId" in request.query:
@@ -379,7 +382,7 @@ def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
 
 def main() -> None:
     """`python -m tests.fakeyoutube --port 8099`: serve the fake and sign the default account in to it
-    (in $XDG_CONFIG_HOME: point it at a scratch folder, not your real configuration)."""
+    (in the user config folder: point COMFY_DRIVE_CONFIG at a scratch folder, not your real one)."""
     import argparse
     import signal
     import time

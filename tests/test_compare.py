@@ -17,9 +17,10 @@ from comfy_driver.media.measure import measure
 from comfy_driver.media.sidebyside import Column, layout, side_by_side
 from comfy_driver.paths import EXAMPLES
 from comfy_driver.pipeline.benchmark import write
-from comfy_driver.pipeline.compare import compare
+from comfy_driver.pipeline.compare import compare, plan
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.render import write_mp4
+from comfy_driver.sim.server import Faults
 
 MIRA = EXAMPLES / "assets" / "mira.png"
 
@@ -59,7 +60,7 @@ def sbs_widths(path: Path, clips: list[Path]) -> tuple[int, int]:
 def test_compare_the_wan_example_with_svd_then_rerun_renders_nothing(sim: Any, tmp_path: Path) -> None:
     loaded = load_series(EXAMPLES / "wan_animate.yaml")
     folder = tmp_path / "compare"
-    first = compare(loaded, ["wan22_animate", "svd"], [sim.url], folder=folder, progress=False)
+    first = compare(loaded, plan(loaded, ["wan22_animate", "svd"]), [sim.url], folder=folder, progress=False)
     paths = write(first, loaded.series.title)
     submitted = len(sim.submissions)
     assert submitted == 2 + 2 + 1  # wan: dance, wave in two windows; svd: dance, wave
@@ -79,7 +80,7 @@ def test_compare_the_wan_example_with_svd_then_rerun_renders_nothing(sim: Any, t
     assert "| execution (s) |" in paths["markdown"].read_text()
     page = paths["page"].read_text()
     assert page.count("data:video/mp4;base64,") == 2 and "<svg" in page and "data:image/png;base64," in page
-    again = compare(loaded, ["wan22_animate", "svd"], [sim.url], folder=folder, progress=False)
+    again = compare(loaded, plan(loaded, ["wan22_animate", "svd"]), [sim.url], folder=folder, progress=False)
     assert len(sim.submissions) == submitted and [r.rendered for r in again.backends] == [0, 0]
     assert again.backends[1].scenes["ep01/wave"].execution_s == first.backends[1].scenes["ep01/wave"].execution_s
 
@@ -89,7 +90,8 @@ def test_timings_come_from_the_websocket_and_the_server_stats(sim_factory: Any, 
     path = tmp_path / "series.yaml"
     path.write_text("title: T\noutput: out\nbackend: svd\ndefaults: {width: 64, height: 64, fps: 8, frames: 9, "
                     "params: {steps: 4}}\nepisodes:\n  - scenes:\n      - {id: one, prompt: a fox}\n")
-    result = compare(load_series(path), ["svd"], [sim.url], progress=False).backends[0]
+    loaded = load_series(path)
+    result = compare(loaded, plan(loaded, ["svd"]), [sim.url], progress=False).backends[0]
     scene = result.scenes["ep01/one"]
     assert scene.model_load_s is not None and scene.model_load_s >= 0.05
     assert scene.s_per_step is not None and 0.015 <= scene.s_per_step <= 0.5
@@ -118,12 +120,15 @@ def test_try_with_two_backends_then_compare_from_report(sim: Any, tmp_path: Path
 def test_compare_errors_name_what_to_do(tmp_path: Path) -> None:
     loaded = load_series(EXAMPLES / "wan_animate.yaml")
     with pytest.raises(UserError, match="--scenes ep01/jump: no such scene"):
-        compare(loaded, ["svd"], ["http://127.0.0.1:9"], scenes=["ep01/jump"], folder=tmp_path)
+        plan(loaded, ["svd"], ["ep01/jump"])
+    with pytest.raises(UserError, match="--backends: name each backend once"):
+        plan(loaded, ["svd", "svd"])
     with pytest.raises(UserError, match="no renders of backend 'svd'"):
-        compare(loaded, ["svd"], [], from_report=True, folder=tmp_path)
+        compare(loaded, plan(loaded, ["svd"]), [], from_report=True, folder=tmp_path)
     result = CliRunner().invoke(main, ["compare", str(EXAMPLES / "wan_animate.yaml"), "--backends", "svd,svdd",
                                        "--from-report"])
     assert result.exit_code == 2 and "no workflow 'svdd'" in result.output
+    assert not (EXAMPLES.parent / "out" / "mira-dances" / "compare").exists()  # nothing made before the error
 
 
 def test_try_without_an_image_for_a_backend_that_needs_one_says_so(tmp_path: Path) -> None:
@@ -132,3 +137,27 @@ def test_try_without_an_image_for_a_backend_that_needs_one_says_so(tmp_path: Pat
     assert result.exit_code == 2
     assert "wan22_animate, svd: a backend here animates a reference image, and none was given" in result.output
     assert "hint: pass --image FILE" in result.output and "Traceback" not in result.output
+
+
+def test_a_fallback_is_labelled_and_a_failed_backend_leaves_a_comparison_and_exit_1(sim_factory: Any,
+                                                                                  tmp_path: Path) -> None:
+    def quick(server: str, out: Path) -> Any:
+        return CliRunner().invoke(main, ["try", "--prompt", "a fox", "--image", str(MIRA), "--backend", "wan22_5b",
+                                         "--vs", "svd", "--width", "64", "--height", "64", "--frames", "9", "--fps",
+                                         "8", "--server", server, "-o", str(out), "--json"])
+
+    oom = sim_factory(faults=Faults(error_at={"Wan22ImageToVideoLatent": "oom"}))  # the 5B runs out of memory
+    result = quick(oom.url, tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["per_scene"]["wan22_5b"]["try/scene"]["rendered_by"] == "svd"  # its fallback made the clip
+    assert "| try/scene | svd | done |" in (tmp_path / "a" / "benchmark.md").read_text()
+
+    broken = sim_factory(faults=Faults(error_at={"SVD_img2vid_Conditioning": "error"}))  # svd always fails
+    out = tmp_path / "b"
+    result = quick(broken.url, out)
+    assert result.exit_code == 1 and "not rendered: svd: try/scene (failed)" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["medians"]["wan22_5b"]["scenes"] == "1/1" and data["medians"]["svd"]["scenes"] == "0/1"
+    assert probe(out / "side-by-side" / "try-scene.mp4").width == 64  # the one column there is
+    assert "data:video/mp4;base64," in (out / "index.html").read_text()

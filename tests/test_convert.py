@@ -215,3 +215,20 @@ def test_schema_drift_is_reported(catalog_149: Catalog) -> None:
     notes = []
     ui_to_api(json.loads((WORKFLOWS / "wan22_animate.json").read_text()), catalog_149, notes=notes)
     assert notes == []  # the shipped workflows fit the newest catalogue exactly
+
+
+def test_empty_file_names_as_each_gui_opens_them(catalog: Catalog) -> None:
+    """1.27 puts the first file of the server's list into an upload combo saved as '' (the text
+    'undefined' when the list is empty); 1.49 keeps ''. Seen in both real GUIs."""
+    def loader(node_id: int, class_type: str) -> dict[str, Any]:
+        return {"id": node_id, "type": class_type, "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["", "image"]}
+
+    workflow = {"nodes": [loader(1, "LoadImage"), loader(2, "LoadVideo")], "links": [], "version": 0.4}
+    images = catalog.nodes["LoadImage"]["input"]["required"]["image"]
+    first = (images[0] if isinstance(images[0], list) else images[1]["options"])[0]
+    empty = catalog.with_files([])
+    old = ui_to_api(workflow, catalog, frontend_version="1.27.10")
+    assert old["1"]["inputs"]["image"] == first
+    assert ui_to_api(workflow, empty, frontend_version="1.27.10")["2"]["inputs"]["file"] == "undefined"
+    new = ui_to_api(workflow, catalog, frontend_version="1.49.6")
+    assert new["1"]["inputs"]["image"] == "" and new["2"]["inputs"]["file"] == ""

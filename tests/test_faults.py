@@ -51,8 +51,12 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(point)], check=False)
 
 
-def _done(out: str) -> None:
+def _run(tmp_path: Path, sim: SimProcess) -> tuple[int, str]:
+    """`comfy-drive run series.yaml` as its own process: (exit status, output, checked for tracebacks)."""
+    proc = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
+    out, _ = proc.communicate(timeout=120)
     assert "Traceback" not in out and "Exception in thread" not in out, out
+    return proc.returncode, out
 
 
 def test_a_full_disk_stops_with_one_message_and_keeps_what_is_finished(tmp_path: Path, disk: Path) -> None:
@@ -60,27 +64,23 @@ def test_a_full_disk_stops_with_one_message_and_keeps_what_is_finished(tmp_path:
     (tmp_path / "series.yaml").write_text(first_episode)
     sim = SimProcess(tmp_path / "sim", time_scale=0.02)
     try:
-        first = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
-        out, _ = first.communicate(timeout=120)
-        assert first.returncode == 0, out
+        code, out = _run(tmp_path, sim)
+        assert code == 0, out
         finished = {p: p.read_bytes() for p in disk.rglob("*.mp4")}
         (tmp_path / "series.yaml").write_text(SERIES)
         free = subprocess.run(["df", "--output=avail", "-B1", str(disk)], capture_output=True, text=True)
         ballast = int(free.stdout.split()[-1]) - 96 * 1024  # room for about one more scene
         with open(disk / "ballast", "wb") as fh:
             fh.write(b"\0" * ballast)
-        full = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
-        out, _ = full.communicate(timeout=120)
-        assert full.returncode == 1, out
-        _done(out)
+        code, out = _run(tmp_path, sim)
+        assert code == 1, out
         errors = [line for line in out.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "no space left while writing" in errors[0], out
         assert "finished files are kept" in errors[0] and out.count("no space left") == 1, out
         assert {p: p.read_bytes() for p in finished} == finished
         (disk / "ballast").unlink()
-        again = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
-        out, _ = again.communicate(timeout=120)
-        assert again.returncode == 0, out
+        code, out = _run(tmp_path, sim)
+        assert code == 0, out
         stats = sim.stats()
         assert resubmitted_after_success(stats) == []
         assert len({s["graph"] for s in stats["submissions"]}) == 6
@@ -93,22 +93,18 @@ def test_a_read_only_folder_is_one_clear_message(tmp_path: Path, disk: Path) -> 
     (tmp_path / "series.yaml").write_text(SERIES)
     sim = SimProcess(tmp_path / "sim", time_scale=0.02)
     try:
-        first = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
-        out, _ = first.communicate(timeout=120)
-        assert first.returncode == 0, out
+        code, out = _run(tmp_path, sim)
+        assert code == 0, out
         before = {p: p.read_bytes() for p in disk.rglob("*.mp4")}
         assert _mount("-o", "remount,ro", str(disk)).returncode == 0
         (tmp_path / "series.yaml").write_text(SERIES + "      - {id: g, prompt: seventh, seed: 7}\n")
-        refused = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
-        out, _ = refused.communicate(timeout=60)
-        assert refused.returncode == 2, out
-        _done(out)
+        code, out = _run(tmp_path, sim)
+        assert code == 2, out
         assert out.startswith("error: cannot write ") and "the file system is read-only" in out, out
         assert {p: p.read_bytes() for p in disk.rglob("*.mp4")} == before
         assert _mount("-o", "remount,rw", str(disk)).returncode == 0
-        again = drive("run", "series.yaml", "--server", sim.url, cwd=tmp_path)
-        out, _ = again.communicate(timeout=120)
-        assert again.returncode == 0, out
+        code, out = _run(tmp_path, sim)
+        assert code == 0, out
         stats = sim.stats()
         assert resubmitted_after_success(stats) == [] and len(stats["submissions"]) == 7
     finally:

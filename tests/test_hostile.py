@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from comfy_driver.cli import main
 from comfy_driver.config.series import load_series
 from comfy_driver.config.source import MAX_BYTES, load_yaml
 from comfy_driver.errors import UserError
@@ -32,3 +35,31 @@ def test_a_huge_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
         fh.truncate(MAX_BYTES + 1)
     with pytest.raises(UserError, match="larger than 4 MiB"):
         load_yaml(path)
+
+
+def test_a_link_inside_the_output_folder_never_sends_clips_outside(sim: Any, tmp_path: Path) -> None:
+    """out/<series>/one -> elsewhere: episode one's scenes fail naming the link; nothing lands outside;
+    episode two is rendered as usual."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = tmp_path / "out" / "run-test"
+    root.mkdir(parents=True)
+    (root / "one").symlink_to(outside)
+    result = CliRunner().invoke(main, ["run", str(series_file(tmp_path)), "--server", sim.url])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"{root / 'one'} is a symbolic link; comfy-drive never writes through links" in result.output
+    assert list(outside.iterdir()) == []
+    assert (root / "two" / "c" / "clip.mp4").is_file() and (root / "two" / "two.mp4").is_file()
+
+
+def test_a_link_planted_at_a_clip_name_is_replaced_not_written_through(sim: Any, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "out" / "run-test" / "one" / "a"
+    folder.mkdir(parents=True)
+    (folder / "clip.mp4").symlink_to(victim)
+    result = CliRunner().invoke(main, ["run", str(series_file(tmp_path)), "--server", sim.url])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious"
+    assert not (folder / "clip.mp4").is_symlink() and (folder / "clip.mp4").stat().st_size > 1000

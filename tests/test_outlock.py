@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from click.testing import CliRunner
 
 from comfy_driver.cli import main
@@ -70,16 +69,19 @@ def test_a_folder_of_a_corrupt_identity_is_not_taken_over(tmp_path: Path) -> Non
             pass
 
 
+def _running(tmp_path: Path) -> tuple[SimProcess, Path, subprocess.Popen[str]]:
+    """A simulator and a `run` of the test series on it, once a prompt of it is running."""
+    sim = SimProcess(tmp_path / "sim", time_scale=0.05)
+    path = series_file(tmp_path)
+    first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
+    sim.wait_until_running()
+    return sim, path, first
+
+
 def test_two_runs_of_one_series_at_once(tmp_path: Path) -> None:
     """The second run exits 2 naming the first; nothing is rendered twice; the first finishes."""
-    sim = SimProcess(tmp_path / "sim", time_scale=0.05)
+    sim, path, first = _running(tmp_path)
     try:
-        path = series_file(tmp_path)
-        # Each download of the first run waits 3 s, so it still holds the folder when the second starts,
-        # however slowly that second process starts on a loaded machine.
-        requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
-        first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
-        sim.wait_until_running()
         first.send_signal(signal.SIGSTOP)  # mid-run, however slowly the second one starts
         second = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
         out_second, _ = second.communicate(timeout=60)
@@ -101,14 +103,8 @@ def test_two_runs_of_one_series_at_once(tmp_path: Path) -> None:
 
 def test_a_killed_run_leaves_the_folder_free(tmp_path: Path) -> None:
     """A run killed with SIGKILL holds nothing: the next run starts at once and resumes."""
-    sim = SimProcess(tmp_path / "sim", time_scale=0.2)
+    sim, path, first = _running(tmp_path)
     try:
-        path = series_file(tmp_path)
-        # Each download of the first run waits 3 s, so it still holds the folder when the second starts,
-        # however slowly that second process starts on a loaded machine.
-        requests.post(sim.url + "/sim/faults", json={"slow_view": 3.0}, timeout=5).raise_for_status()
-        first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
-        sim.wait_until_running()
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         started = time.monotonic()

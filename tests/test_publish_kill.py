@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from comfy_driver.paths import ROOT
 from tests.fakeyoutube import FakeYouTube, Hold
 from tests.youtubekit import CHUNK, episode, sign_in
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: tests/ is imported from there
 SIZES = {"ep01": 19 * CHUNK + 100, "ep02": 17 * CHUNK + 3}
 
 
@@ -24,8 +24,8 @@ class Drivers:
     """Forks publishing drivers from one process that has imported everything (tests/publish_driver.py)."""
 
     def __init__(self, config: Path) -> None:
-        self.config = config  # XDG_CONFIG_HOME of the drivers: where the sign-in is
-        env = {**os.environ, "XDG_CONFIG_HOME": str(config), "PYTHONPATH": str(ROOT)}
+        self.config = config  # the drivers' user config folder: where the sign-in is
+        env = {**os.environ, "COMFY_DRIVE_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.publish_driver"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         assert self._ask(None) == "ready"
@@ -63,7 +63,7 @@ def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drivers]:
 
 @pytest.fixture
 def setup(tmp_path: Path, zygote: Drivers, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeYouTube, Drivers]]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(zygote.config))
+    monkeypatch.setenv("COMFY_DRIVE_CONFIG", str(zygote.config))
     server = FakeYouTube()
     server.start()
     sign_in(server)

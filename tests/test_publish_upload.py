@@ -16,8 +16,7 @@ from tests.youtubekit import CHUNK, episode, metadata, publisher, sign_in
 
 
 @pytest.fixture
-def yt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeYouTube]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def yt() -> Iterator[FakeYouTube]:
     server = FakeYouTube()
     server.start()
     sign_in(server)
@@ -205,3 +204,23 @@ def test_revoked_and_missing_tokens_name_the_fixing_command(yt: FakeYouTube, tmp
     with pytest.raises(UserError, match="no YouTube sign-in for account 'nobody'"):
         publisher(yt, tmp_path / "publish.db", account="nobody")
     assert not yt.sessions
+
+
+def test_a_connection_that_keeps_failing_is_one_clear_error(yt: FakeYouTube, tmp_path: Path) -> None:
+    from comfy_driver.publish.errors import PublishError
+
+    ep = episode(tmp_path / "ep01")
+    yt.drops = [CHUNK + i for i in range(1, 40)]  # every try of the second chunk is cut
+    pub = publisher(yt, tmp_path / "publish.db", attempts=3)
+    with pytest.raises(PublishError, match="no answer from YouTube after several tries"):
+        pub.publish_episode(ep, metadata(ep))
+    pub.close()
+    yt.drops = []
+    assert publish(yt, tmp_path, ep).status == "published" and len(yt.sessions) == 1
+
+
+def test_a_playlist_deleted_on_youtube_is_made_again(yt: FakeYouTube, tmp_path: Path) -> None:
+    first = publish(yt, tmp_path, episode(tmp_path / "ep01", "ep01"), playlist="Series")
+    yt.playlists.clear()
+    second = publish(yt, tmp_path, episode(tmp_path / "ep02", "ep02", index=2), playlist="Series")
+    assert yt.playlist_of(second.video_id) == ["Series"] and first.playlist_id != second.playlist_id

@@ -10,7 +10,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from comfy_driver.cli import _sim_server, main
+from comfy_driver.api import simulator
+from comfy_driver.cli import main
 from comfy_driver.errors import UserError
 from comfy_driver.models.catalog import bundled_catalog, sim_release
 from comfy_driver.models.lock import load_lock
@@ -44,7 +45,7 @@ def test_sim_command_plays_the_release(tmp_path: Path) -> None:
     assert sim_release("0.33") == "0.33.0" and sim_release("v0.3.64") == "0.3.64"
     with pytest.raises(UserError, match="plays ComfyUI 0.3.64 and 0.33.0"):
         sim_release("0.20.1")
-    server = _sim_server(tmp_path, speed="instant", comfyui="0.33.0")
+    server = simulator(tmp_path, speed="instant", comfyui="0.33.0")
     url = server.start()
     try:
         stats = requests.get(f"{url}/system_stats").json()["system"]

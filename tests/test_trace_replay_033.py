@@ -14,6 +14,7 @@ from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted
 from comfy_driver.comfy.follow import Follower
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.comfy.versions import Version
 from comfy_driver.sim.server import Faults
@@ -65,13 +66,13 @@ def test_client_follows_every_trace_to_its_recorded_outcome(name: str) -> None:
     posts = _posts(trace)
     adapted = {"ws_messages": trace["ws_messages"], "posts": posts, "history_immediately_after_done": _entries(trace)}
     server = ReplayServer(adapted)
-    client = ComfyClient(f"http://127.0.0.1:{server.port}")
+    client = ComfyClient(f"http://127.0.0.1:{server.port}", settings=Settings(history_wait=2.0))
     outcomes = _outcomes(trace)
     graphs = {p["response"]["prompt_id"]: p["request"]["prompt"] for p in posts}
     results = {}
     try:
         with EventStream(client.address, posts[0]["request"]["client_id"]) as stream:
-            follower = Follower(client, stream, history_wait=2.0)
+            follower = Follower(client, stream)
             for pid in outcomes:
                 follower.watch(pid, graphs.get(pid, {}))
             while follower.pending:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ CHUNK = 256 * 1024
 
 def sign_in(yt: FakeYouTube, account: str = "default", *, playlists: bool = True, expired: bool = False,
             refresh_token: str = REFRESH) -> Path:
-    """A token file for the fake server, as `auth youtube` would write it (XDG_CONFIG_HOME must be set)."""
+    """A token file for the fake server, as `auth youtube` would write it (in the user config folder: tests
+    get their own, COMFY_DRIVE_CONFIG)."""
     from google.oauth2.credentials import Credentials
 
     expiry = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=-1 if expired else 1)
@@ -57,6 +57,3 @@ def publisher(yt: FakeYouTube, ledger: Path, **options: Any) -> Publisher:
 def file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def config_home(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config")}

@@ -22,11 +22,15 @@ DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose chosen option brings ne
 AUTOGROW = "COMFY_AUTOGROW_V3"  # a growing list of inputs made from a template
 MATCHTYPE = "COMFY_MATCHTYPE_V3"  # an input of whichever type is linked, among allowed_types
 
-# Widget options that mark an input whose value is a file the server checks in its input folder.
 # The option flags by which object_info marks a combo as an upload input (the GUI adds an upload button).
 UPLOAD_FLAGS = ("image_upload", "animated_image_upload", "video_upload", "audio_upload")
 # Of those, the inputs whose node checks that the file exists, as the server validates, and its kind.
 CHECKED_UPLOADS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
+
+
+# File inputs of node packs whose object_info carries no upload flag, though the node checks the file
+# in the server's input folder itself (VideoHelperSuite lists videos the GUI uploads).
+PACK_FILE_INPUTS = {("VHS_LoadVideo", "video"): "video", ("VHS_LoadAudioUpload", "audio"): "audio"}
 
 
 def option_specs(nodes: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
@@ -88,9 +92,17 @@ class Catalog:
         return counts
 
     def output_types(self, class_type: str) -> tuple[Any, ...]:
+        """The type of each output; a match-type output has the allowed types of its template."""
         types = self._outputs.get(class_type)
         if types is None:
-            types = self._outputs[class_type] = tuple(self.nodes[class_type].get("output", []))
+            node = self.nodes[class_type]
+            matches = node.get("output_matchtypes") or []
+            templates = [extra["template"] for _, _, _, extra in self.live_inputs(class_type, {})
+                         if isinstance(extra.get("template"), dict) and "template_id" in extra["template"]]
+            allowed = {t["template_id"]: t.get("allowed_types", "*") for t in templates}
+            types = self._outputs[class_type] = tuple(
+                allowed.get(matches[i], "*") if t == MATCHTYPE and i < len(matches) else t
+                for i, t in enumerate(node.get("output", [])))
         return types
 
     def is_output_node(self, class_type: str) -> bool:
@@ -134,7 +146,7 @@ class Catalog:
         for flag, kind in CHECKED_UPLOADS.items():
             if extra and extra.get(flag):
                 return kind
-        return None
+        return PACK_FILE_INPUTS.get((class_type, name))
 
     def input_files(self) -> set[str]:
         """The files the server's upload combos list (what its input folder holds)."""
@@ -426,7 +438,8 @@ def _validate_inputs(catalog: Catalog, prompt: dict[str, Any], node_id: str,
                                "extra_info": {"input_name": name, "input_config": info, "received_value": val,
                                               "exception_message": str(ex)}})
                 continue
-        kind = next((k for f, k in CHECKED_UPLOADS.items() if extra.get(f)), None)
+        kind = next((k for f, k in CHECKED_UPLOADS.items() if extra.get(f)),
+                    PACK_FILE_INPUTS.get((class_type, name)))
         if kind is not None and file_exists is not None:
             custom.append((name, kind))
             continue

@@ -322,6 +322,11 @@ class ComfyClient:
         self._known_uploads.add(stored)
         return stored
 
+    @property
+    def uploaded(self) -> frozenset[str]:
+        """The input-file names this client uploaded or found on the server."""
+        return frozenset(self._known_uploads)
+
     def _server_has_input(self, name: str, subfolder: str) -> bool:
         response = self._request("GET", "/view", params={"filename": name, "subfolder": subfolder,
                                                          "type": "input"},

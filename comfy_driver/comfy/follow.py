@@ -21,7 +21,7 @@ from comfy_driver.comfy.events import (Event, ExecutionCached, ExecutionError, E
                                         Reconnected)
 from comfy_driver.comfy.outputs import OutputFile, collect_outputs
 from comfy_driver.comfy.stream import EventStream
-from comfy_driver.errors import DriveError
+from comfy_driver.errors import DriveError, JobTimeout
 
 
 @dataclass
@@ -140,7 +140,7 @@ class Follower:
                 return watch.result
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+                raise JobTimeout(f"prompt {prompt_id} did not finish in {timeout:g} s")
             self.next_finished(timeout=left, on_event=on_event)
 
     def resolve(self, watch: Watch) -> Watch:

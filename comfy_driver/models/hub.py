@@ -170,12 +170,12 @@ def download(info: FileInfo, part: Path, on_bytes: Callable[[int], None], *, rep
             _get(info, writer, dict(build_hf_headers(token=token())), repo=repo, path=path)
         if writer.size != info.size:
             raise RunError(f"{repo}/{path}: the download ended at {writer.size} of {info.size} bytes",
-                           hint="run fetch again (it resumes)")
+                           hint="download it again: the download resumes")
     except DriveError:
         raise
     except OSError as exc:
         if exc.errno == 28:
-            raise RunError(f"disk full while downloading {path}", hint="free disk space and run fetch again "
+            raise RunError(f"disk full while downloading {path}", hint="free disk space and download it again "
                            "(it resumes)") from None
         raise describe_error(exc, repo, path, "") from None
     except Exception as exc:  # noqa: BLE001

@@ -78,6 +78,11 @@ class Comparison:
     videos: dict[str, Path] = field(default_factory=dict)  # scene key -> side-by-side MP4
 
 
+def default_folder(loaded: LoadedSeries) -> Path:
+    """Where a series' comparisons go: beside its run's output, never in it."""
+    return loaded.output_dir / loaded.slug / "compare"
+
+
 def choose_scenes(jobs: list[SceneJob], wanted: list[str] | None) -> list[SceneJob]:
     keys = [j.spec.key for j in jobs]
     unknown = [k for k in wanted or [] if k not in keys]
@@ -103,16 +108,20 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
                                "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
 
 
-def compare(loaded: LoadedSeries, backends: list[str], servers: list[str], *, scenes: list[str] | None = None,
+def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None) -> dict[str, list[SceneJob]]:
+    """Each backend's jobs for the chosen scenes; every problem of every backend now, before any render."""
+    if len(set(backends)) != len(backends) or not backends:
+        raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
+    return {b: choose_scenes(build_jobs(loaded, b), scenes) for b in backends}
+
+
+def compare(loaded: LoadedSeries, chosen: dict[str, list[SceneJob]], servers: list[str], *,
             from_report: bool = False, progress: bool = True, folder: Path | None = None) -> Comparison:
-    """Render the chosen scenes with each backend (keeping earlier renders), measure, and compare.
+    """Render the planned scenes with each backend (keeping earlier renders), measure, and compare.
 
     With `from_report`, nothing is rendered: the comparison is made from the renders already kept.
     """
-    if len(set(backends)) != len(backends) or not backends:
-        raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    chosen = {b: choose_scenes(build_jobs(loaded, b), scenes) for b in backends}  # every error before any render
-    folder = folder or loaded.output_dir / loaded.slug / "compare"
+    folder = folder or default_folder(loaded)
     keys = [j.spec.key for j in next(iter(chosen.values()))]
     say = Progress(0, enabled=progress)
     results = []

@@ -1,8 +1,8 @@
 """Publishing a run's finished episodes: from the run report to YouTube, one episode at a time.
 
 The report names each stitched episode (file, sha256, scenes with the backend that made them), so
-publishing needs nothing else of the run: `run --publish` calls it as episodes finish, `publish`
-for a series rendered earlier. All metadata is rendered and checked before the first upload; with
+publishing needs nothing else of the run: `run --publish` calls it once the run has joined its
+episodes, `publish` for a series rendered earlier. All metadata is rendered and checked before the first upload; with
 the sign-in checked too, a mistake in the publish section stops everything before a byte is sent.
 A spent quota stops publishing (the rest waits for the next run); another failure of one episode
 does not stop the next.
@@ -20,12 +20,12 @@ from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.config.source import load_yaml
 from comfy_driver.errors import RunError, UserError
+from comfy_driver.pipeline.report import RunReport
 from comfy_driver.publish.errors import PublishError, QuotaExhausted
 from comfy_driver.publish.ledger import Ledger
 from comfy_driver.publish.metadata import EpisodeInfo, SceneInfo, VideoMetadata, render_metadata
 from comfy_driver.publish.publisher import PublishOptions, Publisher
 from comfy_driver.publish.record import PublishRecord
-from comfy_driver.pipeline.report import RunReport
 
 LEDGER = "publish.db"  # in the series folder, beside state.db and report.json
 
@@ -50,9 +50,9 @@ def _where(loaded: LoadedSeries) -> Callable[[str], str]:
 
 def _models(backends: list[str]) -> list[str]:
     from comfy_driver.models.lock import load_lock
-    from comfy_driver.paths import MODELS_LOCK
+    from comfy_driver.paths import models_lock
 
-    lock = load_lock(MODELS_LOCK)
+    lock = load_lock(models_lock())
     known = {b for m in lock.models for b in m.backends}
     used = [b for b in backends if b in known]
     return sorted({m.name for m in lock.for_backends(used)}) if used else []

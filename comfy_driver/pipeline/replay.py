@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from comfy_driver import jsontext
 from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.workflow.convert import ui_to_api
 from comfy_driver.workflow.files import detect_format, load_json
@@ -59,8 +61,14 @@ def parse_set(text: str) -> tuple[str, str, Any]:
     return title, name, value
 
 
-def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict[str, Any]:
-    """The graph with each --set applied, by node title (or node id); every problem reported."""
+def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog, *,
+               local_files: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
+    """The graph with each --set applied, by node title (or node id); every problem reported.
+
+    A value that names a file on this machine, set on a file input (LoadImage, LoadVideo,
+    VHS_LoadVideo ...), is put in `local_files` under (node id, input): `upload_files` sends it to
+    the server, content-addressed as `run` does, and puts the server's name in its place.
+    """
     graph = json.loads(json.dumps(graph))
     titles: dict[str, list[str]] = {}
     for node_id, node in graph.items():
@@ -90,6 +98,34 @@ def apply_sets(graph: dict[str, Any], sets: list[str], catalog: Catalog) -> dict
                           + (f"; did you mean {guess[0]!r}?" if guess else ""))
             continue
         node["inputs"][name] = value
+        if local_files is not None and isinstance(value, str) and _is_file_input(catalog, node["class_type"], name):
+            path = Path(value).expanduser()
+            if path.is_file():  # else it names a file already in the server's input folder
+                local_files[(ids[0], name)] = path
     if errors:
         raise UserError("\n".join(errors))
     return graph
+
+
+def _is_file_input(catalog: Catalog, class_type: str, name: str) -> bool:
+    return class_type in catalog and catalog.upload_kind(class_type, name) is not None
+
+
+def upload_files(client: ComfyClient, graph: dict[str, Any], local_files: dict[tuple[str, str], Path]) -> set[str]:
+    """Upload each local file a --set named and put its server name in the graph; returns the names."""
+    stored = set()
+    for (node_id, name), path in local_files.items():
+        graph[node_id]["inputs"][name] = client.upload(path)
+        stored.add(graph[node_id]["inputs"][name])
+    return stored
+
+
+def new_output_folder(stem: str, base: Path | None = None) -> Path:
+    """A folder no earlier replay used: replay-<workflow>-<date>-<time>[-N]."""
+    base = base or Path.cwd()
+    name = f"replay-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = base / name, 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{name}-{n}"
+    return folder

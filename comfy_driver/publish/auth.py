@@ -1,6 +1,6 @@
 """Signing in to YouTube: the OAuth installed-app flow once, then a stored token refreshed silently.
 
-One token file per named account (a channel), `$XDG_CONFIG_HOME/comfy-drive/youtube/<account>.json`,
+One token file per named account (a channel), `<user config folder>/youtube/<account>.json`,
 written 0600 from its first byte: it holds the refresh token and the OAuth client's secret. It also
 records the API origin it was made for, and is never sent to another (the test endpoint included).
 Scopes are the least the publish settings need: upload and read, plus manage for playlists.
@@ -9,7 +9,6 @@ Scopes are the least the publish settings need: upload and read, plus manage for
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from comfy_driver import confined
 from comfy_driver.errors import UserError
+from comfy_driver.paths import config_dir
 from comfy_driver.publish.errors import SignInNeeded
 
 UPLOAD = "https://www.googleapis.com/auth/youtube.upload"
@@ -30,8 +30,7 @@ def scopes_for(playlists: bool) -> list[str]:
 
 
 def youtube_dir() -> Path:
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "comfy-drive" / "youtube"
+    return config_dir() / "youtube"
 
 
 def token_path(account: str) -> Path:

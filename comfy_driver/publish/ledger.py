@@ -123,6 +123,9 @@ class Ledger:
             row = self.db.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def forget(self, key: str) -> None:
+        self._write("DELETE FROM facts WHERE key = ?", (key,))
+
     def remember(self, key: str, value: str) -> None:
         self._write("INSERT INTO facts (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key, value))

@@ -198,8 +198,15 @@ class Publisher:
 
     def _playlist(self, episode_id: str, row: Upload, title: str, privacy: str) -> None:
         playlist_id = self._playlist_id(title, privacy)
-        present = self.calls(self.youtube.playlistItems().list(playlistId=playlist_id, videoId=row.video_id,
-                                                               part="id"), f"reading playlist {title!r}")
+        try:
+            present = self.calls(self.youtube.playlistItems().list(playlistId=playlist_id, videoId=row.video_id,
+                                                                   part="id"), f"reading playlist {title!r}")
+        except PublishError as exc:
+            if exc.reason != "playlistNotFound":
+                raise
+            self.ledger.forget(self._playlist_key(title))  # deleted on YouTube since: find or make it again
+            playlist_id = self._playlist_id(title, privacy)
+            present = {}
         if not present.get("items"):
             body = {"snippet": {"playlistId": playlist_id,
                                 "resourceId": {"kind": "youtube#video", "videoId": row.video_id}}}
@@ -207,8 +214,11 @@ class Publisher:
                        f"adding episode {episode_id} to playlist {title!r}", retry_if=_video_not_ready)
         self.ledger.playlist(episode_id, title, playlist_id)
 
+    def _playlist_key(self, title: str) -> str:
+        return f"{self.options.account}:playlist:{title}"
+
     def _playlist_id(self, title: str, privacy: str) -> str:
-        key = f"{self.options.account}:playlist:{title}"
+        key = self._playlist_key(title)
         known = self.ledger.fact(key)
         if known:
             return known

@@ -23,7 +23,7 @@ import tenacity
 from googleapiclient.errors import HttpError
 
 from comfy_driver.errors import UserError
-from comfy_driver.publish.errors import TRANSIENT_STATUSES, classify, reason
+from comfy_driver.publish.errors import TRANSIENT_STATUSES, PublishError, classify, reason
 
 Sleep = Callable[[float], None]
 
@@ -67,6 +67,12 @@ def is_transient(exc: BaseException) -> bool:
         not isinstance(exc, httplib2.ServerNotFoundError)
 
 
+def unreachable(exc: BaseException, what: str) -> PublishError:
+    """A connection failure that outlasted the retries."""
+    return PublishError(f"{what}: no answer from YouTube after several tries ({type(exc).__name__}: {exc})",
+                        hint="check the network; the next run resumes where this one stopped")
+
+
 def retrying(attempts: int, sleep: Sleep | None, on_retry: Callable[[BaseException], None] | None = None,
              extra: Callable[[BaseException], bool] | None = None) -> tenacity.Retrying:
     """Backoff with jitter (1 s doubling to 60 s); `sleep` is injectable so tests never wait."""
@@ -107,6 +113,8 @@ class Calls:
                     return request.execute(num_retries=0)
         except HttpError as exc:
             raise classify(exc, what) from None
+        except (OSError, http.client.HTTPException, httplib2.HttpLib2Error) as exc:
+            raise unreachable(exc, what) from None
         except RefreshError as exc:
             if self.on_auth_error is None:
                 raise

@@ -16,16 +16,18 @@ The file is read a chunk at a time, so memory does not grow with its size.
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httplib2
 from googleapiclient.errors import HttpError
 
 from comfy_driver.publish.errors import PublishError, classify
-from comfy_driver.publish.service import Sleep, retrying
+from comfy_driver.publish.service import Sleep, retrying, unreachable
 
 CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as the protocol requires of every chunk but the last
 ALIGN = 256 * 1024
@@ -46,8 +48,8 @@ class Uploaded:
 class _SessionRecorder:
     """An http object passed to next_chunk: reports the upload session as soon as the server opens it."""
 
-    def __init__(self, http: Any, on_session: Callable[[str], None]) -> None:
-        self.http = http
+    def __init__(self, inner: Any, on_session: Callable[[str], None]) -> None:
+        self.http = inner
         self.on_session = on_session
         self.sent = 0  # media bytes put on the wire, resent ones included
 
@@ -79,7 +81,7 @@ def upload_video(youtube: Any, path: Path, body: dict[str, Any], *, notify_subsc
     if session_uri:
         request.resumable_uri = session_uri
         request._in_error_state = True  # the first call asks the session where it stands (pinned: 2.202)
-    http = _SessionRecorder(request.http, on_session)
+    transport = _SessionRecorder(request.http, on_session)
     total = media.size()
     retries = 0
     started = time.monotonic()
@@ -95,11 +97,13 @@ def upload_video(youtube: Any, path: Path, body: dict[str, Any], *, notify_subsc
         while response is None:
             for attempt in retrying(attempts, sleep, on_retry=count):
                 with attempt:
-                    status, response = request.next_chunk(http=http, num_retries=0)
+                    status, response = request.next_chunk(http=transport, num_retries=0)
             if on_progress is not None:
                 on_progress(status.resumable_progress if status else total, total)
     except HttpError as exc:
         if request.resumable_uri and exc.status_code in (404, 410):
             raise SessionExpired(f"the upload session of {path.name} has expired") from None
         raise classify(exc, f"uploading {path.name}") from None
-    return Uploaded(video=response, sent=http.sent, seconds=time.monotonic() - started, retries=retries)
+    except (OSError, http.client.HTTPException, httplib2.HttpLib2Error) as exc:
+        raise unreachable(exc, f"uploading {path.name}") from None
+    return Uploaded(video=response, sent=transport.sent, seconds=time.monotonic() - started, retries=retries)

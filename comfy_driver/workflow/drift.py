@@ -43,7 +43,7 @@ def drift_notes(workflow: Mapping[str, Any], catalog: Catalog, fe: Frontend) -> 
     """One line per node whose saved inputs do not fit the server's definition of its type."""
     notes = []
     for where, node in _nodes(workflow):
-        class_type = node.get("type")
+        class_type = str(node.get("type"))
         if class_type not in catalog:
             continue
         label = f"node {node.get('id')} {node.get('title') or class_type!r} ({class_type}){where}"

@@ -51,6 +51,9 @@ FACTS: tuple[Fact, ...] = (
          "each value overwrote the single key UNKNOWN"),
     Fact("no_preview_any_widget", (1, 49, 0),
          "PreviewAny lost its frontend-only 'preview' text widget (it was sent as '')"),
+    Fact("keeps_empty_file_names", (1, 49, 0),
+         "a file-upload combo (LoadImage, LoadVideo) saved as '' keeps it; older GUIs put the first file of "
+         "the server's list in it when they open the workflow (the text 'undefined' when the list is empty)"),
     Fact("load3d_buttons_sent", (1, 49, 0),
          "Load3D's buttons ('upload 3d model', 'upload extra resources', 'clear') are sent with their "
          "saved values"),

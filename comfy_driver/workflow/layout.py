@@ -77,9 +77,9 @@ def api_to_ui(graph: dict[str, Any], catalog: Catalog, *, name: str = "") -> dic
             inputs.append(_slot(input_name, input_type, category == "optional", in_link.get((node_id, input_name))))
         listed = {entry["name"] for entry in inputs} | widget_names
         for input_name in node["inputs"]:  # sockets the definition grows (autogrow, nested dynamic inputs)
-            link_id = in_link.get((node_id, input_name))
-            if link_id is not None and input_name not in listed:
-                inputs.append(_slot(input_name, link_by_id[link_id][5], True, link_id))
+            grown = in_link.get((node_id, input_name))
+            if grown is not None and input_name not in listed:
+                inputs.append(_slot(input_name, link_by_id[grown][5], True, grown))
         for widget, _ in widgets:  # then one entry per widget (controls aside), so links can reach them
             if widget.sent or widget.type is not None:
                 input_type = "COMBO" if isinstance(widget.type, list) else widget.type

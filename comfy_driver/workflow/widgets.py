@@ -83,7 +83,7 @@ def _input_widgets(name: str, spec: Any, fe: Frontend, types: dict[str, Any], op
         control = input_type == "INT" and name in ("seed", "noise_seed")  # the full name: not nested ones
     if control:
         widgets.append(WidgetDef("control_after_generate", False, "fixed"))
-    if (isinstance(input_type, list) or input_type == "COMBO") and any(options.get(flag) for flag in UPLOAD_FLAGS):
+    if is_file_upload(widgets[0]):
         widgets.append(WidgetDef("upload", False, "image", "AUDIOUPLOAD" if options.get("audio_upload") else "IMAGEUPLOAD"))
     return widgets
 
@@ -204,7 +204,19 @@ def named_values(catalog: Catalog, class_type: str, fe: Frontend, raw: Any) -> d
                 for extra, extra_default in format_widgets(catalog, class_type, widget.name, values[widget.name]):
                     values[extra] = raw.get(extra, extra_default)
         return values
-    return {w.name: v for w, v in assign(defs, list(raw or [])) if w.sent}
+    values = {w.name: v for w, v in assign(defs, list(raw or [])) if w.sent}
+    if not fe.has("keeps_empty_file_names"):
+        for widget in defs:
+            if widget.name in values and values[widget.name] in ("", None) and is_file_upload(widget):
+                choices = widget.type if isinstance(widget.type, list) else widget.options.get("options") or []
+                values[widget.name] = choices[0] if choices else "undefined"
+    return values
+
+
+def is_file_upload(widget: WidgetDef) -> bool:
+    """A combo listing the server's input files, with an upload button."""
+    return (isinstance(widget.type, list) or widget.type == "COMBO") and any(
+        widget.options.get(flag) for flag in UPLOAD_FLAGS)
 
 
 def format_widgets(catalog: Catalog, class_type: str, name: str, value: Any) -> list[tuple[str, Any]]:

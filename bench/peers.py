@@ -1,0 +1,188 @@
+"""comfy-drive beside other ComfyUI client libraries, on the same instant simulator, in one run.
+
+Each client queues N prompts (EmptyImage 64x64 -> SaveImage, a different colour each, so none is
+served from cache) and downloads every output, from a fresh process: interpreter start, imports and
+(for comfy-drive) series load and planning are included. Per client, the median of the repeats:
+
+- prompts/s: N over the wall time of that process;
+- CPU ms per prompt: the process's user + system CPU over N;
+- idle gap: the server's own timestamps, execution_success of one prompt to execution_start of the
+  next; the time the GPU would have waited for the client.
+
+The peers are installed in the bench's own virtual environment (`--venv`, made on first use with
+pip), never as dependencies of comfy-drive: comfy-toolkit (its websocket tracker, `[ws]`) and
+comfy-api-simplified. A peer pip cannot install is reported and left out. The peers submit one
+prompt at a time, as their documentation shows; comfy-drive keeps the next prompt queued
+(`--depth`, queue-ahead).
+
+    python bench/peers.py [--prompts 200] [--repeats 5] [--venv bench/.peers-venv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from throughput import start_sim  # noqa: E402 - the simulator in its own process, as the other benches
+
+PEERS = {"comfy-toolkit": "comfy-toolkit[ws]", "comfy-api-simplified": "comfy-api-simplified"}
+
+# Each peer as its documentation shows it: submit, follow to the end, download the outputs.
+SCRIPTS = {
+    "comfy-toolkit": """
+import sys
+from comfy_toolkit import ComfyClient
+url, count, offset, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+client = ComfyClient(url)
+for i in range(count):
+    graph = {GRAPH}
+    graph["1"]["inputs"]["color"] = offset + i
+    result = client.submit_and_track(graph)
+    for image in result["images"]:
+        client.save(image, out)
+""",
+    "comfy-api-simplified": """
+import sys
+from pathlib import Path
+from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
+url, count, offset, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+api = ComfyApiWrapper(url)
+for i in range(count):
+    graph = {GRAPH}
+    graph["1"]["inputs"]["color"] = offset + i
+    for name, data in api.queue_and_wait_images(ComfyWorkflowWrapper(graph), "Save").items():
+        (out / f"{offset + i}-{name}").write_bytes(data)
+""",
+}
+
+GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+               "_meta": {"title": "Canvas"}},
+         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "peers/img"},
+               "_meta": {"title": "Save"}}}
+
+
+def peers_venv(venv: Path) -> tuple[Path, dict[str, str]]:
+    """The bench's own environment with every peer pip can install; (python, {peer: why not})."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    missing = {}
+    marker = venv / "installed-peers.json"
+    installed = json.loads(marker.read_text()) if marker.exists() else {}
+    for name, requirement in PEERS.items():
+        if installed.get(name) == requirement:
+            continue
+        got = subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], capture_output=True, text=True)
+        if got.returncode == 0:
+            installed[name] = requirement
+        else:
+            missing[name] = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
+    marker.write_text(json.dumps(installed))
+    return python, missing
+
+
+def history(url: str) -> dict[str, dict]:
+    with urllib.request.urlopen(f"{url}/history?max_items=100000", timeout=30) as reply:
+        return json.load(reply)
+
+
+def idle_gaps(entries: list[dict]) -> list[float]:
+    spans = []
+    for entry in entries:
+        msgs = dict((kind, data) for kind, data in entry["status"]["messages"])
+        spans.append((msgs["execution_start"]["timestamp"], msgs["execution_success"]["timestamp"]))
+    spans.sort()
+    return [float(nxt[0] - prev[1]) for prev, nxt in zip(spans, spans[1:])]
+
+
+def drive_series(folder: Path, count: int, offset: int) -> Path:
+    lines = [f"title: peers\nbackend: tiny\noutput: out\nworkflows: {HERE.parent / 'tests' / 'workflows'}\n"
+             "episodes:\n  - id: e\n    scenes:"]
+    lines += [f"      - {{id: s{i}, seed: {offset + i}}}" for i in range(count)]
+    path = folder / "series.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def measure(command: list[str], url: str, count: int, out: Path) -> dict[str, float]:
+    before = set(history(url))
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wall = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    after = history(url)
+    new = [after[pid] for pid in after if pid not in before]
+    files = [p for p in out.rglob("*.png")]
+    if len(new) != count or len(files) != count:
+        raise SystemExit(f"{command[:3]}: {len(new)} prompts ran and {len(files)} files arrived, not {count}")
+    gaps = idle_gaps(new)
+    return {"prompts_per_s": count / wall, "cpu_ms_per_prompt": 1000 * cpu / count,
+            "gap_ms_median": statistics.median(gaps)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--venv", type=Path, default=HERE / ".peers-venv", help="the peers' own environment")
+    ap.add_argument("--depth", type=int, default=2, help="comfy-drive's queue-ahead depth")
+    args = ap.parse_args()
+    python, missing = peers_venv(args.venv)
+    clients = ["comfy-drive"] + [p for p in PEERS if p not in missing]
+    results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_sim(Path(tmp) / "sim")
+        try:
+            offset = 0
+            for rep in range(args.repeats):
+                for client in clients:  # interleaved, so drift of the machine hits every client alike
+                    folder = Path(tmp) / f"{client}-{rep}"
+                    out = folder / "out"
+                    out.mkdir(parents=True)
+                    if client == "comfy-drive":
+                        series = drive_series(folder, args.prompts, offset)
+                        command = [sys.executable, "-m", "comfy_driver.cli", "run", str(series), "--server", url,
+                                   "--depth", str(args.depth)]
+                    else:
+                        script = folder / "peer.py"
+                        script.write_text(SCRIPTS[client].replace("{GRAPH}", repr(GRAPH)), encoding="utf-8")
+                        command = [str(python), str(script), url, str(args.prompts), str(offset), str(out)]
+                    results[client].append(measure(command, url, args.prompts, out))
+                    offset += args.prompts
+        finally:
+            proc.terminate()
+    med = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in results.items()}
+    print(f"{args.prompts} prompts (EmptyImage 64x64 -> SaveImage, downloaded) per run, median of "
+          f"{args.repeats} runs, instant simulator, each client a fresh process")
+    print(f"{'client':<22} {'prompts/s':>10} {'CPU ms/prompt':>14} {'idle gap ms (median)':>21}")
+    for client, m in med.items():
+        print(f"{client:<22} {m['prompts_per_s']:>10.1f} {m['cpu_ms_per_prompt']:>14.2f} {m['gap_ms_median']:>21.1f}")
+    for name, why in missing.items():
+        print(f"{name:<22} not installable here: {why}")
+    peers = [c for c in clients if c != "comfy-drive"]
+    if peers:
+        ours = med["comfy-drive"]
+        best = max(peers, key=lambda c: med[c]["prompts_per_s"])
+        lightest = min(peers, key=lambda c: med[c]["cpu_ms_per_prompt"])
+        print(f"comfy-drive: {ours['prompts_per_s'] / med[best]['prompts_per_s']:.2f}x the prompts/s of the best peer "
+              f"({best}); {ours['cpu_ms_per_prompt'] / med[lightest]['cpu_ms_per_prompt']:.2f}x the CPU per prompt "
+              f"of the lightest ({lightest})")
+
+
+if __name__ == "__main__":
+    main()
