@@ -603,8 +603,11 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
     def list_nodes(url: str) -> set[str]:
         return set(_client(url).object_info(refresh=True))
 
+    versions = {b: str(known.backend(b).needs.comfyui) for b in names
+                if b in known.backends and known.backend(b).needs.comfyui}
     setup_plan = make_plan(comfyui, packs, entries, python=python, server=server, fetch_models=fetch_models,
-                           describe_models=describe, models_missing=bool(missing), list_nodes=list_nodes, start_timeout=start_timeout)
+                           describe_models=describe, models_missing=bool(missing), list_nodes=list_nodes,
+                           start_timeout=start_timeout, versions=versions)
     if dry_run:
         for action in setup_plan.actions:
             click.echo(f"{action.kind:<12} {action.text}" + ("" if action.run else "  (nothing to do)"))

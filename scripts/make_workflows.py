@@ -80,27 +80,39 @@ def animate_model(g: G, gguf: bool = False) -> str:
     return g.add("ModelSamplingSD3", "Shift", shift=8.0, model=(relight, 0))
 
 
-def driving(g: G) -> dict[str, tuple[str, int]]:
-    """Poses, face and character mask from the driving video (DWPose, SAM2), as the official graph does."""
+def driving_frames(g: G, method: str = "lanczos") -> str:
+    """The driving video's frames, fitted to the video size."""
     video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
     frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
-    fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="lanczos", width=832,
-                   height=480, crop="center")
+    return g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method=method, width=832,
+                 height=480, crop="center")
+
+
+def character_mask(g: G, fitted: str, keep_model_loaded: bool) -> tuple[str, str]:
+    """(mask, background): SAM2 finds the character from a point (a parameter, not hand-placed per
+    scene), the mask grown and made blocky, the background is the video with the character blacked out."""
+    sam = g.add("DownloadAndLoadSAM2Model", "SAM2", model="sam2_hiera_base_plus.safetensors", segmentor="video",
+                device="cuda", precision="fp16")
+    point = g.add("PrimitiveString", "Character Point", value='[{"x": 416, "y": 240}]')
+    mask = g.add("Sam2Segmentation", "Character Mask", sam2_model=(sam, 0), image=(fitted, 0),
+                 keep_model_loaded=keep_model_loaded, coordinates_positive=(point, 0), individual_objects=False)
+    grown = g.add("GrowMask", "Grow Mask", mask=(mask, 0), expand=10, tapered_corners=True)
+    blocks = g.add("BlockifyMask", "Blockify Mask", masks=(grown, 0), block_size=32, device="cpu")
+    background = g.add("DrawMaskOnImage", "Background", image=(fitted, 0), mask=(blocks, 0), color="0, 0, 0",
+                       device="cpu")
+    return blocks, background
+
+
+def driving(g: G) -> dict[str, tuple[str, int]]:
+    """Poses, face and character mask from the driving video (DWPose, SAM2), as the official graph does."""
+    fitted = driving_frames(g)
     face = g.add("DWPreprocessor", "Face Pose", image=(fitted, 0), detect_hand="disable", detect_body="disable",
                  detect_face="enable", resolution=512, bbox_detector="yolox_l.onnx",
                  pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt", scale_stick_for_xinsr_cn="disable")
     body = g.add("DWPreprocessor", "Body Pose", image=(fitted, 0), detect_hand="enable", detect_body="enable",
                  detect_face="disable", resolution=512, bbox_detector="yolox_l.onnx",
                  pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt", scale_stick_for_xinsr_cn="disable")
-    sam = g.add("DownloadAndLoadSAM2Model", "SAM2", model="sam2_hiera_base_plus.safetensors", segmentor="video",
-                device="cuda", precision="fp16")
-    point = g.add("PrimitiveString", "Character Point", value='[{"x": 416, "y": 240}]')
-    mask = g.add("Sam2Segmentation", "Character Mask", sam2_model=(sam, 0), image=(fitted, 0), keep_model_loaded=True,
-                 coordinates_positive=(point, 0), individual_objects=False)
-    grown = g.add("GrowMask", "Grow Mask", mask=(mask, 0), expand=10, tapered_corners=True)
-    blocks = g.add("BlockifyMask", "Blockify Mask", masks=(grown, 0), block_size=32, device="cpu")
-    background = g.add("DrawMaskOnImage", "Background", image=(fitted, 0), mask=(blocks, 0), color="0, 0, 0",
-                       device="cpu")
+    blocks, background = character_mask(g, fitted, keep_model_loaded=True)
     return {"face_video": (face, 0), "pose_video": (body, 0), "background_video": (background, 0),
             "character_mask": (blocks, 0)}
 
@@ -184,25 +196,14 @@ def wan22_animate_kj(with_driving: bool) -> dict[str, Any]:
                         combine_embeds="average", force_offload=True, tiles=0, ratio=0.5)
     extra: dict[str, Any] = {}
     if with_driving:
-        video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
-        frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
-        fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="lanczos", width=832,
-                       height=480, crop="center")
+        fitted = driving_frames(g)
         pose = g.add("DWPreprocessor", "Body Pose", image=(fitted, 0), detect_hand="disable", detect_body="enable",
                      detect_face="disable", resolution=512, bbox_detector="yolox_l.torchscript.pt",
                      pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt", scale_stick_for_xinsr_cn="disable")
         face_mask = g.add("FaceMaskFromPoseKeypoints", "Face Mask", pose_kps=(pose, 1), person_index=0)
         face = g.add("ImageCropByMaskAndResize", "Face Crops", image=(fitted, 0), mask=(face_mask, 0),
                      base_resolution=512, padding=0, min_crop_resolution=128, max_crop_resolution=512)
-        sam = g.add("DownloadAndLoadSAM2Model", "SAM2", model="sam2_hiera_base_plus.safetensors", segmentor="video",
-                    device="cuda", precision="fp16")
-        point = g.add("PrimitiveString", "Character Point", value='[{"x": 416, "y": 240}]')
-        mask = g.add("Sam2Segmentation", "Character Mask", sam2_model=(sam, 0), image=(fitted, 0),
-                     keep_model_loaded=False, coordinates_positive=(point, 0), individual_objects=False)
-        grown = g.add("GrowMask", "Grow Mask", mask=(mask, 0), expand=10, tapered_corners=True)
-        blocks = g.add("BlockifyMask", "Blockify Mask", masks=(grown, 0), block_size=32, device="cpu")
-        background = g.add("DrawMaskOnImage", "Background", image=(fitted, 0), mask=(blocks, 0), color="0, 0, 0",
-                           device="cpu")
+        blocks, background = character_mask(g, fitted, keep_model_loaded=False)
         extra = {"pose_images": (pose, 0), "face_images": (face, 0), "bg_images": (background, 0),
                  "mask": (blocks, 0)}
     embeds = g.add("WanVideoAnimateEmbeds", "Animate Embeds", vae=(vae, 0), clip_embeds=(clip_embeds, 0),
@@ -267,10 +268,7 @@ def wan_animate2(with_driving: bool, extend: bool = False, distilled: bool = Fal
                     crop="none")
     extra: dict[str, Any] = {}
     if with_driving:
-        video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
-        frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
-        fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="area", width=832,
-                       height=480, crop="center")
+        fitted = driving_frames(g, "area")
         first = g.add("ImageFromBatch", "First Pose Frame", image=(fitted, 0), batch_index=0, length=1)
         pose_vision = g.add("CLIPVisionEncode", "Encode Pose", clip_vision=(vision, 0), image=(first, 0), crop="none")
         pose_text = g.add("CLIPTextEncode", "Pose Prompt", text="a reference video of a person moving",

@@ -123,3 +123,30 @@ def test_animate2_on_an_older_comfyui_names_the_version(sim: Any, tmp_path: Path
     result = CliRunner().invoke(main, ["run", str(path), "--server", sim.url, "--dry-run"])
     assert result.exit_code != 0 and "needs ComfyUI 0.33.0 or newer" in result.output
     assert "Traceback" not in result.output and sim.submissions == []
+
+
+def test_setup_dry_run_lists_each_backends_steps_and_the_release_it_needs(tmp_path: Path) -> None:
+    comfyui = tmp_path / "ComfyUI"
+    comfyui.mkdir()
+    (comfyui / "main.py").write_text("")
+    (comfyui / "comfyui_version.py").write_text('__version__ = "0.3.64"\n')
+
+    def setup(backend: str) -> Any:
+        return CliRunner().invoke(main, ["setup", "--comfyui", str(comfyui), "--backend", backend,
+                                         "--python", "/usr/bin/python3", "--dry-run"])
+
+    old = setup("wan_animate2")
+    assert old.exit_code != 0 and f"{comfyui} is ComfyUI 0.3.64; wan_animate2 needs ComfyUI 0.33.0 or newer" \
+        in old.output
+    gguf = setup("wan22_animate_gguf")
+    assert gguf.exit_code == 0, gguf.output
+    assert "clone https://github.com/city96/ComfyUI-GGUF at 795e45156ece" in gguf.output
+    assert "WanVideoWrapper" not in gguf.output and "version " not in gguf.output
+    kj = setup("wan22_animate_kj+denoise_kj")
+    assert "clone https://github.com/kijai/ComfyUI-WanVideoWrapper at 088128b22424" in kj.output
+    (comfyui / "comfyui_version.py").write_text('__version__ = "0.33.0"\n')
+    new = setup("wan_animate2_distilled")
+    assert new.exit_code == 0, new.output
+    lines = new.output.splitlines()
+    assert lines[0].startswith("version ") and "wan_animate2_distilled needs 0.33.0 or newer" in lines[0]
+    assert lines[1].startswith("models ") and not any(line.startswith("clone") for line in lines)
