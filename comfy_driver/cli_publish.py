@@ -76,6 +76,8 @@ def show_plan(planned: list[Any]) -> None:
             click.echo("  thumbnail:   " + (f"frame at {thumb.at:g} s of scene {thumb.scene}" if isinstance(thumb, Frame)
                                             else str(thumb)))
         click.echo("  description: " + meta.description.replace("\n", "\n               "))
+        for note in ep.notes:
+            click.echo(f"  note:        {note}")
 
 
 def open_for_run(loaded: Any, *, endpoint: str | None, republish: bool, dry_run: bool) -> Any:

@@ -77,6 +77,8 @@ class FakeYouTube:
         self.force_privacy: str | None = None  # what the channel makes of every upload
         self.hold: Hold | None = None
         self.requests: list[tuple[str, str]] = []
+        self.consents: list[dict[str, str]] = []  # the authorization requests of sign-ins (the user said yes)
+        self.token_requests: list[dict[str, str]] = []
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------------------------------ control
@@ -88,6 +90,7 @@ class FakeYouTube:
             asyncio.set_event_loop(self._loop)
             app = web.Application(client_max_size=1024 ** 4)
             app.router.add_post("/token", self._token)
+            app.router.add_get("/o/oauth2/auth", self._consent)
             app.router.add_route("*", "/upload/youtube/v3/videos", self._upload)
             app.router.add_post("/upload/youtube/v3/thumbnails/set", self._thumbnail)
             app.router.add_get("/youtube/v3/channels", self._channels)
@@ -124,8 +127,20 @@ class FakeYouTube:
         return f"{prefix}{next(self._ids):08d}"
 
     # ------------------------------------------------------------------------------------------ auth
+    async def _consent(self, request: web.Request) -> web.Response:
+        """The browser's visit to Google's consent page, answered yes: back to the app with a code."""
+        query = dict(request.query)
+        self.consents.append(query)
+        raise web.HTTPFound(f"{query['redirect_uri']}?code=consented-code&state={query['state']}")
+
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        self.token_requests.append({k: str(v) for k, v in form.items()})
+        if form.get("grant_type") == "authorization_code":
+            if form.get("code") != "consented-code" or not form.get("code_verifier"):
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            return web.json_response({"access_token": ACCESS, "refresh_token": REFRESH, "expires_in": 3599,
+                                      "token_type": "Bearer", "scope": self.consents[-1]["scope"]})
         token = str(form.get("refresh_token", ""))
         if form.get("grant_type") != "refresh_token" or token in self.revoked or token != REFRESH:
             return web.json_response({"error": "invalid_grant", "error_description":

@@ -115,6 +115,7 @@ def test_publish_command_dry_run_then_episode_then_all(yt: FakeYouTube, rendered
     assert dry.exit_code == 0, dry.output
     assert "title:       Publish Test: One" in dry.output and "privacy:     unlisted" in dry.output
     assert "2 episode(s) valid; nothing uploaded" in dry.output and not yt.requests
+    assert "64x64, 2 s: YouTube shows a square or vertical video of 3 minutes or less as a Short" in dry.output
     one = cli("publish", path, "--episode", "one", "--youtube-endpoint", yt.url)
     assert one.exit_code == 0, one.output
     assert len(yt.videos) == 1
@@ -188,3 +189,38 @@ def test_run_publish_checks_before_rendering(yt: FakeYouTube, rendered: Path, tm
     result = cli("run", path, "--simulate", "--publish", "--youtube-endpoint", yt.url)
     assert result.exit_code == 2 and "no YouTube sign-in" in result.output
     assert not (path.parent / "out").exists() and not yt.sessions
+
+
+def test_auth_youtube_signs_in_with_the_installed_app_flow(yt: FakeYouTube, tmp_path: Path) -> None:
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    import requests
+
+    from comfy_driver.publish.auth import token_path
+
+    secrets = tmp_path / "client_secret.json"
+    secrets.write_text(json.dumps({"installed": {
+        "client_id": "cid", "client_secret": "csecret", "auth_uri": f"{yt.url}o/oauth2/auth",
+        "token_uri": f"{yt.url}token", "redirect_uris": ["http://localhost"]}}), encoding="utf-8")
+    env = {**os.environ, "OAUTHLIB_INSECURE_TRANSPORT": "1"}  # the fake's token endpoint is plain http
+    proc = subprocess.Popen([sys.executable, "-m", "comfy_driver.cli", "auth", "youtube", "--client-secrets",
+                             str(secrets), "--no-browser", "--port", "0", "--account", "studio", "--playlists"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    url = next(line.strip() for line in proc.stdout if line.startswith("http"))
+    requests.get(url, timeout=30)  # the user's browser: consent, then back to the local server
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "signed in: account 'studio'" in out
+    consent = yt.consents[-1]
+    assert consent["prompt"] == "consent" and consent["access_type"] == "offline" and consent["code_challenge"]
+    assert sorted(consent["scope"].split()) == sorted(
+        f"https://www.googleapis.com/auth/{s}" for s in ("youtube.upload", "youtube.readonly", "youtube"))
+    path = token_path("studio")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    token = json.loads(path.read_text(encoding="utf-8"))
+    assert token["refresh_token"] == "test-refresh-token" and token["client_id"] == "cid"
+    assert "test-refresh-token" not in out + err and "csecret" not in out + err

@@ -224,3 +224,13 @@ def test_a_playlist_deleted_on_youtube_is_made_again(yt: FakeYouTube, tmp_path: 
     yt.playlists.clear()
     second = publish(yt, tmp_path, episode(tmp_path / "ep02", "ep02", index=2), playlist="Series")
     assert yt.playlist_of(second.video_id) == ["Series"] and first.playlist_id != second.playlist_id
+
+
+def test_a_cadence_schedules_each_episode_private_until_its_local_time(yt: FakeYouTube, tmp_path: Path) -> None:
+    cadence = {"start": "2030-03-30", "at": "17:00", "timezone": "Europe/Berlin", "every_days": 1}
+    records = [publish(yt, tmp_path, episode(tmp_path / f"ep0{i}", f"ep0{i}", index=i), schedule=cadence)
+               for i in (1, 2)]
+    # the clocks go forward on 2030-03-31: 17:00 in Berlin is 16:00 UTC, then 15:00 UTC
+    assert [r.publish_at for r in records] == ["2030-03-30T16:00:00Z", "2030-03-31T15:00:00Z"]
+    for rec in records:
+        assert yt.videos[rec.video_id]["status"]["privacyStatus"] == "private" and rec.privacy == "private"

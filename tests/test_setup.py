@@ -92,7 +92,9 @@ def test_installs_then_is_idempotent(world: dict[str, Any], hub: FakeHub) -> Non
     pack = world["comfy"] / "custom_nodes" / "ComfyUI-KJNodes"
     head = subprocess.run(["git", "-C", str(pack), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert head.strip() == world["kj"]
-    assert (pack / ".comfy-drive-requirements").is_file()
+    assert (world["comfy"] / "user" / "comfy-drive" / "requirements" / "ComfyUI-KJNodes.txt").is_file()
+    assert subprocess.run(["git", "-C", str(pack), "status", "--porcelain"], capture_output=True,
+                          text=True).stdout == ""  # the checkout is left as cloned
     assert (world["comfy"] / "models" / "upscale_models" / "x4.safetensors").read_bytes() == payload(200_000, 7)
     assert "setup done: 3 change(s)" in first.output
     sent = hub.bytes_sent

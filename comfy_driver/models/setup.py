@@ -4,8 +4,9 @@ The work is first made into a list of actions (so `--dry-run` prints exactly wha
 1. each custom node pack the backend's workflows use, cloned into `custom_nodes/<name>` at its pinned
    commit; a pack already there is checked to be at that commit, and one at another commit (or not a
    git checkout) is refused, never changed behind the user's back;
-2. the requirements of each pack installed into ComfyUI's own Python (recorded in the pack folder with
-   a hash of its requirements.txt, so a rerun does not reinstall);
+2. the requirements of each pack installed into ComfyUI's own Python (recorded under ComfyUI's
+   `user/comfy-drive/` with a hash of its requirements.txt, so a rerun does not reinstall; the pack's
+   checkout itself stays untouched);
 3. the backend's model files fetched and verified (`fetch`);
 4. a check that ComfyUI lists the packs' nodes: a running server when one is named, otherwise a short
    start of the install (stopped as soon as it answers).
@@ -28,7 +29,7 @@ from comfy_driver.errors import RunError, UserError
 from comfy_driver.models.lock import ModelEntry
 from comfy_driver.models.packs import PackEntry
 
-MARKER = ".comfy-drive-requirements"  # in a pack folder: what was installed, for which Python
+MARKERS = "user/comfy-drive/requirements"  # under the ComfyUI folder: per pack, what was installed for which Python
 
 
 @dataclass
@@ -74,8 +75,8 @@ def _requirements_key(pack_dir: Path, python: Path) -> str:
     return f"{python}\n{digest}\n"
 
 
-def pack_actions(pack: PackEntry, custom_nodes: Path, python: Path | None) -> list[Action]:
-    dest = custom_nodes / pack.name
+def pack_actions(pack: PackEntry, comfyui: Path, python: Path | None) -> list[Action]:
+    dest = comfyui / "custom_nodes" / pack.name
     actions: list[Action] = []
     if dest.exists():
         if not (dest / ".git").exists():
@@ -95,12 +96,11 @@ def pack_actions(pack: PackEntry, custom_nodes: Path, python: Path | None) -> li
                 raise RunError(f"{pack.name}: checkout did not reach {pack.commit}")
         actions.append(Action("clone", f"clone {pack.url} at {pack.commit[:12]} into {dest}", clone))
     if pack.requirements:
-        actions.append(_requirements_action(pack, dest, python))
+        actions.append(_requirements_action(pack, dest, comfyui / MARKERS / f"{pack.name}.txt", python))
     return actions
 
 
-def _requirements_action(pack: PackEntry, dest: Path, python: Path | None) -> Action:
-    marker = dest / MARKER
+def _requirements_action(pack: PackEntry, dest: Path, marker: Path, python: Path | None) -> Action:
     if python is None:
         raise UserError(f"where is ComfyUI's Python? ({pack.name} has requirements to install into it)",
                         hint="pass --python PATH (the interpreter that runs ComfyUI's main.py)")
@@ -115,6 +115,7 @@ def _requirements_action(pack: PackEntry, dest: Path, python: Path | None) -> Ac
             if done.returncode != 0:
                 tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
                 raise RunError(f"{pack.name}: installing its requirements failed: {' | '.join(tail)}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(_requirements_key(dest, python))
 
     return Action("requirements", f"pip install -r {dest / 'requirements.txt'} with {python}", install)
@@ -210,7 +211,7 @@ def make_plan(comfyui: Path, packs: list[PackEntry], models: list[ModelEntry], *
     if version is not None:
         plan.actions.append(version)
     for pack in packs:
-        plan.actions += pack_actions(pack, comfyui / "custom_nodes", python)
+        plan.actions += pack_actions(pack, comfyui, python)
     if models:
         plan.actions.append(Action("models", describe_models, fetch_models, changes=models_missing))
     nodes = sorted({n for p in packs for n in p.nodes})

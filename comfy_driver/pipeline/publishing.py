@@ -20,6 +20,7 @@ from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.config.source import load_yaml
 from comfy_driver.errors import RunError, UserError
+from comfy_driver.media.ffmpeg import VideoInfo, probe
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.publish.errors import PublishError, QuotaExhausted
 from comfy_driver.publish.ledger import Ledger
@@ -28,6 +29,7 @@ from comfy_driver.publish.publisher import PublishOptions, Publisher
 from comfy_driver.publish.record import PublishRecord
 
 LEDGER = "publish.db"  # in the series folder, beside state.db and report.json
+SHORTS_SECONDS = 180
 
 
 @dataclass
@@ -64,8 +66,6 @@ def _order(loaded: LoadedSeries) -> dict[str, int]:
 
 def rendered_episodes(loaded: LoadedSeries, report: RunReport, root: Path) -> list[EpisodeInfo]:
     """The report's stitched episodes, each file checked against its recorded sha256."""
-    from comfy_driver.media.ffmpeg import probe
-
     scenes = {s.key: s for s in report.scenes}
     order = _order(loaded)
     titles = {spec.episode_id: spec.episode_title for spec in loaded.scenes}
@@ -83,8 +83,18 @@ def rendered_episodes(loaded: LoadedSeries, report: RunReport, root: Path) -> li
             clip = root / scene.clip if scene.clip else path
             infos.append(SceneInfo(scene.scene, i + 1, scene.prompt, scene.backend, clip, probe(clip).duration))
         index = order[record.id]
-        out.append(EpisodeInfo(loaded.series.title, record.id, index, titles.get(record.id, record.title), path, record.sha256, infos, _models([s.backend for s in infos]), loaded.series.vars))
+        out.append(EpisodeInfo(loaded.series.title, record.id, index, titles.get(record.id, record.title), path,
+                               record.sha256, infos, _models([s.backend for s in infos]), loaded.series.vars,
+                               notes=_notes(probe(path))))
     return out
+
+
+def _notes(video: VideoInfo) -> list[str]:
+    """What the user may not expect of this file on YouTube."""
+    if video.height >= video.width and video.duration <= SHORTS_SECONDS:
+        return [f"{video.width}x{video.height}, {video.duration:.0f} s: YouTube shows a square or vertical video "
+                f"of {SHORTS_SECONDS // 60} minutes or less as a Short"]
+    return []
 
 
 def planned_episodes(loaded: LoadedSeries, specs: list[SceneSpec]) -> list[EpisodeInfo]:
@@ -149,6 +159,8 @@ def publish_all(publisher: Publisher, planned: list[Planned], say: Callable[[str
     stopped: QuotaExhausted | None = None
     for item in planned:
         ep_id = item.episode.id
+        for note in item.episode.notes:
+            say(f"episode {ep_id}: {note}")
         if stopped is not None:
             records[ep_id] = PublishRecord(status="stopped", error=stopped.message)
             continue

@@ -50,6 +50,7 @@ class EpisodeInfo:
     scenes: list[SceneInfo]
     models: list[str] = field(default_factory=list)  # model files the backends used
     vars: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the user may not expect (a Short)
 
     @property
     def marker(self) -> str:

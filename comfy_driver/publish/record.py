@@ -21,9 +21,9 @@ class PublishRecord(BaseModel):
     playlist_id: str | None = None
     thumbnail: str | None = None  # "set", or why not
     bytes: int | None = None  # the file's size
-    bytes_sent: int = 0  # bytes put on the wire, over every attempt and run
-    upload_seconds: float = 0.0
-    retries: int = 0
+    bytes_sent: int = 0  # bytes put on the wire by the run that finished the upload, retried chunks included
+    upload_seconds: float = 0.0  # that run's upload time
+    retries: int = 0  # that run's retried requests
     previous_videos: list[str] = []  # earlier versions' video ids (--republish)
     warnings: list[str] = []
     error: str | None = None

@@ -44,7 +44,7 @@ class Jobs:
         state = "completed" if status["status_str"] == "success" else (
             "cancelled" if "execution_interrupted" in kinds else "failed")
         number, _, prompt, extra, _ = entry["prompt"]
-        end = next((kinds[k] for k in ("execution_success", "execution_error", "execution_interrupted")
+        end: dict[str, Any] = next((kinds[k] for k in ("execution_success", "execution_error", "execution_interrupted")
                     if k in kinds), {})
         files = [(node, item) for node, out in entry["outputs"].items() for key, items in out.items()
                  if key in ("images", "gifs", "video") for item in items if isinstance(item, dict)]
