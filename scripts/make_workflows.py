@@ -137,14 +137,20 @@ def wan22_animate(with_driving: bool, extend: bool = False, gguf: bool = False) 
     sampled = g.add("KSampler", "Sampler", model=(model, 0), positive=(anim, 0), negative=(anim, 1),
                     latent_image=(anim, 2), seed=0, steps=6, cfg=1.0, sampler_name="euler", scheduler="simple",
                     denoise=1.0)
+    save_window(g, sampled, anim, vae, previous, "wan22_animate_gguf" if gguf else "wan22_animate")
+    return g.nodes
+
+
+def save_window(g: G, sampled: str, anim: str, vae: str, previous: str | None, prefix: str) -> None:
+    """An Animate window's frames: the repeated motion frames trimmed off, appended to the previous
+    windows' frames (when this is a further window), saved as the clip."""
     trimmed = g.add("TrimVideoLatent", "Trim Latent", samples=(sampled, 0), trim_amount=(anim, 3))
     decoded = g.add("VAEDecode", "Decode", samples=(trimmed, 0), vae=(vae, 0))
     new = g.add("ImageFromBatch", "New Frames", image=(decoded, 0), batch_index=(anim, 4), length=4096)
     frames: tuple[str, int] = (new, 0)
     if previous is not None:
         frames = (g.add("ImageBatch", "Join Windows", image1=(previous, 0), image2=(new, 0)), 0)
-    save(g, frames, 16.0, "wan22_animate_gguf" if gguf else "wan22_animate")
-    return g.nodes
+    save(g, frames, 16.0, prefix)
 
 
 def kj_model(g: G, model: str, loras: list[tuple[str, str, float]]) -> str:
@@ -290,13 +296,7 @@ def wan_animate2(with_driving: bool, extend: bool = False, distilled: bool = Fal
     sampled = g.add("SamplerCustom", "Sampler", model=(model, 0), add_noise=True, noise_seed=0,
                     cfg=2.0 if distilled else 1.0, positive=(anim, 0), negative=(anim, 1), sampler=(sampler, 0),
                     sigmas=(sigmas, 0), latent_image=(anim, 2))
-    trimmed = g.add("TrimVideoLatent", "Trim Latent", samples=(sampled, 0), trim_amount=(anim, 3))
-    decoded = g.add("VAEDecode", "Decode", samples=(trimmed, 0), vae=(vae, 0))
-    new = g.add("ImageFromBatch", "New Frames", image=(decoded, 0), batch_index=(anim, 4), length=4096)
-    frames_out: tuple[str, int] = (new, 0)
-    if previous is not None:
-        frames_out = (g.add("ImageBatch", "Join Windows", image1=(previous, 0), image2=(new, 0)), 0)
-    save(g, frames_out, 16.0, "wan_animate2_distilled" if distilled else "wan_animate2")
+    save_window(g, sampled, anim, vae, previous, "wan_animate2_distilled" if distilled else "wan_animate2")
     return g.nodes
 
 
