@@ -83,7 +83,7 @@ def unmet(needs: Needs, server: ServerFacts, lock: ModelsLock) -> list[str]:
     """Why this server cannot run the backend (empty: it can). The version comes first: an old
     release also lacks the nodes, and updating ComfyUI is the one fix."""
     reasons = platform_unmet(needs, server)
-    if reasons and needs.comfyui and server.comfyui and server.comfyui < needs.comfyui:
+    if needs.comfyui and server.comfyui and server.comfyui < needs.comfyui:
         return reasons
     missing: dict[str, list[str]] = {}
     for class_type in sorted(needs.nodes - server.nodes):

@@ -9,7 +9,7 @@ old for it gets one clear message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from comfy_driver.comfy.versions import Version
@@ -18,8 +18,10 @@ from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.models.lock import ModelsLock
 from comfy_driver.models.needs import ServerFacts, needs_of, unmet
+from comfy_driver.workflow.template import Param
 
 AUTO = "auto"
+ParamsOf = Callable[[str], Mapping[str, Param]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ def uses_auto(scenes: Iterable[SceneSpec], backend: str | None) -> bool:
     return any(name.split("+")[0].strip() == AUTO for name in names)
 
 
-def _fits(scene: SceneSpec, name: str, backends: Backends, templates: object) -> str | None:
+def _fits(scene: SceneSpec, name: str, backends: Backends, params_of: ParamsOf) -> str | None:
     """Why the scene's inputs rule the backend out (None: they do not)."""
     backend = backends.backend(name)
     workflow = backend.workflow
@@ -42,7 +44,7 @@ def _fits(scene: SceneSpec, name: str, backends: Backends, templates: object) ->
         workflow = backend.without_driving_video
     if scene.reference_image is not None and backend.with_reference_image:
         workflow = backend.with_reference_image
-    params = templates.get(workflow).params  # type: ignore[attr-defined]
+    params = params_of(workflow)
     if scene.reference_image is None and "reference_image" in params and params["reference_image"].needed:
         return "needs a reference image"
     if scene.reference_image is not None and "reference_image" not in params:
@@ -51,8 +53,11 @@ def _fits(scene: SceneSpec, name: str, backends: Backends, templates: object) ->
 
 
 def choose(scene: SceneSpec, backends: Backends, servers: list[ServerFacts], lock: ModelsLock,
-           templates: object, stages: list[str]) -> Choice:
-    """The best backend of backends.yaml's `auto:` list every server can run for this scene."""
+           params_of: ParamsOf, stages: list[str]) -> Choice:
+    """The best backend of backends.yaml's `auto:` list every server can run for this scene.
+
+    `params_of(workflow)`: the parameters a workflow declares (whether it takes a reference image).
+    """
     if not backends.auto:
         raise UserError(f"{scene.where}: backend auto: backends.yaml has no auto: list to choose from")
     if not servers:
@@ -65,7 +70,7 @@ def choose(scene: SceneSpec, backends: Backends, servers: list[ServerFacts], loc
     for name in backends.auto:
         needs = needs_of(name, backends, lock, stages)  # the server's side first: its workflows may not load
         problems = [f"{s.url}: {r}" if len(servers) > 1 else r for s in servers for r in unmet(needs, s, lock)]
-        why = "; ".join(problems) or _fits(scene, name, backends, templates)
+        why = "; ".join(problems) or _fits(scene, name, backends, params_of)
         if why is None:
             runnable.append(name)
         else:

@@ -316,7 +316,7 @@ def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
             base, stages = backends.parse(chosen)
             why = ""
             if base == AUTO:
-                choice = choose(spec, backends, servers or [], lock, templates, stages)
+                choice = choose(spec, backends, servers or [], lock, templates.params, stages)
                 base, why = choice.backend, choice.why
                 chosen = "+".join([base, *stages])
             else:
