@@ -841,16 +841,22 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
     from comfy_driver.pipeline.compare import compare as run_compare
+    from comfy_driver.models.needs import read_servers
+    from comfy_driver.pipeline.choose import AUTO
     from comfy_driver.pipeline.compare import default_folder, plan
     from comfy_driver.pipeline.outlock import claim_output
 
-    chosen = plan(loaded, backends, scenes)
+    auto = any(b.split("+")[0].strip() == AUTO for b in backends)  # chosen per server: planned once one is up
+    chosen = None if auto else plan(loaded, backends, scenes)
     urls = servers or loaded.series.server_urls
     if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
     folder = folder or default_folder(loaded)
     with claim_output(folder, series=loaded.series.title), _simulated(None if from_report else simulate) as sim_url:
-        comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
+        targets = [sim_url] if sim_url else urls
+        if chosen is None:
+            chosen = plan(loaded, backends, scenes, read_servers(targets))
+        comparison = run_compare(loaded, chosen, targets, progress=not as_json,
                                  from_report=from_report, folder=folder)
         paths = write(comparison, loaded.series.title)
     missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()

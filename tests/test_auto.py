@@ -149,3 +149,15 @@ def test_sim_reports_the_vram_it_is_given(sim_factory: Any) -> None:
     finally:
         client.close()
     assert device["vram_total"] == 24 << 30
+
+
+def test_compare_can_put_auto_beside_a_named_backend(sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(vram_gb=16)
+    path = series(tmp_path, [f"{REF}, {DRIVE}"], backend="svd")
+    result = CliRunner().invoke(main, ["compare", str(path), "--backends", "auto,wan22_animate_gguf",
+                                       "--server", sim.url, "--json"])
+    assert result.exit_code == 0, result.output
+    medians = json.loads(result.stdout)["medians"]
+    assert set(medians) == {"auto", "wan22_animate_gguf"} and medians["auto"]["scenes"] == "1/1"
+    (graph,) = [json.loads(json.dumps(sim.history[p]["prompt"][2])) for p in sim.submissions[:1]]
+    assert any(n["class_type"] == "WanVideoSampler" for n in graph.values())  # auto rendered wan22_animate_kj

@@ -24,6 +24,7 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.media.measure import measure
 from comfy_driver.media.sidebyside import Column, side_by_side
+from comfy_driver.models.needs import ServerFacts
 from comfy_driver.pipeline.jobs import SceneJob, build_jobs
 from comfy_driver.pipeline.preflight import every_prompt
 from comfy_driver.pipeline.progress import Progress, fmt_seconds
@@ -108,11 +109,15 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
                                "each backend\n" + yaml.safe_dump(series, sort_keys=False, allow_unicode=True))
 
 
-def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None) -> dict[str, list[SceneJob]]:
-    """Each backend's jobs for the chosen scenes; every problem of every backend now, before any render."""
+def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None,
+         servers: list[ServerFacts] | None = None) -> dict[str, list[SceneJob]]:
+    """Each backend's jobs for the chosen scenes; every problem of every backend now, before any render.
+
+    `servers`: what the servers offer, for `auto` among the backends (the best each scene can have there).
+    """
     if len(set(backends)) != len(backends) or not backends:
         raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    return {b: choose_scenes(build_jobs(loaded, b), scenes) for b in backends}
+    return {b: choose_scenes(build_jobs(loaded, b, servers=servers), scenes) for b in backends}
 
 
 def compare(loaded: LoadedSeries, chosen: dict[str, list[SceneJob]], servers: list[str], *,
