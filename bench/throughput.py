@@ -26,8 +26,9 @@ from pathlib import Path
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import load_series
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner, RunOptions
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,9 +67,7 @@ def series(folder: Path, scenes: int, size: int, offset: int) -> Path:
 
 def measure(url: str, folder: Path, scenes: int, size: int, depth: int, offset: int) -> dict[str, float]:
     loaded = load_series(series(folder, scenes, size, offset))
-    jobs = build_jobs(loaded)
-    options = RunOptions(depth=2) if depth == 2 else RunOptions(depth=1, finishers=0)
-    runner = Runner(loaded, jobs, [url], options=options)
+    runner = Supervisor(build_plan(loaded), [url], RunOptions(depth=depth))
     cpu0, t0 = time.process_time(), time.perf_counter()
     report = runner.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -18,7 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from comfy_driver.api import Client, RunStopped, run_series, simulated_server
+    from comfy_driver.api import Client, run_series, simulated_server
     from comfy_driver.comfy.errors import (AccessRefused, ExecutionFailed, Interrupted, NotComfyUI, OutOfMemory,
                                            PromptLost, PromptRejected, ServerProtocolError, ServerUnreachable)
     from comfy_driver.comfy.job import (Cached, Cancelled, Finished, Job, JobEvent, NodeOutput, NodeStarted,
@@ -28,14 +28,15 @@ if TYPE_CHECKING:
     from comfy_driver.errors import (BadInputFile, DriveError, JobTimeout, ModelVerificationFailed, RunError,
                                      UserError)
     from comfy_driver.pipeline.report import RunReport
-    from comfy_driver.pipeline.runner import RunOptions
+    from comfy_driver.pipeline.control import RunControl, RunOptions, RunStopped
 
 __version__ = "0.1.0"
 
 # Imported on first use, so that `import comfy_driver` (and the command line's start) stays fast.
 _HOMES = {
     "Client": "comfy_driver.api",
-    "RunStopped": "comfy_driver.api",
+    "RunStopped": "comfy_driver.pipeline.control",
+    "RunControl": "comfy_driver.pipeline.control",
     "run_series": "comfy_driver.api",
     "simulated_server": "comfy_driver.api",
     "AccessRefused": "comfy_driver.comfy.errors",
@@ -66,7 +67,7 @@ _HOMES = {
     "RunError": "comfy_driver.errors",
     "UserError": "comfy_driver.errors",
     "RunReport": "comfy_driver.pipeline.report",
-    "RunOptions": "comfy_driver.pipeline.runner",
+    "RunOptions": "comfy_driver.pipeline.control",
 }
 
 
@@ -78,7 +79,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AccessRefused", "BadInputFile", "Cached", "Cancelled", "Client", "DriveError", "ExecutionFailed", "Finished",
     "Interrupted", "Job", "JobEvent", "JobTimeout", "ModelVerificationFailed", "NodeOutput", "NodeStarted",
-    "NotComfyUI", "OutOfMemory", "Preview", "PromptLost", "PromptRejected", "RunError", "RunOptions",
+    "NotComfyUI", "OutOfMemory", "Preview", "PromptLost", "PromptRejected", "RunControl", "RunError", "RunOptions",
     "RunReport", "RunStopped", "ServerProtocolError", "ServerUnreachable", "Settings", "Started",
     "StepProgress", "UserError", "load_series", "run_series", "simulated_server", "__version__",
 ]

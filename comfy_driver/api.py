@@ -11,7 +11,6 @@ import contextlib
 import json
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,15 +25,15 @@ from comfy_driver.comfy.job import Job, JobEvent, job_event
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import LoadedSeries, load_series
 from comfy_driver.errors import BadInputFile, UserError
-from comfy_driver.models.needs import read_servers
-from comfy_driver.pipeline.choose import uses_auto
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.outlock import claim_output
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.models.in_workflow import rewrite_model_names
 from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable, upload_files
 from comfy_driver.pipeline.report import RunReport
-from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
+from comfy_driver.models.needs import read_servers
+from comfy_driver.pipeline.choose import uses_auto
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.control import RunControl, RunOptions
+from comfy_driver.pipeline.supervisor import execute
 from comfy_driver.workflow.convert import ui_to_api
 from comfy_driver.workflow.files import detect_format
 from comfy_driver.workflow.layout import with_values
@@ -108,20 +107,17 @@ class Client:
         self.close()
 
 
-class RunStopped(StopRun):
-    """The run stopped because the caller asked it to (`stop` was set); finished work is kept."""
-
-
 def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | None = None,
                backend: str | None = None, options: RunOptions | None = None,
                on_event: Callable[[str, JobEvent], None] | None = None, progress: Progress | None = None,
-               stop: threading.Event | None = None, interrupt: threading.Event | None = None) -> RunReport:
+               control: RunControl | None = None) -> RunReport:
     """Render every scene of a series (a series.yaml path, or one loaded with `load_series`).
 
     `servers` overrides the series' own; `on_event(step, event)` receives each job event of each
-    prompt (`step` names the scene and its step). Setting `stop` queues nothing more and lets running
-    prompts finish; `interrupt` interrupts them too; either ends with RunStopped. A rerun resumes.
-    Returns the report (scenes not done are in it as failed); raises when the run could not go on.
+    prompt (`step` names the scene and its step). `control.stop()` queues nothing more and lets
+    running prompts finish; a second stop (or `control.interrupt()`) interrupts them too; either ends
+    with RunStopped, which carries the report. A rerun resumes.
+    Returns the report (scenes not done are in it, failed or not run); raises when the run could not go on.
     """
     loaded = series if isinstance(series, LoadedSeries) else load_series(Path(series))
     urls = list(servers or loaded.series.server_urls)
@@ -131,13 +127,9 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
     first = ComfyClient(urls[0], settings=options.settings)
     try:
         facts = read_servers(urls, options.settings) if uses_auto(loaded.scenes, backend) else None
-        jobs = build_jobs(loaded, backend, first.catalog(), facts)  # GUI templates converted with its catalogue
+        plan = build_plan(loaded, backend, first.catalog(), servers=facts)  # GUI templates: its catalogue
     finally:
         first.close()
-    unknown = sorted(f for f in options.force if f != "all" and f not in {job.spec.key for job in jobs})
-    if unknown:
-        raise UserError(f"no such scene {unknown[0]!r} to render again",
-                        hint=f"scenes: {', '.join(j.spec.key for j in jobs)}")
 
     def forward(client_id: str, watch: Watch | None, event: Event) -> None:
         if on_event is not None and watch is not None:
@@ -145,18 +137,7 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
             if public is not None:
                 on_event(watch.label, public)
 
-    runner = Runner(loaded, jobs, urls, progress=progress, options=options, on_event=forward)
-    if stop is not None:
-        runner.stop = stop
-    if interrupt is not None:
-        runner.interrupt = interrupt
-    try:
-        with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
-            return runner.run()
-    except StopRun as exc:
-        if runner.stop.is_set() and not runner.errors:
-            raise RunStopped(exc.message, hint=exc.hint) from None
-        raise
+    return execute(plan, urls, options, progress=progress, on_event=forward, control=control)
 
 
 def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, object_info: Path | None = None,

@@ -35,13 +35,11 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-class UserInterrupt(DriveError):
-    """The user stopped the run (Ctrl-C / SIGTERM)."""
-
-
 def exit_status(exc: DriveError) -> int:
     """The one place errors become exit statuses: 2 bad input, 130 stopped by the user, 1 the rest."""
-    if isinstance(exc, UserInterrupt):
+    from comfy_driver.pipeline.control import RunStopped
+
+    if isinstance(exc, RunStopped):
         return 130
     return 2 if isinstance(exc, UserError) else 1
 
@@ -188,12 +186,10 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     Ctrl-C (or SIGTERM) once: nothing more is queued, the running scene finishes; twice: it is
     interrupted too. Either way the next run picks up where this one stopped.
     """
-    import threading
-
-    from comfy_driver.api import RunStopped, run_series
+    from comfy_driver.api import run_series
     from comfy_driver.config.series import load_series
     from comfy_driver.pipeline.progress import Progress
-    from comfy_driver.pipeline.runner import RunOptions
+    from comfy_driver.pipeline.control import RunControl, RunOptions, RunStopped
 
     loaded = load_series(series_file)
     publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \
@@ -203,22 +199,26 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
 
         auto_sim = simulate if not servers and uses_auto(loaded.scenes, backend) else None  # auto asks a server
         with _simulated(auto_sim) as sim_url:
-            _dry_run(loaded, backend, [sim_url] if sim_url else list(servers), settings)
+            _dry_run(loaded, backend, [sim_url] if sim_url else list(servers), settings, as_json)
         return
     progress = Progress(len(loaded.scenes), enabled=True)
-    stop, interrupt = threading.Event(), threading.Event()
+    control = RunControl()
     options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, settings=settings)
     published = True
+    stopped: RunStopped | None = None
     with contextlib.ExitStack() as closing, _simulated(simulate) as sim_url:
         if publisher is not None:
             closing.callback(publisher.close)
-        previous = _stop_on_signals(stop, interrupt, progress)
+        previous = _stop_on_signals(control)
         try:
             report = run_series(loaded, servers=[sim_url] if sim_url else list(servers), backend=backend,
-                                options=options, progress=progress, stop=stop, interrupt=interrupt)
+                                options=options, progress=progress, control=control)
         except RunStopped as exc:
-            raise UserInterrupt(exc.message, hint=exc.hint) from None
+            if exc.report is None:
+                raise
+            stopped, report = exc, exc.report
         finally:
+            progress.end()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         if publisher is not None:
@@ -231,33 +231,48 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     else:
         click.echo(report.summary())
         click.echo(f"report: {loaded.output_dir / loaded.slug / 'report.json'}")
-    if report.failed or not published:
+    if stopped is not None:
+        click.echo(f"stopped: {report.stopped}; run the same command again to resume", err=True)
+        sys.exit(130)
+    if not report.complete or not published:
         sys.exit(1)
 
 
-def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any) -> None:
-    """Render and validate every prompt a run may submit, with the server's catalogue or the shipped one."""
+def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any, as_json: bool) -> None:
+    """Validate every prompt a run may submit (with the server's catalogue, or the one shipped) and show each
+    scene's steps with their prompt text."""
     from comfy_driver.models.catalog import bundled_catalog
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import models_lock
     from comfy_driver.models.needs import read_servers
     from comfy_driver.pipeline.choose import uses_auto
-    from comfy_driver.pipeline.jobs import build_jobs
-    from comfy_driver.pipeline.preflight import every_prompt, preflight
+    from comfy_driver.pipeline.plan import build_plan
+    from comfy_driver.pipeline.preflight import preflight
 
     # GUI-saved templates are converted with the catalogue of the server that will run them.
     catalog = _client(servers[0], settings).catalog() if servers else None
     facts = read_servers(servers, settings) if uses_auto(loaded.scenes, backend) else None
-    jobs = build_jobs(loaded, backend, catalog, facts)
-    preflight(every_prompt(jobs), catalog or bundled_catalog(load_lock(models_lock())))
-    for job in jobs:
-        click.echo(f"{job.key:<20} {job.template.name:<12} {len(job.graph)} nodes  hash {job.graph_hash[:12]}"
-                   f"  uploads {len(job.uploads)}")
-        if job.chosen:
-            click.echo(f"{'':<20} {job.chosen}")
-        if job.skipped:
-            click.echo(f"{'':<20} skipped (not for this backend): {', '.join(job.skipped)}")
-    click.echo(f"{len(jobs)} scene(s) valid; nothing submitted (dry run)")
+    plan = build_plan(loaded, backend, catalog, servers=facts)
+    preflight(plan, catalog or bundled_catalog(load_lock(models_lock())))
+    described = plan.to_json()
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    for scene in described["scenes"]:
+        for r, route in enumerate(scene["routes"]):
+            head = f"{scene['key']}" + (f"  fallback {r}: {route['backend']}" if r else f"  {route['backend']}")
+            click.echo(head + (f"  ({route['note']})" if route["note"] else ""))
+            if not r:
+                for note in scene["notes"]:
+                    click.echo(f"  note: {note}")
+            if route["skipped"]:
+                click.echo(f"  skipped (not for this backend): {', '.join(route['skipped'])}")
+            for i, step in enumerate(route["steps"]):
+                click.echo(f"  {i + 1}. {step['label']:<24} {step['workflow']:<28} {step['nodes']} nodes  "
+                           f"uploads {step['uploads']}  identity {step['identity'][:12]}")
+                if step["prompt"]:
+                    click.echo(f"     prompt: {step['prompt']}")
+    click.echo(f"{len(described['scenes'])} scene(s) valid; nothing submitted (dry run)")
 
 
 def _convert_catalog(server: str | None, object_info: Path | None, frontend: str | None) -> tuple[Any, Any]:
@@ -320,7 +335,12 @@ def convert(workflow: Path, server: str | None, object_info: Path | None, fronte
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        from comfy_driver.confined import os_failure
+
+        try:  # the path you name, as you name it (it may be /dev/stdout)
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise os_failure(exc, output) from None
         click.echo(f"wrote {output} ({len(result) if target == 'api' else len(result['nodes'])} nodes)", err=True)
 
 
@@ -341,7 +361,7 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
     model names the server lists under another spelling (a Windows sub-folder) take the server's."""
     from comfy_driver.api import Client
     from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
-    from comfy_driver.pipeline.outlock import claim_output
+    from comfy_driver.pipeline.outlock import check_folder, claim_output
     from comfy_driver.pipeline.progress import Progress
     from comfy_driver.pipeline.replay import new_output_folder, parse_set
 
@@ -349,7 +369,7 @@ def replay(file: Path, sets: tuple[str, ...], server: str | None, simulate: str 
         raise UserError("replay needs --server URL (or --simulate)")
     changes = dict((f"{title}.{name}", value) for title, name, value in map(parse_set, sets))
     progress = Progress(1, enabled=True)
-    dest = output or new_output_folder(file.stem)
+    dest = check_folder(output or new_output_folder(file.stem))
     with _simulated(simulate) as sim_url, Client(sim_url or server or "", settings=settings) as client:
         job = client.submit(file, sets=changes)
         started, node, step = None, "", None
@@ -642,16 +662,10 @@ def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lo
         sys.exit(1)
 
 
-def _stop_on_signals(stop: Any, interrupt: Any, progress: Any) -> dict[int, Any]:
+def _stop_on_signals(control: Any) -> dict[int, Any]:
     """First Ctrl-C / SIGTERM: stop queueing, let the running scene finish; second: interrupt it."""
     def handler(signum: int, frame: Any) -> None:
-        if not stop.is_set():
-            stop.set()
-            progress.message("stopping: nothing more is queued, the running scene finishes "
-                             "(press Ctrl-C again to interrupt it)")
-        else:
-            interrupt.set()
-            progress.message("interrupting the running scene")
+        control.stop()
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -836,8 +850,9 @@ def stats(server: str, as_json: bool, settings: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ compare, try
-def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool, *,
-                       scenes: list[str] | None = None, from_report: bool = False, folder: Path | None = None) -> None:
+def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], simulate: str | None, as_json: bool,
+                       settings: Any, *, scenes: list[str] | None = None, from_report: bool = False,
+                       folder: Path | None = None) -> None:
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
     from comfy_driver.pipeline.compare import compare as run_compare
@@ -846,18 +861,19 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
     from comfy_driver.pipeline.compare import default_folder, plan
     from comfy_driver.pipeline.outlock import claim_output
 
-    auto = any(b.split("+")[0].strip() == AUTO for b in backends)  # chosen per server: planned once one is up
-    chosen = None if auto else plan(loaded, backends, scenes)
     urls = servers or loaded.series.server_urls
     if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
+    # GUI-saved templates are converted with the catalogue of the server that will run them.
+    catalog = _client(urls[0], settings).catalog() if urls and not simulate and not from_report else None
+    auto = any(b.split("+")[0].strip() == AUTO for b in backends)  # chosen per server: planned once one is up
+    chosen = None if auto else plan(loaded, backends, scenes, catalog)
     folder = folder or default_folder(loaded)
     with claim_output(folder, series=loaded.series.title), _simulated(None if from_report else simulate) as sim_url:
-        targets = [sim_url] if sim_url else urls
         if chosen is None:
-            chosen = plan(loaded, backends, scenes, read_servers(targets))
-        comparison = run_compare(loaded, chosen, targets, progress=not as_json,
-                                 from_report=from_report, folder=folder)
+            chosen = plan(loaded, backends, scenes, catalog, read_servers([sim_url] if sim_url else urls, settings))
+        comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
+                                 from_report=from_report, folder=folder, settings=settings)
         paths = write(comparison, loaded.series.title)
     missing = [f"{r.backend}: {k} ({s.status})" for r in comparison.backends for k, s in r.scenes.items()
                if s.status != "done"]
@@ -883,9 +899,10 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the renders and the comparison (default: <output>/<series>/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@connection_options
 @handle_errors
 def compare(series_file: Path, backends: str, scenes: str | None, from_report: bool, servers: tuple[str, ...],
-            simulate: str | None, output: Path | None, as_json: bool) -> None:
+            simulate: str | None, output: Path | None, as_json: bool, settings: Any) -> None:
     """Render scenes of SERIES_FILE with each backend and compare them: side-by-side MP4s, timing
     tables (Markdown, JSON) and an HTML page, in <output>/<series>/compare/. Renders already made are
     kept, so a rerun renders nothing new."""
@@ -893,7 +910,7 @@ def compare(series_file: Path, backends: str, scenes: str | None, from_report: b
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     wanted = [k.strip() for k in scenes.split(",") if k.strip()] if scenes else None
-    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, scenes=wanted,
+    _compare_and_write(load_series(series_file), names, list(servers), simulate, as_json, settings, scenes=wanted,
                        from_report=from_report, folder=output)
 
 
@@ -924,11 +941,12 @@ def _param(text: str) -> tuple[str, Any]:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("comfy-drive-try"),
               show_default=True, help="Folder for the renders and the comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the benchmark as JSON on stdout.")
+@connection_options
 @handle_errors
 def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_video: Path | None,
          backends: tuple[str, ...], versus: str | None, width: int | None, height: int | None, frames: int | None,
          fps: float | None, seed: int | None, params: tuple[str, ...], servers: tuple[str, ...], simulate: str | None,
-         output: Path, as_json: bool) -> None:
+         output: Path, as_json: bool, settings: Any) -> None:
     """Quick test: one scene from the command line, rendered with each backend and compared side by side
     (default: wan22_animate vs svd). Writes everything into one folder and prints where."""
     from comfy_driver.config.series import load_series
@@ -941,7 +959,7 @@ def try_(prompt: str, negative_prompt: str | None, image: Path | None, driving_v
                       params=dict(_param(p) for p in params))
     try:
         loaded = load_series(path)
-        _compare_and_write(loaded, names, list(servers), simulate, as_json, folder=output)
+        _compare_and_write(loaded, names, list(servers), simulate, as_json, settings, folder=output)
     except UserError as exc:
         if image is None and "'reference_image' is required" in exc.message:
             raise UserError(f"{', '.join(names)}: a backend here animates a reference image, and none was given",

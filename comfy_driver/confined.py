@@ -84,8 +84,10 @@ def os_failure(exc: OSError, path: Path | str, doing: str = "writing") -> DriveE
                          hint="choose a folder you can write to (output: in the series file), or fix its permissions")
     if code == errno.ELOOP:
         return UserError(f"{path}: a symbolic link loop")
-    if code == errno.ENOTDIR:
+    if code in (errno.ENOTDIR, errno.EEXIST):
         return UserError(f"{path}: a part of this path is a file, not a folder")
+    if code == errno.EISDIR:
+        return UserError(f"{path} is a folder; a file is needed there")
     return RunError(f"{doing} {path} failed: {exc.strerror or exc}")
 
 
@@ -187,11 +189,11 @@ def writer(root: Path, name: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
                 os.unlink(tmp_name, dir_fd=dir_fd)
             else:
                 tmp_path.unlink()
-        if isinstance(exc, IsADirectoryError) or (isinstance(exc, OSError) and exc.errno == errno.EISDIR):
+        if not isinstance(exc, OSError) or exc.errno is None:  # not the file's (e.g. a broken download)
+            raise
+        if exc.errno == errno.EISDIR:
             raise UnsafePath(f"{target} is a folder; a file is needed there") from None
-        if isinstance(exc, OSError):
-            raise os_failure(exc, target) from None
-        raise
+        raise os_failure(exc, target) from None
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
@@ -228,6 +230,6 @@ def tool_output(root: Path, name: str) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             work.unlink()
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and exc.errno is not None:
             raise os_failure(exc, target) from None
         raise

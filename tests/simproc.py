@@ -40,6 +40,21 @@ class SimProcess:
     def queue(self) -> dict[str, Any]:
         return requests.get(self.url + "/queue", timeout=5).json()
 
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        requests.post(self.url + "/sim/faults", json=faults, timeout=5).raise_for_status()
+
+    def wait_for_more(self, what: str, than: int, proc: subprocess.Popen[str], timeout: float = 30) -> bool:
+        """Until the simulator's `what` log ('submissions', 'finished') grows past `than`; False if the
+        driver exits first."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(self.stats()[what]) > than:
+                return True
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.01)
+        raise AssertionError(f"nothing new in the simulator's {what} log after {timeout} s")
+
     def wait_until_running(self, timeout: float = 30) -> None:
         """Until a prompt runs on the simulator (a driver has submitted)."""
         deadline = time.time() + timeout

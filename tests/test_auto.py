@@ -20,8 +20,8 @@ from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import EXAMPLES, MODELS_LOCK
 from comfy_driver.models.needs import ServerFacts
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner, RunOptions
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.supervisor import Supervisor
 
 ASSETS = EXAMPLES / "assets"
 REF = f"reference_image: {ASSETS / 'mira.png'}"
@@ -53,6 +53,15 @@ def catalog_of(release: str, drop: tuple[str, ...] = ()) -> Catalog:
     return Catalog({k: v for k, v in catalog.nodes.items() if k not in drop}, version=catalog.version)
 
 
+def chosen(scene: Any) -> str:
+    """What auto chose for a planned scene, and why (one of its notes)."""
+    return next(n for n in scene.notes if n.startswith("auto chose"))
+
+
+def template(scene: Any) -> Any:
+    return scene.routes[0].steps[0].first.template
+
+
 # (GPU memory, ComfyUI release) -> what auto picks with a driving video, and with a reference image only
 EXPECTED = [
     (48, "0.33.0", "wan_animate2", "wan_animate2"),
@@ -68,61 +77,62 @@ def test_auto_picks_per_gpu_memory_and_release(sim_factory: Any, tmp_path: Path,
                                                with_video: str, without_video: str) -> None:
     sim = sim_factory(catalog=catalog_of(release), vram_gb=vram)
     loaded = load_series(series(tmp_path, [f"{REF}, {DRIVE}", REF, ""]))
-    jobs = build_jobs(loaded, catalog=catalog_of(release), servers=[facts_of(sim)])
-    assert [j.backend for j in jobs] == [with_video, without_video, "svd"]
-    assert jobs[0].chosen.startswith(f"auto chose {with_video} for {sim.url} (ComfyUI {release}, {vram} GB GPU) "
-                                     "(follows the driving video)")
-    assert "driving_video" in jobs[0].template.params  # the variant that takes the video
-    assert "driving_video" not in jobs[1].template.params
+    scenes = build_plan(loaded, catalog=catalog_of(release), servers=[facts_of(sim)]).scenes
+    assert [s.routes[0].backend for s in scenes] == [with_video, without_video, "svd"]
+    why = chosen(scenes[0])
+    assert why.startswith(f"auto chose {with_video} for {sim.url} (ComfyUI {release}, {vram} GB GPU) "
+                          "(follows the driving video)")
+    assert "driving_video" in template(scenes[0]).params  # the variant that takes the video
+    assert "driving_video" not in template(scenes[1]).params
     if vram < 24:
-        assert f"wan22_animate: needs 24 GB of VRAM (the server's GPU has {vram} GB)" in jobs[0].chosen
+        assert f"wan22_animate: needs 24 GB of VRAM (the server's GPU has {vram} GB)" in why
     if release == "0.3.64":
-        assert "wan_animate2: needs ComfyUI 0.33.0 or newer (the server runs 0.3.64)" in jobs[0].chosen
+        assert "wan_animate2: needs ComfyUI 0.33.0 or newer (the server runs 0.3.64)" in why
 
 
 def test_a_16gb_series_with_driving_videos_runs_on_auto(sim_factory: Any, tmp_path: Path) -> None:
     sim = sim_factory(vram_gb=16)
-    loaded = load_series(series(tmp_path, [f"{REF}, {DRIVE}", f"{REF}, {DRIVE}, frames: 100"]))
-    report = Runner(loaded, build_jobs(loaded, servers=[facts_of(sim)]), [sim.url], options=RunOptions()).run()
+    loaded = load_series(series(tmp_path, [f"{REF}, {DRIVE}", f"{REF}, {DRIVE}, frames: 16"]))
+    report = Supervisor(build_plan(loaded, servers=[facts_of(sim)]), [sim.url]).run()
     assert [s.status for s in report.scenes] == ["done", "done"]
     assert {s.backend for s in report.scenes} == {"wan22_animate_kj"}  # a 14B Animate model, driving video used
-    assert all(s.chosen and "follows the driving video" in s.chosen for s in report.scenes)
-    assert probe(tmp_path / "out" / "auto" / report.scenes[1].clip).frames == 100
+    assert all(any("follows the driving video" in n for n in s.notes) for s in report.scenes)
+    assert probe(tmp_path / "out" / "auto" / report.scenes[1].clip).frames == 16
     saved = json.loads((tmp_path / "out" / "auto" / "report.json").read_text())
-    assert saved["scenes"][0]["chosen"].startswith("auto chose wan22_animate_kj")
+    assert any(n.startswith("auto chose wan22_animate_kj") for n in saved["scenes"][0]["notes"])
 
 
 def test_missing_pack_or_model_moves_auto_down_the_list(sim_factory: Any, tmp_path: Path) -> None:
     no_wrapper = catalog_of("0.3.64", drop=("WanVideoSampler",))
     sim = sim_factory(catalog=no_wrapper, vram_gb=16)
-    (job,) = build_jobs(load_series(series(tmp_path, [f"{REF}, {DRIVE}"])), servers=[facts_of(sim)])
-    assert job.backend == "wan22_animate_gguf"
-    assert "wan22_animate_kj: node pack ComfyUI-WanVideoWrapper missing (WanVideoSampler)" in job.chosen
+    (scene,) = build_plan(load_series(series(tmp_path, [f"{REF}, {DRIVE}"])), servers=[facts_of(sim)]).scenes
+    assert scene.routes[0].backend == "wan22_animate_gguf"
+    assert "wan22_animate_kj: node pack ComfyUI-WanVideoWrapper missing (WanVideoSampler)" in chosen(scene)
     facts = facts_of(sim)
     folder = dict(facts.models)
     folder["diffusion_models"] = frozenset(n for n in folder["diffusion_models"] if not n.endswith(".gguf"))
     without_gguf = ServerFacts(facts.url, facts.vram_gb, facts.comfyui, facts.nodes, folder)
-    (job,) = build_jobs(load_series(series(tmp_path, [f"{REF}, {DRIVE}"])), servers=[without_gguf])
-    assert job.backend == "wan22_5b" and "the driving video is not used" in job.chosen
-    assert "model files missing: diffusion_models/Wan2.2-Animate-14B-Q3_K_M.gguf" in job.chosen
-    assert job.skipped[0] == "driving_video (wan22_5b takes none)"
+    (scene,) = build_plan(load_series(series(tmp_path, [f"{REF}, {DRIVE}"])), servers=[without_gguf]).scenes
+    assert scene.routes[0].backend == "wan22_5b" and "the driving video is not used" in chosen(scene)
+    assert "model files missing: diffusion_models/Wan2.2-Animate-14B-Q3_K_M.gguf" in chosen(scene)
+    assert scene.routes[0].skipped[0] == "driving_video (wan22_5b takes none)"
 
 
 def test_several_servers_get_a_backend_each_can_run(sim_factory: Any, tmp_path: Path) -> None:
     big, small = sim_factory(vram_gb=48), sim_factory(vram_gb=12)
-    (job,) = build_jobs(load_series(series(tmp_path, [f"{REF}, {DRIVE}"])),
-                        servers=[facts_of(big), facts_of(small)])
-    assert job.backend == "wan22_animate_gguf"
-    assert f"wan22_animate: {small.url}: needs 24 GB of VRAM" in job.chosen
+    (scene,) = build_plan(load_series(series(tmp_path, [f"{REF}, {DRIVE}"])),
+                          servers=[facts_of(big), facts_of(small)]).scenes
+    assert scene.routes[0].backend == "wan22_animate_gguf"
+    assert f"wan22_animate: {small.url}: needs 24 GB of VRAM" in chosen(scene)
 
 
 def test_auto_needs_a_server_and_names_why_nothing_fits(sim_factory: Any, tmp_path: Path) -> None:
     path = series(tmp_path, [f"{REF}, {DRIVE}"])
     with pytest.raises(UserError, match="backend auto chooses for a server: pass --server URL or --simulate"):
-        build_jobs(load_series(path))
+        build_plan(load_series(path))
     sim = sim_factory(vram_gb=4)
     with pytest.raises(UserError, match="no backend of the auto: list can run this scene") as err:
-        build_jobs(load_series(path), servers=[facts_of(sim)])
+        build_plan(load_series(path), servers=[facts_of(sim)])
     assert "svd: needs 8 GB of VRAM (the server's GPU has 4 GB)" in str(err.value)
 
 

@@ -18,9 +18,8 @@ from comfy_driver.media.ffmpeg import probe
 from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import EXAMPLES, MODELS_LOCK
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.preflight import every_prompt
-from comfy_driver.pipeline.runner import Runner, RunOptions
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.server import Faults
 
 from .conftest import shared_path
@@ -60,13 +59,13 @@ def real_catalog() -> Catalog:
 @pytest.mark.parametrize("base,stages", COMBOS)
 def test_every_prompt_validates_against_the_real_catalogue(real_catalog: Catalog, tmp_path: Path, base: str,
                                                             stages: str) -> None:
-    jobs = build_jobs(load_series(series(tmp_path, base, stages)))
-    prompts = every_prompt(jobs)
+    plan = build_plan(load_series(series(tmp_path, base, stages)))
+    prompts = [(step.name, step.first) for scene in plan.scenes for step in scene.steps]
     assert len(prompts) >= 1 + stages.count("+")
-    for job in prompts:
+    for name, job in prompts:
         uploads = set(job.uploads)
         result = real_catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads)
-        assert result.ok and not result.node_errors, (job.key, json.dumps(result.response())[:1500])
+        assert result.ok and not result.node_errors, (name, json.dumps(result.response())[:1500])
         for node in job.graph.values():  # the models are models.lock's, the titles the parameters'
             for value in node["inputs"].values():
                 if isinstance(value, str) and value.endswith(".safetensors") and "sam2" not in value:
@@ -77,7 +76,7 @@ def test_every_prompt_validates_against_the_real_catalogue(real_catalog: Catalog
 def test_every_combination_runs_on_the_simulator(sim: Any, tmp_path: Path, base: str, stages: str) -> None:
     frames = 100 if base == "wan22_animate_long" else 9
     loaded = load_series(series(tmp_path, base, stages, frames))
-    report = Runner(loaded, build_jobs(loaded), [sim.url], options=RunOptions()).run()
+    report = Supervisor(build_plan(loaded), [sim.url]).run()
     (scene,) = report.scenes
     assert scene.status == "done", scene.error
     info = probe(tmp_path / "out" / "combo" / scene.clip)
@@ -88,7 +87,7 @@ def test_every_combination_runs_on_the_simulator(sim: Any, tmp_path: Path, base:
 def test_out_of_memory_on_animate_falls_back_to_svd(sim_factory: Any, tmp_path: Path) -> None:
     sim = sim_factory(faults=Faults(error_at={"KSampler": "oom"}, error_times=1))  # the Animate sampler
     loaded = load_series(series(tmp_path, "wan22_animate", "+upscale"))
-    report = Runner(loaded, build_jobs(loaded), [sim.url]).run()
+    report = Supervisor(build_plan(loaded), [sim.url]).run()
     (scene,) = report.scenes
     assert scene.status == "done" and scene.backend == "svd+upscale"
     assert any(h.startswith("fallback: oom on wan22_animate+upscale: trying svd+upscale") for h in scene.history)
@@ -99,8 +98,8 @@ def test_fallbacks_chain_without_loops(tmp_path: Path) -> None:
     path = series(tmp_path, "wan22_5b", "")
     path.write_text(path.read_text() + "backends:\n  backends:\n    svd: {workflow: svd, "
                     "with_reference_image: svd_from_image, fallback: wan22_5b}\n")
-    (job,) = build_jobs(load_series(path))
-    assert job.on_oom is not None and job.on_oom.backend == "svd" and job.on_oom.on_oom is None
+    (scene,) = build_plan(load_series(path)).scenes
+    assert [r.backend for r in scene.routes] == ["wan22_5b", "svd"]
 
 
 def test_driving_video_on_the_5b_backend_names_the_ones_that_take_it(tmp_path: Path) -> None:
@@ -108,20 +107,20 @@ def test_driving_video_on_the_5b_backend_names_the_ones_that_take_it(tmp_path: P
     path.write_text(path.read_text().replace("seed: 3,", f"seed: 3, driving_video: {ASSETS / 'dance.mp4'},"))
     with pytest.raises(UserError, match="backend 'wan22_5b' cannot follow a driving video; backends that can: "
                                         "wan22_animate"):
-        build_jobs(load_series(path))
+        build_plan(load_series(path))
 
 
 def test_stage_names_and_stage_parameters_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown stage 'denoize'; did you mean 'denoise'"):
-        build_jobs(load_series(series(tmp_path, "svd", "+denoize")))
+        build_plan(load_series(series(tmp_path, "svd", "+denoize")))
     path = series(tmp_path, "svd", "")
     path.write_text(path.read_text().replace("params: {steps: 2}", "params: {steps: 2, upscale.per_batch: 4}"))
-    (job,) = build_jobs(load_series(path))  # a stage outside the pipeline: skipped, and said so
-    assert job.skipped == ("upscale.per_batch (upscale is not in this pipeline)",)
+    (scene,) = build_plan(load_series(path)).scenes  # a stage outside the pipeline: skipped, and said so
+    assert scene.routes[0].skipped == ("upscale.per_batch (upscale is not in this pipeline)",)
     path.write_text(path.read_text().replace("upscale.per_batch", "upscale.per_batsh"))
     with pytest.raises(UserError, match="unknown parameter 'upscale.per_batsh' for 'upscale'; did you mean "
                                         "'upscale.per_batch'"):
-        build_jobs(load_series(path))
+        build_plan(load_series(path))
 
 
 def test_missing_node_pack_is_named_before_any_gpu_time(sim_factory: Any, tmp_path: Path) -> None:
@@ -132,7 +131,7 @@ def test_missing_node_pack_is_named_before_any_gpu_time(sim_factory: Any, tmp_pa
     sim = sim_factory(catalog=Catalog(nodes))
     loaded = load_series(series(tmp_path, "wan22_animate", ""))
     with pytest.raises(UserError, match=r"ComfyUI-segment-anything-2 \(DownloadAndLoadSAM2Model, Sam2Segmentation\)"):
-        Runner(loaded, build_jobs(loaded), [sim.url]).run()
+        Supervisor(build_plan(loaded), [sim.url]).run()
     assert sim.submissions == []
 
 

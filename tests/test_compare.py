@@ -109,6 +109,8 @@ def test_try_with_two_backends_then_compare_from_report(sim: Any, tmp_path: Path
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"page: {out / 'index.html'}" in result.output and "| execution (s) |" in result.output
+    assert "backend 1/2 wan22_5b: 1 scene(s) rendered, 0 kept" in result.stderr  # progress per backend, with ETA
+    assert "ETA" in result.stderr and "scene 1/1 try/scene" in result.stderr
     video = out / "side-by-side" / "try-scene.mp4"
     assert probe(video).width == 128 and len(sim.submissions) == 2
     again = CliRunner().invoke(main, ["compare", str(out / "series.yaml"), "--backends", "wan22_5b,svd",
@@ -132,7 +134,7 @@ def test_compare_errors_name_what_to_do(tmp_path: Path) -> None:
 
 
 def test_try_without_an_image_for_a_backend_that_needs_one_says_so(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["try", "--prompt", "a fox", "--server", "http://127.0.0.1:9",
+    result = CliRunner().invoke(main, ["try", "--prompt", "a fox", "--simulate", "instant",
                                        "-o", str(tmp_path / "q")])
     assert result.exit_code == 2
     assert "wan22_animate, svd: a backend here animates a reference image, and none was given" in result.output

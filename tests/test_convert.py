@@ -67,18 +67,8 @@ def _inputs_149() -> list[Any]:
     params = []
     for case in json.loads(index.read_text())["cases"]:
         for name in case["inputs"]:
-            marks = [pytest.mark.xfail(reason=KNOWN_149[name], strict=True)] if name in KNOWN_149 else []
-            params.append(pytest.param(case["case"], name, marks=marks, id=name))
+            params.append(pytest.param(case["case"], name, id=name))
     return params
-
-
-# Inputs whose 1.49 output comes from a load-time migration not reproduced (yet), with the reason.
-KNOWN_149 = {
-    "tpl_templates_graphic_design_recomposer.ui.json":
-        "the 1.49 GUI turns proxied PrimitiveNode widgets of a subgraph instance into subgraph inputs on load "
-        "and reconnects them by stale slot numbers (GeminiNanoBanana2V2 'model.aspect_ratio' receives "
-        "GeminiImage2Node's 'model' value)",
-}
 
 
 @pytest.mark.parametrize(("case", "source_name"), _inputs_149())

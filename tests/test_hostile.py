@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from comfy_driver.cli import main
+from comfy_driver.comfy.address import ServerAddress, save_headers
 from comfy_driver.config.series import load_series
 from comfy_driver.config.source import MAX_BYTES, load_yaml
 from comfy_driver.errors import UserError
@@ -63,3 +64,28 @@ def test_a_link_planted_at_a_clip_name_is_replaced_not_written_through(sim: Any,
     assert result.exit_code == 0, result.output
     assert victim.read_text() == "precious"
     assert not (folder / "clip.mp4").is_symlink() and (folder / "clip.mp4").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("url, http", [
+    ("http://[::1]:8188", "http://[::1]:8188"),
+    ("127.0.0.1:8188", "http://127.0.0.1:8188"),
+    ("https://gpu_box.local/comfy/", "https://gpu_box.local/comfy"),
+    ("  http://Host-1.example.com:443  ", "http://host-1.example.com:443"),
+])
+def test_strict_parsing_keeps_every_valid_address(url: str, http: str, monkeypatch: Any, tmp_path: Path) -> None:
+    monkeypatch.setenv("COMFY_DRIVE_CREDENTIALS", str(tmp_path / "none.json"))
+    assert ServerAddress.parse(url).http == http
+
+
+def test_login_keeps_other_servers_and_refuses_a_header_before_writing(monkeypatch: Any, tmp_path: Path) -> None:
+    path = tmp_path / "credentials.json"
+    monkeypatch.setenv("COMFY_DRIVE_CREDENTIALS", str(path))
+    save_headers("http://a.example:8188", {"X-Token": "one"})
+    save_headers("http://b.example:8188", {"Authorization": "Bearer two"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    before = path.read_bytes()
+    with pytest.raises(UserError, match="line break"):
+        save_headers("http://a.example:8188", {"X-Token": "x\r\nX-Evil: 1"})
+    assert path.read_bytes() == before
+    assert ServerAddress.parse("http://a.example:8188").headers == {"X-Token": "one"}
+    assert ServerAddress.parse("http://b.example:8188/").headers == {"Authorization": "Bearer two"}

@@ -63,8 +63,7 @@ def test_live_round_trip(tmp_path: Path) -> None:
 def _every_example_prompt(client: ComfyClient) -> list[tuple[str, Any]]:
     from comfy_driver.config.series import load_series
     from comfy_driver.paths import EXAMPLES
-    from comfy_driver.pipeline.jobs import build_jobs
-    from comfy_driver.pipeline.preflight import every_prompt
+    from comfy_driver.pipeline.plan import build_plan
 
     catalog = client.catalog()
     out = []
@@ -72,8 +71,10 @@ def _every_example_prompt(client: ComfyClient) -> list[tuple[str, Any]]:
                               ("series.yaml", [None])):
         loaded = load_series(EXAMPLES / example)
         for backend in backends:
-            for job in every_prompt(build_jobs(loaded, backend, catalog)):
-                out.append((f"{example} --backend {backend or 'default'}: {job.key} ({job.template.name})", job))
+            for scene in build_plan(loaded, backend, catalog).scenes:
+                for step in scene.steps:
+                    out.append((f"{example} --backend {backend or 'default'}: {step.name} "
+                                f"({step.first.template.name})", step.first))
     return out
 
 
@@ -82,7 +83,7 @@ def test_live_every_example_prompt_passes_the_servers_validation() -> None:
     is queued, checked to carry no node_errors, and cancelled at once (its loaders would fail anyway
     on placeholder model files). The driver's own preflight agrees."""
     from comfy_driver.comfy.client import upload_name
-    from comfy_driver.pipeline.jobs import PLACEHOLDER_CLIP
+    from comfy_driver.pipeline.steps import PLACEHOLDER_CLIP
 
     client = ComfyClient(LIVE or "")
     catalog = client.catalog()

@@ -19,9 +19,8 @@ from comfy_driver.models.catalog import bundled_catalog, merge_object_info
 from comfy_driver.models.folders import fill_model_inputs, mark_model_inputs
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import EXAMPLES, MODELS_LOCK
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.preflight import every_prompt
-from comfy_driver.pipeline.runner import Runner, RunOptions
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.supervisor import Supervisor
 
 from .conftest import shared_path
 
@@ -62,11 +61,12 @@ def real_catalog() -> Catalog:
 @pytest.mark.parametrize("extra", [f"{REF}, {DRIVE}", REF])
 def test_prompts_validate_against_the_real_catalogue(real_catalog: Catalog, tmp_path: Path, backend: str,
                                                      extra: str) -> None:
-    jobs = build_jobs(load_series(series(tmp_path, backend, extra, frames=100)), catalog=real_catalog)
-    for job in every_prompt(jobs):
+    frames = 16 if "driving_video" in extra else 100  # the driving video lasts 2 s; without one: windows
+    plan = build_plan(load_series(series(tmp_path, backend, extra, frames=frames)), catalog=real_catalog)
+    for job in [step.first for scene in plan.scenes for step in scene.steps]:
         uploads = set(job.uploads)
         result = real_catalog.validate(job.graph, file_exists=lambda kind, name: name in uploads)
-        assert result.ok and not result.node_errors, (job.key, json.dumps(result.response())[:1500])
+        assert result.ok and not result.node_errors, (job.template.name, json.dumps(result.response())[:1500])
         files = {v for node in job.graph.values() for v in node["inputs"].values()
                  if isinstance(v, str) and v.endswith((".safetensors", ".gguf")) and "sam2" not in v}
         assert files <= {m.name for m in load_lock(MODELS_LOCK).models}
@@ -76,8 +76,8 @@ def test_prompts_validate_against_the_real_catalogue(real_catalog: Catalog, tmp_
 def test_runs_on_the_simulator_with_windows_and_stages(sim_factory: Any, tmp_path: Path, backend: str, release: str,
                                                        stages: str) -> None:
     sim = sim_factory(catalog=catalog_of(release))
-    loaded = load_series(series(tmp_path, backend + stages, f"{REF}, {DRIVE}", frames=100))
-    report = Runner(loaded, build_jobs(loaded, catalog=catalog_of(release)), [sim.url], options=RunOptions()).run()
+    loaded = load_series(series(tmp_path, backend + stages, REF, frames=100))  # longer than the driving video
+    report = Supervisor(build_plan(loaded, catalog=catalog_of(release)), [sim.url]).run()
     (scene,) = report.scenes
     assert scene.status == "done", scene.error
     info = probe(tmp_path / "out" / "new" / scene.clip)
@@ -90,8 +90,10 @@ def test_runs_on_the_simulator_with_windows_and_stages(sim_factory: Any, tmp_pat
 
 def test_gguf_quant_level_is_a_parameter(tmp_path: Path) -> None:
     def model(params: str) -> str:
-        (job,) = build_jobs(load_series(series(tmp_path, "wan22_animate_gguf", f"{REF}, {DRIVE}", params=params)))
-        (name,) = [n["inputs"]["unet_name"] for n in job.graph.values() if n["class_type"] == "UnetLoaderGGUF"]
+        path = series(tmp_path, "wan22_animate_gguf", f"{REF}, {DRIVE}", params=params)
+        (scene,) = build_plan(load_series(path)).scenes
+        graph = scene.routes[0].steps[0].first.graph
+        (name,) = [n["inputs"]["unet_name"] for n in graph.values() if n["class_type"] == "UnetLoaderGGUF"]
         return name
 
     assert model("steps: 2") == "Wan2.2-Animate-14B-Q3_K_M.gguf"
@@ -102,24 +104,25 @@ def test_gguf_quant_level_is_a_parameter(tmp_path: Path) -> None:
 
 def test_kj_memory_settings_are_parameters(tmp_path: Path) -> None:
     params = "blocks_to_swap: 35, attention_mode: sageattn, vae_tiling: true, window_frames: 49"
-    (job,) = build_jobs(load_series(series(tmp_path, "wan22_animate_kj", f"{REF}, {DRIVE}", params=params)))
-    by_class = {n["class_type"]: n["inputs"] for n in job.graph.values()}
+    (scene,) = build_plan(load_series(series(tmp_path, "wan22_animate_kj", f"{REF}, {DRIVE}", params=params))).scenes
+    graph = scene.routes[0].steps[0].first.graph
+    by_class = {n["class_type"]: n["inputs"] for n in graph.values()}
     assert by_class["WanVideoBlockSwap"]["blocks_to_swap"] == 35
     assert by_class["WanVideoModelLoader"]["attention_mode"] == "sageattn"
     assert by_class["WanVideoDecode"]["enable_vae_tiling"] is True
     assert by_class["WanVideoAnimateEmbeds"]["frame_window_size"] == 49
     # the result is the decoded frames, saved to the output folder (not the example's collage preview)
-    (save,) = [n for n in job.graph.values() if n["class_type"] == "VHS_VideoCombine"]
+    (save,) = [n for n in graph.values() if n["class_type"] == "VHS_VideoCombine"]
     assert save["inputs"]["save_output"] is True
-    assert job.graph[save["inputs"]["images"][0]]["class_type"] == "WanVideoDecode"
-    assert not any(n["class_type"] == "PointsEditor" for n in job.graph.values())
+    assert graph[save["inputs"]["images"][0]]["class_type"] == "WanVideoDecode"
+    assert not any(n["class_type"] == "PointsEditor" for n in graph.values())
 
 
 def test_animate2_on_an_older_comfyui_names_the_version(sim: Any, tmp_path: Path) -> None:
     path = series(tmp_path, "wan_animate2", f"{REF}, {DRIVE}")
     with pytest.raises(UserError, match=r"backend wan_animate2 needs ComfyUI 0.33.0 or newer; the server runs "
                                         r"ComfyUI 0.3.64"):
-        build_jobs(load_series(path), catalog=catalog_of("0.3.64"))
+        build_plan(load_series(path), catalog=catalog_of("0.3.64"))
     result = CliRunner().invoke(main, ["run", str(path), "--server", sim.url, "--dry-run"])
     assert result.exit_code != 0 and "needs ComfyUI 0.33.0 or newer" in result.output
     assert "Traceback" not in result.output and sim.submissions == []

@@ -32,6 +32,13 @@ def test_a_second_claim_is_refused_naming_the_holder(tmp_path: Path) -> None:
         pass
 
 
+def test_the_note_never_holds_credentials(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(sys, "argv", ["comfy-drive", "run", "s.yaml", "--server", "https://me:s3cret@gpu.example/c"])
+    with claim_output(tmp_path / "out"):
+        note = (tmp_path / "out" / ".lock").read_text()
+    assert "s3cret" not in note and "https://gpu.example/c" in note
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     folder = tmp_path / "out"
     code = ("import sys, time; from pathlib import Path; from comfy_driver.pipeline.outlock import claim_output\n"
@@ -49,12 +56,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 def test_titles_that_make_the_same_folder_name_do_not_share_it(tmp_path: Path) -> None:
     first = series_file(tmp_path, SERIES.replace("title: Run Test", "title: Fox Story!"))
-    assert CliRunner().invoke(main, ["run", str(first), "--simulate"]).exit_code == 0
+    assert CliRunner().invoke(main, ["run", str(first), "--simulate", "instant"]).exit_code == 0
     clip = tmp_path / "out" / "fox-story" / "one" / "a" / "clip.mp4"
     before = clip.read_bytes()
     second = series_file(tmp_path, SERIES.replace("title: Run Test", "title: fox-story")
                          .replace("first scene", "another scene"))
-    result = CliRunner().invoke(main, ["run", str(second), "--simulate"])
+    result = CliRunner().invoke(main, ["run", str(second), "--simulate", "instant"])
     assert result.exit_code == 2, result.output
     assert "holds the output of another series, 'Fox Story!'" in result.output
     assert "Traceback" not in result.output
@@ -70,11 +77,14 @@ def test_a_folder_of_a_corrupt_identity_is_not_taken_over(tmp_path: Path) -> Non
 
 
 def _running(tmp_path: Path) -> tuple[SimProcess, Path, subprocess.Popen[str]]:
-    """A simulator and a `run` of the test series on it, once a prompt of it is running."""
+    """A simulator and a `run` of the test series on it, once that run holds its output folder."""
     sim = SimProcess(tmp_path / "sim", time_scale=0.05)
     path = series_file(tmp_path)
     first = drive("run", str(path), "--server", sim.url, cwd=tmp_path)
-    sim.wait_until_running()
+    note = tmp_path / "out" / "run-test" / ".lock"  # holds the holder's note for the whole run
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (note.is_file() and note.stat().st_size):
+        time.sleep(0.005)
     return sim, path, first
 
 

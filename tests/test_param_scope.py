@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -11,9 +13,15 @@ from comfy_driver.cli import main
 from comfy_driver.config.series import load_series
 from comfy_driver.errors import UserError
 from comfy_driver.paths import EXAMPLES
-from comfy_driver.pipeline.jobs import build_jobs
+from comfy_driver.pipeline.plan import build_plan
 
 ASSETS = EXAMPLES / "assets"
+
+
+def build_jobs(loaded: Any, backend: str | None = None) -> list[Any]:
+    """Each scene's first prompt as planned, with what its route skipped."""
+    return [SimpleNamespace(skipped=scene.routes[0].skipped, template=scene.routes[0].steps[0].first.template,
+                            graph=scene.routes[0].steps[0].first.graph) for scene in build_plan(loaded, backend).scenes]
 
 
 def svd_series(tmp_path: Path, params: str, extra: str = "") -> Path:
@@ -56,9 +64,9 @@ def test_names_no_workflow_takes_are_still_errors_with_a_suggestion(tmp_path: Pa
         build_jobs(load_series(svd_series(tmp_path, "wan22_5b.motion_bucket_id: 3")))
 
 
-def test_a_stage_parameter_without_its_stage_name_says_how_to_write_it(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="parameter 'strength' is for stage 'denoise': write 'denoise.strength'"):
-        build_jobs(load_series(svd_series(tmp_path, "strength: 0.3")), "svd+denoise")
+def test_a_plain_name_only_a_stage_takes_is_skipped_saying_how_to_reach_the_stage(tmp_path: Path) -> None:
+    (job,) = build_jobs(load_series(svd_series(tmp_path, "strength: 0.3")), "svd+denoise")
+    assert job.skipped == ("strength (svd does not take it; 'denoise.strength' sets the stage's)",)
 
 
 def test_backend_override_on_the_wan_example_skips_what_svd_cannot_use(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from comfy_driver.config.series import load_series
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import EXAMPLES, MODELS_LOCK
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import SimServer
 from tests.fakeyoutube import FakeYouTube
@@ -55,7 +55,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sim.start()
     try:
         loaded = load_series(base / "series.yaml")
-        Runner(loaded, build_jobs(loaded), [sim.url]).run()
+        Supervisor(build_plan(loaded), [sim.url]).run()
     finally:
         sim.stop()
     shutil.rmtree(base / "sim")
@@ -87,7 +87,7 @@ def test_run_publish_uploads_each_episode_once_and_a_rerun_nothing(yt: FakeYouTu
     path = tmp_path / "series.yaml"
     path.write_text(text, encoding="utf-8")
     sign_in(yt)
-    result = cli("run", path, "--simulate", "--publish", "--youtube-endpoint", yt.url)
+    result = cli("run", path, "--simulate", "instant", "--publish", "--youtube-endpoint", yt.url)
     assert result.exit_code == 0, result.output
     assert len(yt.videos) == 2 and yt.inserts == 2
     report = json.loads((tmp_path / "out" / "tiny-adventures" / "report.json").read_text())
@@ -103,7 +103,7 @@ def test_run_publish_uploads_each_episode_once_and_a_rerun_nothing(yt: FakeYouTu
         assert published["thumbnail"] == "set" and published["playlist"] == "Tiny Adventures"
     ep01 = yt.videos[report["episodes"][0]["published"]["video_id"]]
     assert "0:00 Arrival\n0:02 Stall" in ep01["snippet"]["description"]
-    again = cli("run", path, "--simulate", "--publish", "--youtube-endpoint", yt.url)
+    again = cli("run", path, "--simulate", "instant", "--publish", "--youtube-endpoint", yt.url)
     assert again.exit_code == 0, again.output
     assert "already published" in again.output and yt.inserts == 2 and len(yt.videos) == 2
 
@@ -183,10 +183,10 @@ def test_run_publish_checks_before_rendering(yt: FakeYouTube, rendered: Path, tm
     path = tmp_path / "fresh" / "series.yaml"
     path.parent.mkdir()
     path.write_text(SERIES + '  title: "{{ episode.nope }}"\n', encoding="utf-8")
-    result = cli("run", path, "--simulate", "--publish", "--youtube-endpoint", yt.url)
+    result = cli("run", path, "--simulate", "instant", "--publish", "--youtube-endpoint", yt.url)
     assert result.exit_code == 2 and "undefined template variable" in result.output
     path.write_text(SERIES + PUBLISH, encoding="utf-8")
-    result = cli("run", path, "--simulate", "--publish", "--youtube-endpoint", yt.url)
+    result = cli("run", path, "--simulate", "instant", "--publish", "--youtube-endpoint", yt.url)
     assert result.exit_code == 2 and "no YouTube sign-in" in result.output
     assert not (path.parent / "out").exists() and not yt.sessions
 

@@ -15,8 +15,10 @@ import pytest
 
 from comfy_driver.comfy.client import file_sha256
 from comfy_driver.config.series import load_series
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner, RunOptions, StopRun
+from comfy_driver.pipeline.plan import SceneKey, StepKey, build_plan
+from comfy_driver.pipeline.lane import ServerGone
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.pipeline.state import StateStore
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import Faults
@@ -61,13 +63,17 @@ def write_series(folder: Path, template: str = VIDEO_SERIES, title: str = "Relia
 
 def run(path: Path, urls: list[str], **options: Any) -> Any:
     loaded = load_series(path)
-    return Runner(loaded, build_jobs(loaded), urls, options=RunOptions(**options)).run()
+    return Supervisor(build_plan(loaded), urls, RunOptions(**options)).run()
 
 
 def outputs_of(folder: Path, title: str = "reliable") -> dict[str, str]:
     root = folder / "out" / title
     return {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*.mp4"))
             if not p.name.startswith(".")}
+
+
+def step_key(scene: str, route: int = 0, index: int = 0) -> StepKey:
+    return StepKey(SceneKey.parse(scene), route, index)
 
 
 def finish_cleanly(path: Path, server: SimProcess) -> None:
@@ -130,7 +136,7 @@ def test_slow_and_failing_downloads(sim_factory: Any, tmp_path: Path) -> None:
 def test_server_gone_stops_cleanly_and_the_rerun_resumes(sim: Any, tmp_path: Path) -> None:
     path = write_series(tmp_path)
     sim.faults = Faults(crash_at="VAEDecode", crash_down_for=4.0, crash_times=1)
-    with pytest.raises(StopRun, match="has not answered for"):
+    with pytest.raises(ServerGone, match="has not answered for"):
         run(path, [sim.url], server_timeout=1.0, depth=1)
     time.sleep(4)
     report = run(path, [sim.url])
@@ -138,19 +144,31 @@ def test_server_gone_stops_cleanly_and_the_rerun_resumes(sim: Any, tmp_path: Pat
     assert all(e.status == "done" for e in report.episodes)
 
 
-def test_killed_driver_20_times_then_resumed_equals_a_clean_run(sim: Any, tmp_path: Path) -> None:
+def test_killed_driver_repeatedly_then_resumed_equals_a_clean_run(sim: Any, tmp_path: Path) -> None:
+    """Each kill lands after the driver submitted a prompt of its own; every other one while an output is
+    being downloaded (the simulator answers /view slowly then)."""
     run(write_series(tmp_path / "clean"), [sim.url])
     clean = outputs_of(tmp_path / "clean")
     assert len(clean) == 6  # four clips, two episodes
-    server = SimProcess(tmp_path / "sim", time_scale=0.05)
+    server = SimProcess(tmp_path / "sim", time_scale=0.2)
     try:
         path = write_series(tmp_path / "killed")
         rng = random.Random(11)
-        for _ in range(20):
+        kills = {False: 0, True: 0}
+        for i in range(20):
+            during_download = i % 2 == 1
+            server.set_faults({"slow_view": 0.4} if during_download else {})
+            before = server.stats()
             proc = drive("run", str(path), "--server", server.url)
-            time.sleep(rng.uniform(0.05, 1.5))
+            what = "finished" if during_download else "submissions"
+            if not server.wait_for_more(what, len(before[what]), proc):
+                break  # the driver finished everything before anything new happened
+            time.sleep(rng.uniform(0.0, 0.3 if during_download else 0.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            kills[during_download] += 1
+        assert kills[False] >= 2 and kills[True] >= 1, kills
+        server.set_faults({})
         finish_cleanly(path, server)
         assert outputs_of(tmp_path / "killed") == clean
     finally:
@@ -163,6 +181,9 @@ def test_ctrl_c_finishes_the_running_scene_and_unqueues_the_rest(tmp_path: Path)
         path = write_series(tmp_path / "run")
         proc = drive("run", str(path), "--server", server.url, "--depth", "3")
         server.wait_until_running()
+        deadline = time.time() + 10
+        while not server.queue()["queue_pending"] and time.time() < deadline:  # the next ones follow at once
+            time.sleep(0.01)
         assert server.queue()["queue_pending"], "queue-ahead should have put more on the server"
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=60)[0]
@@ -170,7 +191,7 @@ def test_ctrl_c_finishes_the_running_scene_and_unqueues_the_rest(tmp_path: Path)
         assert "run the same command again to resume" in output and "Traceback" not in output
         assert server.queue() == {"queue_running": [], "queue_pending": []}
         state = StateStore(tmp_path / "run" / "out" / "reliable" / "state.db")
-        statuses = [state.scene(k).status for k in ("one/a", "one/b", "two/c", "two/d")]
+        statuses = [state.step(step_key(k)).status for k in ("one/a", "one/b", "two/c", "two/d")]
         state.close()
         assert statuses[0] == "done" and set(statuses[1:]) == {"pending"}
         finish_cleanly(path, server)
@@ -192,7 +213,7 @@ def test_second_ctrl_c_interrupts_the_running_scene(tmp_path: Path) -> None:
         statuses = [f["status"] for f in server.stats()["finished"]]
         assert statuses == ["error"]  # interrupted, not finished
         state = StateStore(tmp_path / "run" / "out" / "reliable" / "state.db")
-        assert state.scene("one/a").status == "pending"
+        assert state.step(step_key("one/a")).status == "pending"
         state.close()
     finally:
         server.stop()
@@ -243,7 +264,7 @@ def test_soak_200_scenes_with_random_faults(sim_factory: Any, tmp_path: Path) ->
             runs += 1
             try:
                 report = run(path, [sim.url], server_timeout=5)
-            except StopRun:
+            except ServerGone:
                 continue
             if all(s.status in ("done", "skipped") for s in report.scenes):
                 break

@@ -18,8 +18,9 @@ from comfy_driver.config.series import load_series
 from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.paths import EXAMPLES
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner, RunOptions
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.executor import Timing
 from comfy_driver.sim.server import Faults
 
@@ -52,7 +53,7 @@ def series_file(tmp_path: Path, text: str = SERIES) -> Path:
 
 def run_series(path: Path, urls: list[str], **kw: Any) -> Any:
     loaded = load_series(path)
-    return Runner(loaded, build_jobs(loaded), urls, options=RunOptions(**kw)).run()
+    return Supervisor(build_plan(loaded), urls, RunOptions(**kw)).run()
 
 
 def test_run_renders_every_scene_and_joins_episodes(sim: Any, tmp_path: Path) -> None:

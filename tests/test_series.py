@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from comfy_driver.config.series import load_series
 from comfy_driver.errors import UserError
 from comfy_driver.paths import EXAMPLES, WORKFLOWS
-from comfy_driver.pipeline.jobs import build_jobs
+from comfy_driver.pipeline.plan import build_plan
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.paths import MODELS_LOCK
@@ -36,6 +37,11 @@ episodes:
 """
 
 
+
+def firsts(loaded: Any) -> list[Any]:
+    """Each scene's first prompt as planned."""
+    return [scene.routes[0].steps[0].first for scene in build_plan(loaded).scenes]
+
 def write(tmp_path: Path, text: str, name: str = "series.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -44,7 +50,7 @@ def write(tmp_path: Path, text: str, name: str = "series.yaml") -> Path:
 
 def error_of(path: Path) -> str:
     with pytest.raises(UserError) as info:
-        build_jobs(load_series(path))
+        build_plan(load_series(path))
     return str(info.value)
 
 
@@ -60,7 +66,7 @@ def test_templates_render(tmp_path: Path) -> None:
     loaded = load_series(write(tmp_path, GOOD))
     (scene,) = loaded.scenes
     assert scene.prompt == "Mira is a fox in Test Series" and scene.key == "ep01/s01"
-    (job,) = build_jobs(loaded)
+    (job,) = firsts(loaded)
     assert job.graph["2"]["inputs"]["text"] == scene.prompt
     assert job.graph["10"]["inputs"]["seed"] == 5 and job.graph["8"]["inputs"]["video_frames"] == 8
     assert job.graph["12"]["inputs"]["fps"] == 8.0 and isinstance(job.graph["8"]["inputs"]["fps"], int)
@@ -109,7 +115,7 @@ def test_reference_image_makes_svd_animate_it(tmp_path: Path) -> None:
 
     Image.new("RGB", (8, 8)).save(tmp_path / "ref.png")
     text = GOOD.replace("        seed: 5", "        seed: 5\n        reference_image: ref.png")
-    (job,) = build_jobs(load_series(write(tmp_path, text)))
+    (job,) = firsts(load_series(write(tmp_path, text)))
     assert job.template.name == "svd_from_image"
     (name,) = job.uploads
     assert job.graph["1"]["inputs"]["image"] == name and name.startswith("comfy_drive/")
@@ -127,8 +133,8 @@ def test_workflow_without_reference_image_says_so(tmp_path: Path) -> None:
 def test_unknown_parameter_suggests(tmp_path: Path) -> None:
     text = GOOD.replace("        seed: 5", "        seed: 5\n        params: {motion_bucket: 3}")
     message = error_of(write(tmp_path, text))
-    assert "series.yaml:13: unknown parameter 'motion_bucket' for workflow 'svd'; did you mean 'motion_bucket_id'?" \
-        in message
+    assert "series.yaml:16: unknown parameter 'motion_bucket' for workflow 'svd'; did you mean 'motion_bucket_id'?" \
+        in message  # the parameter's own line
 
 
 def test_mistyped_and_out_of_range_parameters_all_reported(tmp_path: Path) -> None:
@@ -146,7 +152,7 @@ def test_every_scene_error_at_once(tmp_path: Path) -> None:
 
 def test_unknown_backend_lists_known(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, GOOD.replace("backend: svd", "backend: nope")))
-    assert "no workflow 'nope'" in message and "svd" in message
+    assert "series.yaml:2: unknown backend 'nope'" in message and "backends: svd, wan22_5b, wan22_animate" in message
 
 
 def test_template_target_errors(tmp_path: Path) -> None:
@@ -177,6 +183,6 @@ def test_shipped_svd_is_a_gui_workflow_and_renders(tmp_path: Path) -> None:
 
 
 def test_embedded_workflow_carries_the_scene_values(tmp_path: Path) -> None:
-    (job,) = build_jobs(load_series(write(tmp_path, GOOD)))
+    (job,) = firsts(load_series(write(tmp_path, GOOD)))
     sampler = next(n for n in job.workflow["nodes"] if n.get("title") == "Video Sampler")
     assert sampler["widgets_values"][0] == 5  # the scene's seed, not the template's

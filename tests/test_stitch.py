@@ -11,8 +11,8 @@ from comfy_driver.config.series import load_series
 from comfy_driver.errors import RunError
 from comfy_driver.media.ffmpeg import ffmpeg_exe, probe
 from comfy_driver.media.stitch import Format, frame_shares, plan, stitch, verify
-from comfy_driver.pipeline.jobs import build_jobs
-from comfy_driver.pipeline.runner import Runner
+from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.sim.render import write_mp4
 
 
@@ -38,6 +38,19 @@ def test_matching_clips_are_stream_copied(tmp_path: Path) -> None:
     assert len(joined) == len(original) == 36
     assert [i for i, (a, b) in enumerate(zip(joined, original)) if a != b] in ([], [0, 12, 24])
     assert (done.info.frames, done.info.duration, done.info.fps) == (36, 4.5, 8)
+
+
+def test_a_stream_copy_keeps_the_clips_sound(tmp_path: Path) -> None:
+    clips = []
+    for n in range(2):
+        path = tmp_path / f"s{n}.mp4"
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "testsrc=size=64x48:rate=8:duration=1", "-f", "lavfi", "-i", "sine=duration=1", "-c:v",
+                        "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)], check=True)
+        clips.append(path)
+    done = stitch(plan(clips, 8), tmp_path / "ep.mp4")
+    probe_out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(done.path)], capture_output=True, text=True)
+    assert done.mode == "copy" and "Audio: aac" in probe_out.stderr
 
 
 def test_mixed_clips_are_normalised_in_one_encode_never_shrunk(tmp_path: Path) -> None:
@@ -84,7 +97,7 @@ def test_an_episode_with_an_upscaled_and_a_plain_scene_takes_the_larger_format(s
                     "      - {id: plain, prompt: a hare}\n"
                     "  - id: ep02\n    scenes:\n      - {id: a, prompt: a fox}\n      - {id: b, prompt: a hare}\n")
     loaded = load_series(path)
-    report = Runner(loaded, build_jobs(loaded), [sim.url]).run()  # type: ignore[attr-defined]
+    report = Supervisor(build_plan(loaded), [sim.url]).run()  # type: ignore[attr-defined]
     ep1, ep2 = report.episodes
     assert (ep1.format, ep1.converted) == ("128x128 8 fps", ["ep01/plain"])
     assert (ep2.format, ep2.converted) == ("64x64 8 fps", [])

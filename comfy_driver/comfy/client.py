@@ -290,8 +290,8 @@ class ComfyClient:
         running, pending = self.queued_ids()
         if prompt_id in pending:
             self.delete_queued([prompt_id])
-        if prompt_id in running:
-            self.interrupt(prompt_id)
+        if prompt_id in running or prompt_id in pending:
+            self.interrupt(prompt_id)  # it may have started between the two calls; never stops another
         return prompt_id in running or prompt_id in pending
 
     def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:

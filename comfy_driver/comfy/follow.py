@@ -114,6 +114,17 @@ class Follower:
             if event is not None and on_event is not None:
                 on_event(watch, event)
 
+    def feed(self, event: Event | None) -> tuple[Watch | None, list[Watch]]:
+        """For a caller that reads the stream itself: apply one event (None: a quiet spell, so ask the
+        server about prompts silent for `poll_after`); return the event's watch and the prompts that ended."""
+        watch = None
+        if event is None:
+            self._recover(quiet_only=True)
+        else:
+            watch = self._apply(event)
+        ended, self._finished = self._finished, []
+        return watch, ended
+
     def next_event(self, timeout: float | None) -> tuple[Watch | None, Event | None]:
         """Process at most one event: (the watch it concerned, the event); (None, None) after `timeout`.
 

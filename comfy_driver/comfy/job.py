@@ -184,11 +184,7 @@ class Job:
         if self._watch.done:
             return
         self._cancelled = True
-        running, pending = self.client.queued_ids()
-        if self.prompt_id in pending:
-            self.client.delete_queued([self.prompt_id])
-        if self.prompt_id in running or self.prompt_id in pending:
-            self.client.interrupt(self.prompt_id)  # it may have started between the two calls
+        self.client.cancel(self.prompt_id)  # through /api/jobs where the server has it
         self._follower.recover(self.prompt_id)
 
     def close(self) -> None:

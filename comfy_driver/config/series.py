@@ -155,6 +155,7 @@ class SceneSpec:
     params: dict[str, Any]
     where: str  # file:line of the scene, for messages
     explicit: set[str] = field(default_factory=set)  # fields the user set (not defaults)
+    wheres: dict[str, str] = field(default_factory=dict)  # file:line of 'backend' and of each 'params.NAME'
 
     @property
     def key(self) -> str:
@@ -283,7 +284,11 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
                 driving_video=_media(base, _render(merged["driving_video"], ctx, field_where("driving_video"),
                                                    "driving_video"), field_where("driving_video"), "video")
                 if merged["driving_video"] else None,
-                params=params, where=where, explicit=explicit))
+                params=params, where=where, explicit=explicit,
+                wheres={"backend": field_where("backend") if "backend" in sc.model_fields_set
+                        or "backend" in series.defaults.model_fields_set else located.where(("backend",)),
+                        **{f"params.{k}": located.where(loc + ("params", k)) if k in sc.params
+                           else located.where(("defaults", "params", k)) for k in params}}))
     return out
 
 

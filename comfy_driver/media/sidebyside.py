@@ -44,7 +44,7 @@ def layout(infos: list[VideoInfo]) -> Layout:
     height = max(i.height for i in infos)
     height += height % 2
     widths = [max(2, round(i.width * height / i.height / 2) * 2) for i in infos]
-    band = max(28, min(64, height // 6)) // 2 * 2
+    band = max(28, min(96, height // 6)) // 2 * 2
     return Layout(height, max(i.fps for i in infos), max(i.duration for i in infos), widths, band)
 
 

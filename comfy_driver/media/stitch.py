@@ -8,7 +8,8 @@ single encoder. One clip is decoded at a time, so memory stays flat however long
 
 The episode's format is the largest clip's size (finished work is never scaled down) at the fps
 the series declares (else the largest clip's). Every joined file is checked: it decodes, has one
-video stream, the episode's fps, and lasts the sum of its clips within one frame.
+video stream, the episode's fps, and lasts the sum of its clips within one frame. Sound: a
+stream-copied episode keeps its clips' audio track; a normalised one is video only.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def _copy(clips: list[Path], tmp: Path) -> None:
             listing.write(f"file '{escaped}'\n")
     try:
         run_ffmpeg(["-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", listing.name, "-map", "0:v",
-                    "-c", "copy", "-movflags", "+faststart", str(tmp)], what=f"joining clips into {tmp.name}")
+                    "-map", "0:a?", "-c", "copy", "-movflags", "+faststart", str(tmp)],
+                   what=f"joining clips into {tmp.name}")
     finally:
         os.unlink(listing.name)
 

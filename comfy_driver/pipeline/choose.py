@@ -96,7 +96,7 @@ def _why(name: str, target: str, rejected: list[str], note: str) -> str:
     return text + (f"; passed over: {passed}" if passed else "")
 
 
-def check_backend(name: str, backends: Backends, version: Version | None, target: str) -> None:
+def check_version(name: str, backends: Backends, version: Version | None, target: str) -> None:
     """An explicitly chosen backend on a release too old for it: one clear message before anything
     else (the nodes it lacks come with the version, not with a pack to install)."""
     needed = backends.backend(name).needs.comfyui

@@ -18,20 +18,24 @@ from typing import Any
 import yaml
 
 from comfy_driver import confined
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.outputs import safe_component
+from comfy_driver.comfy.settings import Settings
 from comfy_driver.config.series import LoadedSeries
 from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.media.measure import measure
 from comfy_driver.media.sidebyside import Column, side_by_side
-from comfy_driver.models.needs import ServerFacts
-from comfy_driver.pipeline.jobs import SceneJob, build_jobs
-from comfy_driver.pipeline.preflight import every_prompt
-from comfy_driver.pipeline.progress import Progress, fmt_seconds
+from comfy_driver.models.needs import ServerFacts, read_servers
+from comfy_driver.pipeline.choose import AUTO
+from comfy_driver.pipeline.plan import Plan, build_plan
+from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport
-from comfy_driver.pipeline.runner import Runner, RunOptions
 from comfy_driver.pipeline.state import DONE, StateStore
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.pipeline.timings import Collector, ResourceSampler
+from comfy_driver.units import fmt_seconds
 
 
 @dataclass
@@ -84,12 +88,13 @@ def default_folder(loaded: LoadedSeries) -> Path:
     return loaded.output_dir / loaded.slug / "compare"
 
 
-def choose_scenes(jobs: list[SceneJob], wanted: list[str] | None) -> list[SceneJob]:
-    keys = [j.spec.key for j in jobs]
+def choose_scenes(plan: Plan, wanted: list[str] | None) -> Plan:
+    """The plan of the scenes asked for (all by default), rendered without joining episodes."""
+    keys = [str(s.key) for s in plan.scenes]
     unknown = [k for k in wanted or [] if k not in keys]
     if unknown:
         raise UserError(f"--scenes {unknown[0]}: no such scene", hint=f"scenes: {', '.join(keys)}")
-    return [j for j in jobs if not wanted or j.spec.key in wanted]
+    return plan.only([s.key for s in plan.scenes if not wanted or str(s.key) in wanted])
 
 
 def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None, image: Path | None = None,
@@ -110,56 +115,59 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
 
 
 def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None,
-         servers: list[ServerFacts] | None = None) -> dict[str, list[SceneJob]]:
-    """Each backend's jobs for the chosen scenes; every problem of every backend now, before any render.
-
-    `servers`: what the servers offer, for `auto` among the backends (the best each scene can have there).
-    """
+         catalog: Catalog | None = None, servers: list[ServerFacts] | None = None) -> dict[str, Plan]:
+    """Each backend's plan of the chosen scenes; every problem of every backend now, before any render.
+    GUI-saved templates are converted with `catalog` (the server's), else the one comfy-drive ships;
+    `servers` (what they offer) lets `auto` be one of the backends."""
     if len(set(backends)) != len(backends) or not backends:
         raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    return {b: choose_scenes(build_jobs(loaded, b, servers=servers), scenes) for b in backends}
+    return {b: choose_scenes(build_plan(loaded, b, catalog, servers=servers), scenes) for b in backends}
 
 
-def compare(loaded: LoadedSeries, chosen: dict[str, list[SceneJob]], servers: list[str], *,
-            from_report: bool = False, progress: bool = True, folder: Path | None = None) -> Comparison:
+def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *,
+            from_report: bool = False, progress: bool = True, folder: Path | None = None,
+            settings: Settings | None = None) -> Comparison:
     """Render the planned scenes with each backend (keeping earlier renders), measure, and compare.
 
     With `from_report`, nothing is rendered: the comparison is made from the renders already kept.
     """
     folder = folder or default_folder(loaded)
-    keys = [j.spec.key for j in next(iter(chosen.values()))]
+    # Each backend's renders in a run folder of its own (its state, so its renders are kept).
+    facts = read_servers(servers, settings) if any(b.split("+")[0].strip() == AUTO for b in chosen) else None
+    chosen = {b: choose_scenes(build_plan(loaded, b, root=folder / safe_component(b), servers=facts),
+                               [str(s.key) for s in p.scenes]) for b, p in chosen.items()}
+    keys = [str(s.key) for s in next(iter(chosen.values())).scenes]
     say = Progress(0, enabled=progress)
     results = []
     started = time.monotonic()
-    for n, (backend, jobs) in enumerate(chosen.items(), 1):
-        run_dir = folder / safe_component(backend)
+    for n, (backend, rooted) in enumerate(chosen.items(), 1):
+        run_dir = rooted.layout.root
         timings = _load_json(run_dir / "timings.json")
         if from_report:
             if not (run_dir / "state.db").is_file():
                 raise UserError(f"no renders of backend {backend!r} in {run_dir}",
                                 hint="run compare without --from-report to render them")
-            results.append(_results(backend, run_dir, jobs, timings))
+            results.append(_results(backend, rooted, timings))
             continue
-        say.message(f"backend {n}/{len(chosen)} {backend}: {len(jobs)} scene(s)")
+        say.message(f"backend {n}/{len(chosen)} {backend}: {len(rooted.scenes)} scene(s)")
         collector = Collector()
-        runner = Runner(loaded, jobs, servers, progress=Progress(len(jobs), enabled=progress),
-                        options=RunOptions(episodes=False), on_event=collector)
-        runner.root = run_dir  # the backend's own run folder: its own state, so its renders are kept
+        runner = Supervisor(rooted, servers, RunOptions(episodes=False, settings=settings or Settings()),
+                            progress=Progress(len(rooted.scenes), enabled=progress), on_event=collector)
         t0 = time.monotonic()
-        with ResourceSampler(servers) as sampler:
+        with ResourceSampler(servers, settings) as sampler:
             report = runner.run()
         rendered = sum(s.status == "done" for s in report.scenes)
         timings["prompts"] = {**timings.get("prompts", {}), **collector.results()}
         if rendered:
             timings["peak_vram"], timings["peak_ram"] = sampler.peak_vram, sampler.peak_ram
         _write_json(run_dir / "timings.json", timings)
-        result = _results(backend, run_dir, jobs, timings)
+        result = _results(backend, rooted, timings)
         result.rendered, result.seconds = rendered, time.monotonic() - t0
         results.append(result)
         left = len(chosen) - n
         pace = (time.monotonic() - started) / n
         say.message(f"backend {n}/{len(chosen)} {backend}: {rendered} scene(s) rendered, "
-                    f"{len(jobs) - rendered} kept, in {fmt_seconds(result.seconds)}"
+                    f"{len(rooted.scenes) - rendered} kept, in {fmt_seconds(result.seconds)}"
                     + (f"; ETA {fmt_seconds(pace * left)} for the other {left}" if left else ""))
     comparison = Comparison(folder, keys, results)
     for key in keys:
@@ -180,28 +188,31 @@ def compare(loaded: LoadedSeries, chosen: dict[str, list[SceneJob]], servers: li
     return comparison
 
 
-def _results(backend: str, run_dir: Path, jobs: list[SceneJob], timings: dict[str, Any]) -> BackendResult:
+def _results(backend: str, plan: Plan, timings: dict[str, Any]) -> BackendResult:
     """A backend's scenes from its run folder: report, run state, measured timings, the clips."""
-    report_path = run_dir / "report.json"
+    run_dir = plan.layout.root
+    report_path = plan.layout.report
     records = {s.key: s for s in RunReport.model_validate_json(report_path.read_text(encoding="utf-8")).scenes} \
         if report_path.is_file() else {}
     prompts = timings.get("prompts", {})
     out = BackendResult(backend, run_dir, {}, timings.get("peak_vram"), timings.get("peak_ram"))
-    state = StateStore(run_dir / "state.db")
+    state = StateStore(plan.layout.state_db)
     try:
-        for job in jobs:
-            key = job.spec.key
-            st = state.scene(key)
+        for planned in plan.scenes:
+            key = str(planned.key)
             record = records.get(key)
-            if st is None or st.status != DONE or not st.clip:
+            done = [(route, state.step(route.steps[-1].key)) for route in planned.routes]
+            made = next(((route, st) for route, st in done if st is not None and st.status == DONE and st.clip), None)
+            if made is None:
                 out.scenes[key] = SceneResult(key, record.status if record else "not run",
-                                              error=st.error if st else None)
+                                              error=record.error if record else None)
                 continue
-            clip = run_dir / safe_component(job.spec.episode_id) / safe_component(job.spec.scene_id) / st.clip
-            scene = SceneResult(key, "done", clip=clip, rendered_by=record.backend if record else backend)
+            route, last = made
+            assert last is not None and last.clip is not None
+            scene = SceneResult(key, "done", clip=route.steps[-1].folder / last.clip, rendered_by=route.backend)
             waits, runs, loads, steps = [], [], [], []
-            for prompt_key in dict.fromkeys(p.key for p in every_prompt([job])):
-                st = state.scene(prompt_key)
+            for step in route.steps:
+                st = state.step(step.key)
                 if st is None or st.status != DONE or not st.prompt_id:
                     continue
                 scene.prompts += 1

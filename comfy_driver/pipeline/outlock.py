@@ -23,10 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from comfy_driver import confined
+from comfy_driver.comfy.address import redact
 from comfy_driver.errors import UserError
 
 LOCK_NAME = ".lock"
 IDENTITY_NAME = "series.json"
+LINKS_REFUSED = ("state.db", "state.db-wal", "state.db-shm", "state.db-journal")
 _LOCK_OFFSET = 1 << 20  # Windows locks bytes: lock one far past the holder's note so it stays readable
 
 
@@ -82,18 +84,36 @@ def _holder(fd: int) -> str:
         return "a run that has just started or is just ending"
 
 
+def _command() -> str:
+    """This process's command line for the note, with any user:password of a URL taken out."""
+    return " ".join(["comfy-drive", *(redact(a) if "://" in a else a for a in sys.argv[1:])])
+
+
+def check_folder(folder: Path) -> Path:
+    """A path that is, or can be made, an output folder (nothing is made): else a clear UserError.
+
+    Cheap, so a command checks its output folder before it starts rendering."""
+    hint = "give a folder there (output: of a series, -o of replay)"
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"output folder {folder} is a broken symbolic link or a link loop", hint=hint)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output folder {folder} exists and is not a folder", hint=f"{hint}, or move that file away")
+    above = folder.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"output folder {folder}: a part of this path is a file, not a folder", hint=hint)
+    return folder
+
+
 def prepare_folder(folder: Path) -> Path:
     """The output folder, made if missing; a path that cannot be one is a clear error (exit 2)."""
-    if folder.is_symlink() and not folder.exists():
-        raise UserError(f"output folder {folder} is a broken symbolic link or a link loop")
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"output folder {folder} exists and is not a folder",
-                        hint="set output: in the series file to a folder (or remove that file)")
+    check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"output folder {folder}: a part of this path is a file, not a folder",
-                        hint="set output: in the series file to a folder") from None
+                        hint="give a folder there (output: of a series, -o of replay)") from None
     except OSError as exc:
         raise confined.os_failure(exc, folder, "creating") from None
     return folder
@@ -107,8 +127,13 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
     another series or cannot be an output folder.
     """
     prepare_folder(folder)
-    if series is not None:  # before the lock file is made: another series' folder is left untouched
+    # Checked before the lock file is made, so that a folder refused is left untouched:
+    if series is not None:
         _check_identity(folder, series, record=False)
+    for name in LINKS_REFUSED:  # files written in place (SQLite), not by rename
+        if (folder / name).is_symlink():
+            raise UserError(f"{folder / name} is a symbolic link; the run state is never written through a link",
+                            hint="remove the link (move the real file here if it is this series') and rerun")
     lock_path = folder / LOCK_NAME
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
@@ -124,7 +149,7 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
         try:
             _note(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-                                  "command": " ".join(["comfy-drive", *sys.argv[1:]])}))
+                                  "command": _command()}))
             if series is not None:
                 _check_identity(folder, series)
             yield folder

@@ -6,6 +6,7 @@ only when a scene starts a new node, so logs stay readable.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -23,19 +24,34 @@ class Progress:
         self.started = time.monotonic()
         self.finished = 0
         self.scene_seconds: list[float] = []
+        self.prompts_left = 0  # prompts still to render (every window, stage and step), when known
+        self.prompt_seconds: list[float] = []
         self._lock = threading.Lock()
         self._last_line = ""
         self._last_key: tuple[str, str] | None = None
+        self._last_update: tuple[int, str, str, tuple[float, float] | None, float | None] | None = None
 
     def eta(self, running_fraction: float = 0.0) -> float | None:
+        """The time left: prompts left (windows and stages included) times a prompt's median time; or,
+        when prompts are not counted, scenes left times a scene's median time."""
+        if self.prompt_seconds:
+            median = sorted(self.prompt_seconds)[len(self.prompt_seconds) // 2]
+            return max(0.0, (self.prompts_left - running_fraction) * median)
         if not self.scene_seconds:
             return None
         avg = sorted(self.scene_seconds)[len(self.scene_seconds) // 2]
         return max(0.0, (self.total - self.finished - running_fraction) * avg)
 
+    def prompt_done(self, seconds: float | None) -> None:
+        with self._lock:
+            self.prompts_left = max(0, self.prompts_left - 1)
+            if seconds is not None:
+                self.prompt_seconds.append(seconds)
+
     def update(self, index: int, key: str, node: str, step: tuple[float, float] | None, scene_start: float | None) -> None:
         if not self.enabled:
             return
+        self._last_update = (index, key, node, step, scene_start)
         now = time.monotonic()
         parts = [f"scene {index}/{self.total} {key}"]
         if node:
@@ -50,6 +66,7 @@ class Progress:
         line = " | ".join(parts)
         with self._lock:
             if self.tty:
+                line = line[:max(20, shutil.get_terminal_size().columns - 1)]  # one line, however narrow
                 pad = max(0, len(self._last_line) - len(line))
                 self.stream.write("\r" + line + " " * pad)
                 self.stream.flush()
@@ -58,6 +75,20 @@ class Progress:
                 self._last_key = (key, node)
                 self.stream.write(line + "\n")
                 self.stream.flush()
+
+    def tick(self) -> None:
+        """Redraw the status line so the clock moves between server events (on a terminal)."""
+        if self.tty and self._last_update is not None:
+            self.update(*self._last_update)
+
+    def end(self) -> None:
+        """Clear the status line, so what is printed next starts on a line of its own."""
+        with self._lock:
+            if self.tty and self._last_line:
+                self.stream.write("\r" + " " * len(self._last_line) + "\r")
+                self.stream.flush()
+                self._last_line = ""
+        self._last_update = None
 
     def message(self, text: str) -> None:
         if not self.enabled:

@@ -20,6 +20,16 @@ class OutputRecord(BaseModel):
     node_id: str = ""
 
 
+class StepRecord(BaseModel):
+    label: str
+    status: str
+    prompt_id: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    clip: str | None = None
+
+
 class SceneRecord(BaseModel):
     key: str
     episode: str
@@ -27,8 +37,8 @@ class SceneRecord(BaseModel):
     backend: str
     prompt: str | None
     seed: int
-    graph_hash: str
-    status: Literal["done", "skipped", "failed", "not run"] = "not run"
+    graph_hash: str  # the identity of what made (or would make) the clip: every step's graph and inputs
+    status: Literal["done", "skipped", "failed", "stopped", "not run"] = "not run"  # stopped: partly done
     server: str | None = None
     prompt_id: str | None = None
     queued_at: float | None = None
@@ -42,7 +52,8 @@ class SceneRecord(BaseModel):
     error: str | None = None
     error_kind: str | None = None  # validation | execution | oom | interrupted | lost | download | server
     history: list[str] = []  # every submission, loss, failure and fallback, in order
-    chosen: str | None = None  # backend auto: the backend it chose for this scene's server, and why
+    steps: list[StepRecord] = []  # the prompts of the route that made (or is making) the clip
+    notes: list[str] = []  # what was adapted (frames a fallback can take), said before submitting
 
 
 class EpisodeRecord(BaseModel):
@@ -64,10 +75,17 @@ class RunReport(BaseModel):
     servers: list[str]
     scenes: list[SceneRecord]
     episodes: list[EpisodeRecord] = []
+    stopped: str | None = None  # why the run stopped before the end, if it did
 
     @property
     def failed(self) -> list[SceneRecord]:
         return [s for s in self.scenes if s.status == "failed"]
+
+    @property
+    def complete(self) -> bool:
+        """Every scene has its clip and every episode is joined."""
+        return all(s.status in ("done", "skipped") for s in self.scenes) and \
+            all(e.status == "done" for e in self.episodes)
 
     def write(self, folder: Path) -> Path:
         return confined.write_text(folder, "report.json", self.model_dump_json(indent=2) + "\n")
@@ -75,7 +93,9 @@ class RunReport(BaseModel):
     def summary(self) -> str:
         done = sum(s.status == "done" for s in self.scenes)
         skipped = sum(s.status == "skipped" for s in self.scenes)
-        lines = [f"{self.series}: {done} scene(s) rendered, {skipped} already done, {len(self.failed)} failed"]
+        left = len(self.scenes) - done - skipped - len(self.failed)
+        lines = [f"{self.series}: {done} scene(s) rendered, {skipped} already done, {len(self.failed)} failed"
+                 + (f", {left} not finished" if left else "")]
         for s in self.scenes:
             took = ""
             if s.started_at and s.finished_at:

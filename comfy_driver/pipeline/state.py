@@ -1,9 +1,13 @@
-"""The run state store: one SQLite file (WAL) in the series' output folder.
+"""The run state store: one SQLite file (WAL) in the series' output folder, written by one owner.
 
-Every scene's graph hash, prompt id, server, status, timings, attempts, errors and outputs (with
-sha256), and every episode, are recorded as they change, one transaction per change. A run killed
-at any moment leaves a state the next run resumes from: finished scenes are kept (their files are
-checked by sha256), prompts still queued or running on a server are re-attached, not sent again.
+The plan, every step's identity, prompt id, server, status, timings, attempts, errors and outputs
+(with sha256), and every episode, are recorded as they change, one transaction per change. Keys
+are typed: a step is (episode, scene, route, index) in columns of their own, never a string parsed
+back. An output is identified by its node, subfolder and file name, as the server names it.
+
+The store is a record, not the only truth: each finished step also leaves a manifest beside its
+files, and prompt ids are deterministic, so a lost or damaged state file is rebuilt from the disk
+and the server (`open_state` moves a damaged one aside and says so).
 """
 
 from __future__ import annotations
@@ -11,29 +15,34 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from comfy_driver.confined import NoSpace, ReadOnly
 from comfy_driver.errors import DriveError, RunError
+from comfy_driver.pipeline.plan import SceneKey, StepKey
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS scenes (
-    key TEXT PRIMARY KEY, episode TEXT NOT NULL, scene TEXT NOT NULL, backend TEXT NOT NULL,
-    graph_hash TEXT NOT NULL, status TEXT NOT NULL, prompt_id TEXT, server TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, queued_at REAL, started_at REAL, finished_at REAL,
+CREATE TABLE IF NOT EXISTS plan (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    episode TEXT NOT NULL, scene TEXT NOT NULL, route INTEGER NOT NULL, idx INTEGER NOT NULL,
+    label TEXT NOT NULL, identity TEXT NOT NULL, status TEXT NOT NULL, graph_hash TEXT, prompt_id TEXT,
+    server TEXT, attempts INTEGER NOT NULL DEFAULT 0, queued_at REAL, started_at REAL, finished_at REAL,
     server_ms INTEGER, cached_nodes TEXT, clip TEXT, error TEXT, error_kind TEXT, server_outputs TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL, PRIMARY KEY (episode, scene, route, idx)
 );
 CREATE TABLE IF NOT EXISTS outputs (
-    scene_key TEXT NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    node_id TEXT NOT NULL, PRIMARY KEY (scene_key, file)
+    episode TEXT NOT NULL, scene TEXT NOT NULL, route INTEGER NOT NULL, idx INTEGER NOT NULL,
+    node_id TEXT NOT NULL, subfolder TEXT NOT NULL, filename TEXT NOT NULL, file TEXT NOT NULL,
+    sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (episode, scene, route, idx, node_id, subfolder, filename)
 );
 CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, scene_key TEXT, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT
+    id INTEGER PRIMARY KEY AUTOINCREMENT, episode TEXT, scene TEXT, route INTEGER, idx INTEGER,
+    at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT
 );
 CREATE TABLE IF NOT EXISTS episodes (
     id TEXT PRIMARY KEY, path TEXT, sha256 TEXT, clips_hash TEXT, updated_at REAL NOT NULL
@@ -52,15 +61,19 @@ def _write_failure(exc: sqlite3.OperationalError, path: Path) -> DriveError:
     return RunError(f"writing the run state {path} failed ({exc})")
 
 
-# Scene statuses: pending -> submitted -> done | failed (a submitted scene may be re-attached).
+# Step statuses: pending -> submitted -> done | failed (a submitted step may be re-attached).
 PENDING, SUBMITTED, DONE, FAILED = "pending", "submitted", "done", "failed"
+_STEP_COLUMNS = ("label, identity, status, graph_hash, prompt_id, server, attempts, queued_at, started_at, "
+                 "finished_at, server_ms, cached_nodes, clip, error, error_kind, server_outputs")
 
 
 @dataclass
-class SceneState:
-    key: str
-    graph_hash: str
+class StepState:
+    key: StepKey
+    label: str
+    identity: str
     status: str
+    graph_hash: str | None
     prompt_id: str | None
     server: str | None
     attempts: int
@@ -69,139 +82,182 @@ class SceneState:
     finished_at: float | None
     server_ms: int | None
     cached_nodes: list[str]
-    clip: str | None
+    clip: str | None  # relative to the step's folder
     error: str | None
     error_kind: str | None
     server_outputs: dict[str, Any] | None  # the prompt's outputs as the server listed them, once it succeeded
-    outputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]  # file (relative to the step's folder), sha256, size, node_id, subfolder, filename
+
+
+def _k(key: StepKey) -> tuple[str, str, int, int]:
+    return (key.scene.episode, key.scene.scene, key.route, key.index)
 
 
 class StateStore:
+    """Only the supervisor's thread writes; one transaction per change."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         try:
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
             self.db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise RunError(f"{path}: the run state cannot be opened ({exc})",
-                           hint="if it is damaged, move it away; finished files stay and are rechecked") from None
+            self.db.execute("SELECT episode, scene, route, idx, " + _STEP_COLUMNS + " FROM steps LIMIT 1")
+        except sqlite3.DatabaseError:
+            self.db.close()
+            raise
 
     def close(self) -> None:
-        with self._lock:
-            self.db.close()
+        self.db.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...] = (), *more: tuple[str, tuple[Any, ...]]) -> None:
-        with self._lock:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            for sql, args in statements:
                 self.db.execute(sql, args)
-                for extra_sql, extra_args in more:
-                    self.db.execute(extra_sql, extra_args)
-                self.db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if self.db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self.db.execute("ROLLBACK")
-                raise _write_failure(exc, self.path) from None
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise _write_failure(exc, self.path) from None
 
-    # ---------------------------------------------------------------------------------------------
-    def scene(self, key: str) -> SceneState | None:
-        with self._lock:
-            row = self.db.execute("SELECT key, graph_hash, status, prompt_id, server, attempts, queued_at, "
-                                  "started_at, finished_at, server_ms, cached_nodes, clip, error, error_kind, "
-                                  "server_outputs FROM scenes WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            outputs = [{"file": f, "sha256": s, "size": n, "node_id": i} for f, s, n, i in self.db.execute(
-                "SELECT file, sha256, size, node_id FROM outputs WHERE scene_key = ? ORDER BY rowid", (key,))]
-        server_outputs = json.loads(row[14]) if row[14] else None
-        return SceneState(*row[:10], json.loads(row[10] or "[]"), *row[11:14], server_outputs,  # type: ignore[call-arg]
-                          outputs)
+    # --------------------------------------------------------------------------------------------- plan
+    def save_plan(self, plan: dict[str, Any]) -> None:
+        self._write(("INSERT INTO plan (id, json, updated_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                     "json=excluded.json, updated_at=excluded.updated_at", (json.dumps(plan), time.time())))
 
-    def ensure(self, key: str, episode: str, scene: str, backend: str, graph_hash: str) -> SceneState:
-        """The scene's state; a scene new to the store, or whose graph changed, starts over as pending."""
-        current = self.scene(key)
-        if current is None or current.graph_hash != graph_hash:
-            self._write("INSERT INTO scenes (key, episode, scene, backend, graph_hash, status, attempts, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET backend=excluded.backend, "
-                        "graph_hash=excluded.graph_hash, status=excluded.status, prompt_id=NULL, server=NULL, "
-                        "attempts=0, error=NULL, error_kind=NULL, clip=NULL, server_outputs=NULL, "
-                        "updated_at=excluded.updated_at",
-                        (key, episode, scene, backend, graph_hash, PENDING, 0, time.time()),
-                        ("DELETE FROM outputs WHERE scene_key = ?", (key,)))
-            if current is not None:
-                self.event(key, "changed", "the scene's graph changed: it is rendered again")
-            current = self.scene(key)
+    def plan(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT json FROM plan WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    # --------------------------------------------------------------------------------------------- steps
+    def step(self, key: StepKey) -> StepState | None:
+        row = self.db.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE episode = ? AND scene = ? AND route = ? "
+                              "AND idx = ?", _k(key)).fetchone()
+        if row is None:
+            return None
+        outputs = [{"file": f, "sha256": s, "size": n, "node_id": i, "subfolder": sub, "filename": name}
+                   for f, s, n, i, sub, name in self.db.execute(
+                       "SELECT file, sha256, size, node_id, subfolder, filename FROM outputs WHERE episode = ? AND "
+                       "scene = ? AND route = ? AND idx = ? ORDER BY rowid", _k(key))]
+        return StepState(key, *row[:11], json.loads(row[11] or "[]"), *row[12:15],  # type: ignore[arg-type, call-arg]
+                         json.loads(row[15]) if row[15] else None, outputs)
+
+    def ensure(self, key: StepKey, label: str, identity: str) -> StepState:
+        """The step's state; a step new to the store, or whose identity changed, starts over as pending."""
+        current = self.step(key)
+        if current is None or current.identity != identity:
+            self._write(("INSERT INTO steps (episode, scene, route, idx, label, identity, status, attempts, "
+                         "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT(episode, scene, route, idx) "
+                         "DO UPDATE SET label=excluded.label, identity=excluded.identity, status=excluded.status, "
+                         "graph_hash=NULL, prompt_id=NULL, server=NULL, attempts=0, error=NULL, error_kind=NULL, "
+                         "clip=NULL, server_outputs=NULL, updated_at=excluded.updated_at",
+                         (*_k(key), label, identity, PENDING, time.time())),
+                        ("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key)),
+                        *([self._event_sql(key, "changed", "what shapes this step's output changed: it is "
+                                           "rendered again")] if current is not None else []))
+            current = self.step(key)
             assert current is not None
         return current
 
-    def reset(self, key: str, why: str) -> None:
-        self._write("UPDATE scenes SET status = ?, prompt_id = NULL, server = NULL, clip = NULL, error = NULL, "
-                    "error_kind = NULL, server_outputs = NULL, updated_at = ? WHERE key = ?", (PENDING, time.time(), key),
-                    ("DELETE FROM outputs WHERE scene_key = ?", (key,)))
-        self.event(key, "reset", why)
+    def reset(self, key: StepKey, why: str) -> None:
+        self._write(("UPDATE steps SET status = ?, prompt_id = NULL, server = NULL, clip = NULL, error = NULL, "
+                     "error_kind = NULL, server_outputs = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND "
+                     "route = ? AND idx = ?", (PENDING, time.time(), *_k(key))),
+                    ("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key)),
+                    self._event_sql(key, "reset", why))
 
-    def submitted(self, key: str, prompt_id: str, server: str, attempt: int, backend: str) -> None:
-        self._write("UPDATE scenes SET status = ?, prompt_id = ?, server = ?, attempts = ?, backend = ?, "
-                    "queued_at = ?, started_at = NULL, finished_at = NULL, error = NULL, error_kind = NULL, "
-                    "server_outputs = NULL, updated_at = ? WHERE key = ?",
-                    (SUBMITTED, prompt_id, server, attempt, backend, time.time(), time.time(), key),
-                    self._event_sql(key, "submitted", f"{prompt_id} on {server} (attempt {attempt}, {backend})"))
+    def submitted(self, key: StepKey, prompt_id: str, server: str, attempt: int, graph_hash: str,
+                  what: str = "submitted") -> None:
+        self._write(("UPDATE steps SET status = ?, prompt_id = ?, server = ?, attempts = ?, graph_hash = ?, "
+                     "queued_at = ?, started_at = NULL, finished_at = NULL, error = NULL, error_kind = NULL, "
+                     "server_outputs = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
+                     (SUBMITTED, prompt_id, server, attempt, graph_hash, time.time(), time.time(), *_k(key))),
+                    self._event_sql(key, what, f"{prompt_id} on {server} (attempt {attempt})"))
 
-    @staticmethod
-    def _event_sql(key: str | None, kind: str, detail: str | None) -> tuple[str, tuple[Any, ...]]:
-        return ("INSERT INTO events (scene_key, at, kind, detail) VALUES (?, ?, ?, ?)", (key, time.time(), kind, detail))
-
-    def ended(self, key: str, server_outputs: dict[str, Any], started_at: float | None) -> None:
+    def ended(self, key: StepKey, server_outputs: dict[str, Any], started_at: float | None) -> None:
         """The prompt finished on the server: what it made is known, even if its history is lost later."""
-        self._write("UPDATE scenes SET server_outputs = ?, started_at = ?, updated_at = ? WHERE key = ?",
-                    (json.dumps(server_outputs), started_at, time.time(), key))
+        self._write(("UPDATE steps SET server_outputs = ?, started_at = COALESCE(?, started_at), updated_at = ? "
+                     "WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
+                     (json.dumps(server_outputs), started_at, time.time(), *_k(key))))
 
-    def done(self, key: str, *, started_at: float | None, finished_at: float, server_ms: int | None,
+    def done(self, key: StepKey, *, started_at: float | None, finished_at: float, server_ms: int | None,
              cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]]) -> None:
-        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outputs WHERE scene_key = ?", (key,))]
-        statements += [("INSERT INTO outputs (scene_key, file, sha256, size, node_id) VALUES (?, ?, ?, ?, ?)",
-                        (key, o["file"], o["sha256"], o["size"], o["node_id"])) for o in outputs]
-        self._write("UPDATE scenes SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, "
-                    "cached_nodes = ?, clip = ?, error = NULL, error_kind = NULL, updated_at = ? WHERE key = ?",
-                    (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip, time.time(), key),
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key))]
+        statements += [("INSERT INTO outputs (episode, scene, route, idx, node_id, subfolder, filename, file, sha256, "
+                         "size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (*_k(key), o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"], o["size"]))
+                       for o in outputs]
+        self._write(("UPDATE steps SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, cached_nodes = ?, "
+                     "clip = ?, error = NULL, error_kind = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND "
+                     "route = ? AND idx = ?", (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip,
+                                               time.time(), *_k(key))),
                     *statements, self._event_sql(key, "done", clip))
 
-    def failed(self, key: str, error: str, kind: str, *, started_at: float | None = None,
-               finished_at: float | None = None) -> None:
-        self._write("UPDATE scenes SET status = ?, error = ?, error_kind = ?, started_at = COALESCE(?, started_at), "
-                    "finished_at = ?, updated_at = ? WHERE key = ?",
-                    (FAILED, error, kind, started_at, finished_at or time.time(), time.time(), key),
+    def failed(self, key: StepKey, error: str, kind: str, *, started_at: float | None = None) -> None:
+        self._write(("UPDATE steps SET status = ?, error = ?, error_kind = ?, started_at = COALESCE(?, started_at), "
+                     "finished_at = ?, updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
+                     (FAILED, error, kind, started_at, time.time(), time.time(), *_k(key))),
                     self._event_sql(key, f"failed:{kind}", error))
 
-    def unsubmitted(self, key: str, why: str) -> None:
-        """A prompt taken off the server's queue (a clean stop): the scene waits for the next run."""
-        self._write("UPDATE scenes SET status = ?, prompt_id = NULL, updated_at = ? WHERE key = ?",
-                    (PENDING, time.time(), key))
-        self.event(key, "unqueued", why)
+    def unsubmitted(self, key: StepKey, why: str) -> None:
+        """A prompt taken off the server's queue (a clean stop): the step waits for the next run."""
+        self._write(("UPDATE steps SET status = ?, prompt_id = NULL, updated_at = ? WHERE episode = ? AND scene = ? "
+                     "AND route = ? AND idx = ?", (PENDING, time.time(), *_k(key))),
+                    self._event_sql(key, "unqueued", why))
 
-    def event(self, key: str | None, kind: str, detail: str | None = None) -> None:
-        self._write(*self._event_sql(key, kind, detail))
+    @staticmethod
+    def _event_sql(key: StepKey | SceneKey, kind: str, detail: str | None) -> tuple[str, tuple[Any, ...]]:
+        scene = key.scene if isinstance(key, StepKey) else key
+        route, idx = (key.route, key.index) if isinstance(key, StepKey) else (None, None)
+        return ("INSERT INTO events (episode, scene, route, idx, at, kind, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (scene.episode, scene.scene, route, idx, time.time(), kind, detail))
 
-    def events(self, key: str) -> list[tuple[float, str, str | None]]:
-        """A scene's events, those of its chained prompts ('key:1-denoise') included."""
-        with self._lock:
-            return list(self.db.execute("SELECT at, kind, detail FROM events WHERE scene_key = ? "
-                                        "OR scene_key LIKE ? ORDER BY id", (key, key + ":%")))
+    def event(self, key: StepKey | SceneKey, kind: str, detail: str | None = None) -> None:
+        self._write(self._event_sql(key, kind, detail))
 
-    # ---------------------------------------------------------------------------------------------
+    def events(self, key: SceneKey) -> list[tuple[float, str, str | None]]:
+        """A scene's events, those of each of its steps included, in order."""
+        return list(self.db.execute("SELECT at, kind, detail FROM events WHERE episode = ? AND scene = ? ORDER BY id",
+                                    (key.episode, key.scene)))
+
+    # --------------------------------------------------------------------------------------------- episodes
     def episode(self, episode_id: str) -> tuple[str | None, str | None, str | None]:
-        with self._lock:
-            row = self.db.execute("SELECT path, sha256, clips_hash FROM episodes WHERE id = ?",
-                                  (episode_id,)).fetchone()
+        row = self.db.execute("SELECT path, sha256, clips_hash FROM episodes WHERE id = ?", (episode_id,)).fetchone()
         return row if row else (None, None, None)
 
     def episode_done(self, episode_id: str, path: str, sha256: str, clips_hash: str) -> None:
-        self._write("INSERT INTO episodes (id, path, sha256, clips_hash, updated_at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET path=excluded.path, sha256=excluded.sha256, "
-                    "clips_hash=excluded.clips_hash, updated_at=excluded.updated_at",
-                    (episode_id, path, sha256, clips_hash, time.time()))
+        self._write(("INSERT INTO episodes (id, path, sha256, clips_hash, updated_at) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT(id) DO UPDATE SET path=excluded.path, sha256=excluded.sha256, "
+                     "clips_hash=excluded.clips_hash, updated_at=excluded.updated_at",
+                     (episode_id, path, sha256, clips_hash, time.time())))
+
+
+def open_state(path: Path, say: Callable[[str], None]) -> tuple[StateStore, bool]:
+    """The run's state store, and whether it is being rebuilt (lost or damaged while the folder holds
+    finished work): then finished steps are recognised from their manifests on disk and prompts
+    from the server's queue and history, so nothing is rendered again."""
+    folder = path.parent
+    had_work = folder.is_dir() and any(p.name != path.name and not p.name.startswith(path.name)
+                                      for p in folder.iterdir())
+    existed = path.exists()
+    try:
+        return StateStore(path), had_work and not existed
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            extra = Path(str(path) + suffix)
+            if extra.exists():
+                extra.replace(Path(str(aside) + suffix))
+        say(f"{path} is damaged ({exc}); moved it to {aside.name} and rebuilding the run state: finished "
+            "clips are recognised on disk by their hashes and prompts on the server by their ids, so nothing "
+            "finished is rendered again")
+        try:
+            return StateStore(path), True
+        except sqlite3.DatabaseError as again:
+            raise RunError(f"{path}: the run state cannot be created ({again})") from None

@@ -19,6 +19,7 @@ from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.events import Event, Executing, ExecutionStart, ExecutionSuccess, Progress
 from comfy_driver.comfy.follow import Watch
+from comfy_driver.comfy.settings import Settings
 
 
 def is_loader(class_type: str) -> bool:
@@ -90,8 +91,8 @@ class ResourceSampler:
     """Peak VRAM and RAM in use on the servers (the highest of any), from /system_stats every `every`
     seconds while open."""
 
-    def __init__(self, servers: list[str], every: float = 0.5) -> None:
-        self.clients = [ComfyClient(s) for s in servers]
+    def __init__(self, servers: list[str], settings: Settings | None = None, every: float = 0.5) -> None:
+        self.clients = [ComfyClient(s, settings=settings) for s in servers]
         self.every = every
         self.peak_vram: int | None = None
         self.peak_ram: int | None = None

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 
 
-def _is_uuid(value: object) -> bool:
+def is_canonical_uuid(value: object) -> bool:
+    """A UUID string in canonical lower-case hyphenated form (what 0.33 takes as a prompt or job id)."""
     try:
         return isinstance(value, str) and str(uuid.UUID(value)) == value
     except ValueError:
@@ -130,7 +131,7 @@ class Jobs:
         ids = body.get("job_ids") if isinstance(body, dict) else None
         if not isinstance(ids, list):
             return web.json_response({"error": "job_ids must be a list"}, status=400)
-        invalid = [str(i) for i in ids if not _is_uuid(i)]
+        invalid = [str(i) for i in ids if not is_canonical_uuid(i)]
         if invalid:
             return web.json_response({"error": "job_ids contains invalid id(s)", "invalid_ids": invalid}, status=400)
         cancelled = [self._cancel(i) for i in ids]

@@ -62,10 +62,16 @@ def write_png(path: Path, width: int, height: int, caption: str, *, index: int =
 
 def write_mp4(path: Path, frames: int, width: int, height: int, fps: float, caption: str, *,
               metadata: dict[str, Any] | None = None) -> None:
-    """An H.264 MP4 with exactly `frames` frames of the given size and fps."""
+    """An H.264 MP4 with exactly `frames` frames of the given size and fps.
+
+    The caption is kept in the `comment` tag too, so a later prompt that loads this clip (a denoise or
+    upscale stage) shows the same scene's text.
+    """
     w, h = width + width % 2, height + height % 2
     rendered = (frame(w, h, caption, i, frames).tobytes() for i in range(frames))
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    if caption:
+        meta["comment"] = caption
     encode_rgb(rendered, w, h, fps, path, metadata=meta)
 
 

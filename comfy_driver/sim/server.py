@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.versions import RECORDED, ServerVersions
 from comfy_driver.sim import render
-from comfy_driver.sim.jobs import Jobs
+from comfy_driver.sim.jobs import Jobs, is_canonical_uuid
 from comfy_driver.errors import DriveError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.models.folders import offered_models
@@ -339,7 +339,7 @@ class SimServer:
         if body.get("front"):
             number = -number
         chosen = body.get("prompt_id")
-        if chosen is not None and self.versions.has("uuid_prompt_ids") and not _canonical_uuid(chosen):
+        if chosen is not None and self.versions.has("uuid_prompt_ids") and not is_canonical_uuid(chosen):
             return web.json_response({"error": {
                 "type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
                 "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to "
@@ -712,7 +712,8 @@ class SimServer:
             info = probe(path)
         except DriveError:
             return None
-        return Value("VIDEO", frames=info.frames, width=info.width, height=info.height, fps=info.fps)
+        return Value("VIDEO", frames=info.frames, width=info.width, height=info.height, fps=info.fps,
+                     caption=str(info.metadata.get("comment", "")))  # a clip this simulator made: its scene
 
     def _write_outputs(self, task: _Task, class_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """Real files for an output node; returns its ui output as ComfyUI reports it."""
@@ -757,13 +758,6 @@ class SimServer:
 
 def _ms() -> int:
     return int(time.time() * 1000)
-
-
-def _canonical_uuid(value: object) -> bool:
-    try:
-        return isinstance(value, str) and str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def _graph_key(prompt: dict[str, Any]) -> str:

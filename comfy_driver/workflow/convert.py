@@ -30,6 +30,7 @@ from comfy_driver.workflow.frontend import Frontend, Version, for_catalog, front
 from comfy_driver.workflow.graph import (MODE_BYPASS, MODE_NEVER, SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID, Graph,
                                          Link, Node, dedupe_subgraph_ids, parse_graph, subgraph_definitions,
                                          valid_connection)
+from comfy_driver.workflow.migrate import bypass_proxied_primitives
 from comfy_driver.workflow.widgets import WidgetDef, named_values, placeholder_inputs, widget_defs
 
 # Node types that exist only in the frontend (their JS registers them as virtual).
@@ -47,6 +48,9 @@ class _Converter:
         self.fe = fe
         definitions = dedupe_subgraph_ids(workflow) if fe.has("subgraph_id_dedup") else subgraph_definitions(workflow)
         self.definitions = {sg["id"]: sg for sg in definitions}
+        if fe.has("proxy_widget_migration"):
+            instances = [*(workflow.get("nodes") or []), *(n for sg in definitions for n in sg.get("nodes") or [])]
+            self.definitions = bypass_proxied_primitives(instances, self.definitions, catalog, fe)
         self.subgraph_graphs: dict[str, Graph] = {}
         self.root = parse_graph(workflow)
         self.nodes: dict[str, Node] = {}

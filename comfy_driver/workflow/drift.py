@@ -46,7 +46,8 @@ def drift_notes(workflow: Mapping[str, Any], catalog: Catalog, fe: Frontend) -> 
         class_type = str(node.get("type"))
         if class_type not in catalog:
             continue
-        label = f"node {node.get('id')} {node.get('title') or class_type!r} ({class_type}){where}"
+        title = f" {node['title']!r}" if node.get("title") else ""
+        label = f"node {node.get('id')}{title} ({class_type}){where}"
         names = _input_names(catalog, class_type)
         for entry in node.get("inputs") or []:
             if entry.get("link") is not None and not _known_input(str(entry.get("name")), names):

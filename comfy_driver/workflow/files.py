@@ -26,7 +26,9 @@ def load_json(path: Path) -> Any:
         return jsontext.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such workflow file") from None
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        raise BadInputFile(f"{path}: cannot read workflow file ({exc.strerror or exc})") from None
+    except ValueError as exc:
         raise BadInputFile(f"{path}: not valid JSON ({exc})") from None
 
 

@@ -54,6 +54,9 @@ FACTS: tuple[Fact, ...] = (
     Fact("keeps_empty_file_names", (1, 49, 0),
          "a file-upload combo (LoadImage, LoadVideo) saved as '' keeps it; older GUIs put the first file of "
          "the server's list in it when they open the workflow (the text 'undefined' when the list is empty)"),
+    Fact("proxy_widget_migration", (1, 49, 0),
+         "a PrimitiveNode promoted by a subgraph instance (properties.proxyWidgets) becomes a subgraph input "
+         "when the workflow is opened, reconnected by its saved slot numbers (workflow/migrate.py)"),
     Fact("load3d_buttons_sent", (1, 49, 0),
          "Load3D's buttons ('upload 3d model', 'upload extra resources', 'clear') are sent with their "
          "saved values"),

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from comfy_driver import jsontext
 from comfy_driver.comfy.outputs import VIDEO_SUFFIXES
 from comfy_driver.errors import BadInputFile, UserError
-from comfy_driver.media.ffmpeg import ffmpeg_exe
+from comfy_driver.media.ffmpeg import container, ffmpeg_exe
 
 
 def _json_or_none(text: Any) -> Any:
@@ -37,7 +38,10 @@ def read_embedded(path: Path) -> dict[str, Any]:
     if suffix in VIDEO_SUFFIXES:
         return _from_video(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only its text is read
+            img = Image.open(path)
+        with img:
             if img.format == "PNG":
                 return {"prompt": _json_or_none(img.info.get("prompt")),
                         "workflow": _json_or_none(img.info.get("workflow"))}
@@ -52,13 +56,18 @@ def read_embedded(path: Path) -> dict[str, Any]:
                             found[key] = _json_or_none(rest)
                 return found
             raise BadInputFile(f"{path}: a {img.format} image; ComfyUI embeds workflows only in PNG and WebP")
-    except UnidentifiedImageError:
+    except Image.DecompressionBombError:
+        raise BadInputFile(f"{path}: an image far too large to be one ComfyUI saved") from None
+    except (UnidentifiedImageError, OSError):
         raise BadInputFile(f"{path}: not an image, video or workflow file ComfyUI writes") from None
 
 
 def _from_video(path: Path) -> dict[str, Any]:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-                           "-f", "ffmetadata", "-"], capture_output=True, check=False)
+    demuxer = container(path)  # by its first bytes: ffmpeg never guesses (an ffconcat text opens other files)
+    if demuxer is None:
+        raise BadInputFile(f"{path}: not a readable video file")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", demuxer, "-i",
+                           str(path), "-f", "ffmetadata", "-"], capture_output=True, check=False)
     if proc.returncode != 0:
         raise BadInputFile(f"{path}: not a readable video file")
     meta = parse_ffmetadata(proc.stdout.decode("utf-8", "replace"))

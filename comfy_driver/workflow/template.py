@@ -7,6 +7,7 @@ survives being opened, edited and saved in the ComfyUI GUI as long as the titles
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 import difflib
 import re
 from pathlib import Path
@@ -112,16 +113,22 @@ class Template:
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in self.params.items() if p.default is not None}
 
-    def render(self, values: dict[str, Any], *, where: str = "") -> dict[str, Any]:
+    def render(self, values: dict[str, Any], *, where: str = "",
+               where_of: Callable[[str], str] | None = None) -> dict[str, Any]:
         """The API graph with `values` applied; file parameters must already be server names.
 
-        Every problem (unknown, missing, mistyped, out of range) is reported at once.
+        Every problem (unknown, missing, mistyped, out of range) is reported at once, each prefixed with
+        `where_of(name)` when given (the line that set that parameter), else `where`.
         """
         errors: list[str] = []
+
+        def at(name: str) -> str:
+            return where_of(name) if where_of is not None else where
+
         for name in values:
             if name not in self.params:
                 guess = difflib.get_close_matches(name, list(self.params), n=1)
-                errors.append(f"unknown parameter {name!r} for workflow {self.name!r}"
+                errors.append(f"{at(name)}unknown parameter {name!r} for workflow {self.name!r}"
                               + (f"; did you mean {guess[0]!r}?" if guess else
                                  f" (it takes: {', '.join(sorted(self.params))})"))
         graph = copy.deepcopy(self.graph)
@@ -129,12 +136,12 @@ class Template:
             value = values.get(name, param.default)
             if value is None:
                 if param.needed:
-                    errors.append(f"parameter {name!r} is required by workflow {self.name!r}")
+                    errors.append(f"{where}parameter {name!r} is required by workflow {self.name!r}")
                 continue
             try:
                 value = coerce(param, value)
             except ValueError as exc:
-                errors.append(f"parameter {name!r}: {exc}")
+                errors.append(f"{at(name)}parameter {name!r}: {exc}")
                 continue
             if param.format is not None:
                 value = param.format.format(value)
@@ -145,7 +152,7 @@ class Template:
                 else:
                     graph[node_id]["inputs"][input_name] = value
         if errors:
-            raise UserError("\n".join(f"{where}{e}" for e in errors))
+            raise UserError("\n".join(errors))
         return graph
 
 

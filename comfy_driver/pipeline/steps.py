@@ -1,8 +1,10 @@
-"""From resolved scenes to jobs: the rendered API graph, its input files and its hash.
+"""One scene's steps and how each is rendered into an API graph.
 
-Uploaded inputs get content-addressed server names, known before any upload, so a scene's graph
-(and its hash, the identity used to resume) is fixed offline by its prompt, settings, workflow and
-the bytes of its input files.
+A scene takes one or more prompts: its backend's workflow (the variant its inputs call for), more
+windows when it is longer than one, then the stages named after '+'. Uploaded inputs get
+content-addressed server names, known before any upload, so a step's graph is fixed offline by the
+scene's values, the workflow and the bytes of its input files; a step that takes the previous
+step's clip is rendered with a placeholder name until that clip exists.
 """
 
 from __future__ import annotations
@@ -10,62 +12,22 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
-from comfy_driver.comfy.outputs import safe_component
-from comfy_driver.config.backends import Backends, load_backends
+from comfy_driver.config.backends import Backends
 from comfy_driver.config.source import load_yaml, validate
-from comfy_driver.config.series import LoadedSeries, SceneSpec
+from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.models.catalog import bundled_catalog
-from comfy_driver.models.lock import load_lock
-from comfy_driver.paths import BACKENDS, WORKFLOWS, models_lock
-from comfy_driver.models.needs import ServerFacts
-from comfy_driver.pipeline.choose import AUTO, check_backend, choose
+from comfy_driver.paths import WORKFLOWS
 from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Param, ParamFile, Template, load_template
 
-_NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
 SCENE_FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "reference_image",
                 "driving_video")
-
-
-@dataclass
-class SceneJob:
-    spec: SceneSpec
-    template: Template
-    graph: dict[str, Any]
-    uploads: dict[str, Path | None]  # server name -> local file (None: a clip not made yet, only validated)
-    graph_hash: str
-    workflow: dict[str, Any] | None = None  # the GUI workflow with this scene's values, to embed in outputs
-    output_nodes: frozenset[str] = frozenset()  # the nodes that write files
-    on_oom: SceneJob | None = None  # what to render instead after a failure of a fallback_on kind
-    fallback_on: tuple[str, ...] = ()
-    stage: int = 0  # which prompt of the scene this is (windows and stages follow the first)
-    stages: int = 1
-    stage_label: str = ""
-    scene_hash: str = ""  # the scene as a whole: its steps and their settings
-    backend: str = ""
-    next: Callable[[Path | None], SceneJob] | None = None  # the next prompt, from this one's clip
-    skipped: tuple[str, ...] = ()  # what of the scene this backend does not use (parameters, inputs)
-    chosen: str = ""  # backend auto: what it chose and why
-
-    @property
-    def key(self) -> str:
-        """The state key of this prompt: the scene's, or the scene's plus the step for chained ones."""
-        if self.stages == 1:
-            return self.spec.key
-        return f"{self.spec.key}:{self.stage}-{safe_component(self.stage_label).replace(' ', '-')}"
-
-    def prompt_id(self, attempt: int = 1) -> str:
-        """Deterministic per scene, graph and attempt: a lost reply can be looked up, not re-posted."""
-        return str(uuid.uuid5(_NAMESPACE, f"{self.spec.series}/{self.key}/{self.graph_hash}/{attempt}"))
 
 
 def graph_hash(graph: dict[str, Any], backend: str) -> str:
@@ -83,6 +45,10 @@ class TemplateCache:
         self.catalog = catalog
         self.dirs = [d for d in (series_dir, WORKFLOWS) if d is not None]
         self._loaded: dict[str, Template] = {}
+
+    def has(self, name: str) -> bool:
+        """Whether a workflow of this name exists (the series' own folder, then the shipped one)."""
+        return name.endswith(".json") or any((d / f"{name}.json").is_file() for d in self.dirs)
 
     def params(self, name: str) -> dict[str, Param]:
         """A workflow's declared parameters, also where this catalogue cannot convert its graph (a
@@ -181,14 +147,13 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
             problems.append(f"parameter {name!r}: no backend or stage {owner!r}"
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (known: {', '.join(known)})"))
             continue
-        stage_takers = [s.stage for i, s in enumerate(steps) if s.stage and param in takes[i]]
-        if not dot and stage_takers:
-            problems.append(f"parameter {name!r} is for stage {stage_takers[0]!r}: write '{stage_takers[0]}.{name}'")
-            continue
         candidates = owned if dot else backends.all_workflows()
         if any(param in templates.params(w) for w in candidates):
             in_pipeline = owner == base or owner in {s.stage for s in steps}
             why = f"{steps[0].workflow} does not take it" if in_pipeline else f"{owner} is not in this pipeline"
+            stage_takers = [s.stage for i, s in enumerate(steps) if s.stage and param in takes[i]]
+            if not dot and stage_takers:  # a plain name is the backend's; say how to reach the stage
+                why += f"; '{stage_takers[0]}.{name}' sets the stage's"
             skipped.append(f"{name} ({why})")
         elif dot:
             names = sorted({p for w in owned for p in templates.params(w)})
@@ -238,22 +203,35 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     return steps
 
 
-def build_job(spec: SceneSpec, templates: TemplateCache, backend: str, backends: Backends) -> SceneJob:
-    """The first prompt of a scene; each job knows how to build the next from its clip."""
-    steps = plan_steps(spec, backends, backend)
-    for step in steps:  # every problem of every step now, before anything runs
-        templates.get(step.workflow)
-    params, skipped = scope_params(spec, steps, backends.parse(backend)[0], backends, templates)
-    steps = [replace(step, params=p) for step, p in zip(steps, params)]
-    scene_hash = graph_hash({"steps": [[s.workflow, s.values] for s in steps]}, backend)
-    job = _step_job(spec, templates, steps, 0, None, backend, scene_hash)
-    job.skipped = tuple(skipped)
-    return job
+def param_where(spec: SceneSpec, name: str) -> str:
+    """The file:line that set a parameter of a step (under any of its scoped names), else the scene's."""
+    keys = [f"params.{name}", *(k for k in spec.wheres if k.startswith("params.") and k.endswith(f".{name}"))]
+    return next((spec.wheres[k] for k in keys if k in spec.wheres), spec.where)
 
 
-def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], index: int, clip: Path | None,
-              backend: str, scene_hash: str) -> SceneJob:
-    step = steps[index]
+@dataclass
+class Rendered:
+    """A step's API graph for one input clip (or the placeholder), with what it uploads and makes."""
+
+    template: Template
+    graph: dict[str, Any]
+    uploads: dict[str, Path | None]  # server name -> local file (None: the placeholder of a clip not made yet)
+    workflow: dict[str, Any] | None  # the GUI workflow with this step's values, embedded in its outputs
+    output_nodes: frozenset[str]  # the nodes that write files
+    graph_hash: str
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The positive prompt as the server gets it (for dry runs and reports)."""
+        for node_id, input_name in self.template.targets.get("prompt", []):
+            value = self.graph[node_id]["inputs"].get(input_name)
+            if isinstance(value, str):
+                return value
+        return None
+
+
+def render_step(spec: SceneSpec, templates: TemplateCache, step: Step, clip: Path | None) -> Rendered:
+    """A step's graph; every problem of the scene's values is reported at once, naming the workflow."""
     template = templates.get(step.workflow)
     values, problems = scene_values(spec, template, strict=step.stage is None, params=step.params)
     values.update(step.values)
@@ -272,74 +250,7 @@ def _step_job(spec: SceneSpec, templates: TemplateCache, steps: list[Step], inde
             values[name] = server_name
     if problems:
         raise UserError("\n".join(f"{spec.where}: {p}" for p in problems))
-    graph = template.render(values, where=f"{spec.where}: ")
+    graph = template.render(values, where=f"{spec.where}: ", where_of=lambda name: f"{param_where(spec, name)}: ")
     workflow = with_values(template.workflow, graph, templates.catalog) if template.workflow else None
     outputs = frozenset(n for n, node in graph.items() if templates.catalog.is_output_node(node["class_type"]))
-    following = None
-    if index + 1 < len(steps):
-        def following(made: Path | None) -> SceneJob:
-            return _step_job(spec, templates, steps, index + 1, made, backend, scene_hash)
-    return SceneJob(spec, template, graph, uploads, graph_hash(graph, f"{backend}#{index}"), workflow, outputs,
-                    stage=index, stages=len(steps), stage_label=step.label, scene_hash=scene_hash, backend=backend,
-                    next=following)
-
-
-def build_jobs(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None,
-               servers: list[ServerFacts] | None = None) -> list[SceneJob]:
-    """Every scene's first job; all problems of all scenes are reported together.
-
-    `servers`: what the run's servers offer, for `backend: auto` (see pipeline/choose.py).
-    """
-    series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-    lock = load_lock(models_lock())
-    templates = TemplateCache(catalog or bundled_catalog(lock), series_dir)
-    target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
-    backends = load_backends(BACKENDS).merged(loaded.series.backends)
-    jobs: list[SceneJob] = []
-    errors: list[str] = []
-    on_oom = loaded.series.on_oom
-
-    def instead(spec: SceneSpec, base: str, stages: list[str], tried: tuple[str, ...]) -> SceneJob:
-        """The job of a fallback backend, itself with its own fallback (a chain, never a loop)."""
-        if spec.driving_video is not None and not backends.backend(base).takes_driving_video:
-            spec = replace(spec, driving_video=None)  # the fallback animates the reference alone
-        job = build_job(spec, templates, "+".join([base, *stages]), backends)
-        following = backends.backend(base).fallback
-        if following and following not in tried:
-            job.on_oom = instead(spec, following, stages, (*tried, base))
-            job.fallback_on = tuple(backends.fallback_on)
-        return job
-
-    for spec in loaded.scenes:
-        try:
-            chosen = backend or spec.backend
-            base, stages = backends.parse(chosen)
-            why = ""
-            if base == AUTO:
-                choice = choose(spec, backends, servers or [], lock, templates.params, stages)
-                base, why = choice.backend, choice.why
-                chosen = "+".join([base, *stages])
-            else:
-                check_backend(base, backends, templates.catalog.version, target)
-            dropped: tuple[str, ...] = ()
-            if (backend or why) and spec.driving_video is not None and base in backends.backends \
-                    and not backends.backend(base).takes_driving_video:  # the series was written for another
-                spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)
-            job = build_job(spec, templates, chosen, backends)
-            job.skipped = dropped + job.skipped
-            job.chosen = why
-            if on_oom is not None:
-                smaller = replace(spec, width=on_oom.width or spec.width, height=on_oom.height or spec.height,
-                                  frames=on_oom.frames or spec.frames, params={**spec.params, **on_oom.params},
-                                  where=f"{spec.where} (on_oom)")
-                job.on_oom = instead(smaller, on_oom.backend or base, stages, (base,) if on_oom.backend else ())
-                job.fallback_on = ("oom",)
-            elif backends.backend(base).fallback:
-                job.on_oom = instead(spec, backends.backend(base).fallback or base, stages, (base,))
-                job.fallback_on = tuple(backends.fallback_on)
-            jobs.append(job)
-        except UserError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise UserError("\n".join(errors))
-    return jobs
+    return Rendered(template, graph, uploads, workflow, outputs, graph_hash(graph, step.workflow))

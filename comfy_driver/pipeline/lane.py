@@ -1,0 +1,342 @@
+"""One server's lane: its client, its websocket and the prompts on it, owned by one thread.
+
+The lane's thread reads one queue that holds both the socket's events and the supervisor's
+commands (submit, unqueue, interrupt, close), so it blocks in one place and never polls. It owns
+the Follower and every Watch until a prompt ends; then it forgets the watch and hands it to the
+supervisor in an `Ended` message. Everything the lane learns goes back as a message; it writes no
+state itself. Its socket and HTTP pool are closed on every path out of the thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from comfy_driver.comfy.client import ComfyClient
+from comfy_driver.comfy.errors import PromptRejected, ServerUnreachable
+from comfy_driver.comfy.events import Disconnected, Event
+from comfy_driver.comfy.follow import Follower, Watch
+from comfy_driver.comfy.settings import Settings
+from comfy_driver.comfy.stream import EventStream
+from comfy_driver.errors import DriveError, RunError
+from comfy_driver.pipeline.plan import PlannedStep
+from comfy_driver.pipeline.steps import Rendered
+from comfy_driver.units import fmt_seconds
+
+
+class ServerGone(RunError):
+    """A server stopped answering for longer than the run waits; what it holds is re-attached next run."""
+
+
+@dataclass
+class Attempt:
+    """One prompt of a step, from its submission (or re-attachment) to its end."""
+
+    step: PlannedStep
+    rendered: Rendered
+    number: int
+    prompt_id: str
+    server: str | None = None  # the server it is on, for a re-attachment
+    attached: bool = False  # a prompt a previous run left on a server: follow it, never post it again
+    made: dict[str, Any] | None = None  # its outputs, if a previous run saw it succeed
+    candidates: list[tuple[int, str]] = field(default_factory=list)  # state rebuilt: earlier attempts to look up
+
+
+# ------------------------------------------------------------------------------------------------- messages
+@dataclass
+class Submitted:
+    lane: Lane
+    attempt: Attempt
+    found: bool = False  # found on the server (state rebuilt) rather than posted
+
+
+@dataclass
+class Rejected:
+    lane: Lane
+    attempt: Attempt
+    error: PromptRejected
+
+
+@dataclass
+class Requeue:
+    """Not submitted (the server did not answer): to be given to a lane again."""
+
+    lane: Lane
+    attempt: Attempt
+
+
+@dataclass
+class Ended:
+    lane: Lane
+    attempt: Attempt
+    watch: Watch  # now owned by whoever takes this message
+
+
+@dataclass
+class Seen:
+    lane: Lane
+    attempt: Attempt | None
+    event: Event
+    node: str
+    step: tuple[float, float] | None
+    started_at: float | None
+
+
+@dataclass
+class Unqueued:
+    lane: Lane
+    attempts: list[Attempt]
+
+
+@dataclass
+class Say:
+    text: str
+
+
+@dataclass
+class LaneGone:
+    lane: Lane
+    error: DriveError
+
+
+@dataclass
+class Crashed:
+    """A task raised something unexpected: the run stops cleanly and names where."""
+
+    where: str
+    error: BaseException
+
+
+# ------------------------------------------------------------------------------------------------- commands
+@dataclass
+class _Submit:
+    attempt: Attempt
+
+
+@dataclass
+class _Follow:
+    attempt: Attempt  # still queued or running after all: follow it again
+
+
+class _Unqueue:
+    pass
+
+
+class _Interrupt:
+    pass
+
+
+class _Close:
+    pass
+
+
+class _Closing(Exception):
+    pass
+
+
+class Lane:
+    def __init__(self, url: str, client_id: str, post: Callable[[object], None], *, server_timeout: float,
+                 settings: Settings, on_event: Callable[[str, Watch | None, Event], None] | None = None) -> None:
+        self.client = ComfyClient(url, settings=settings)
+        self.name = self.client.address.display
+        self.post = post
+        self.server_timeout = server_timeout
+        self.on_event = on_event  # called on this lane's thread, which owns the watch it is given
+        self.stream = EventStream(self.client.address, client_id, settings=settings)
+        self.follower = Follower(self.client, self.stream)
+        self.inflight = 0  # prompts on this server as the supervisor counts them (the supervisor's field)
+        self.gone = False  # the supervisor's field
+        self._inbox: queue.Queue[Any] = self.stream.events  # the socket's events and our commands: one wait
+        self._closing = threading.Event()
+        self._attempts: dict[str, Attempt] = {}
+        self._current: str = f"following prompts on {self.name}"
+        self._thread = threading.Thread(target=self._run, name=f"lane {self.name}", daemon=True)
+
+    # --------------------------------------------------------------------------------------------- supervisor side
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, attempt: Attempt) -> None:
+        self._inbox.put(_Submit(attempt))
+
+    def follow(self, attempt: Attempt) -> None:
+        self._inbox.put(_Follow(attempt))
+
+    def unqueue(self) -> None:
+        self._inbox.put(_Unqueue())
+
+    def interrupt(self) -> None:
+        self._inbox.put(_Interrupt())
+
+    def close(self) -> None:
+        self._closing.set()
+        self._inbox.put(_Close())
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._thread.is_alive():  # stuck in a request: closing its sockets ends it
+            self.stream.close()
+            self.client.close()
+            self._thread.join(timeout=5)
+
+    # --------------------------------------------------------------------------------------------- lane thread
+    def _run(self) -> None:
+        try:
+            self._open()
+            while True:
+                try:
+                    item = self._inbox.get(timeout=self.follower.poll_after if self.follower.pending else None)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, _Close):
+                    return
+                try:
+                    self._handle(item)
+                except ServerUnreachable:
+                    self._wait_for_server()
+                    self.follower.recover()
+                    self._handle(None)
+        except _Closing:
+            pass
+        except DriveError as exc:
+            self.post(LaneGone(self, exc))
+        except Exception as exc:  # noqa: BLE001 - any surprise stops the run cleanly, named
+            self.post(Crashed(self._current, exc))
+        finally:
+            self.stream.close()
+            self.client.close()
+
+    def _open(self) -> None:
+        while True:
+            try:
+                self.stream.open()
+                return
+            except ServerUnreachable:
+                self._wait_for_server()
+
+    def _handle(self, item: object) -> None:
+        if isinstance(item, _Submit):
+            self._submit(item.attempt)
+        elif isinstance(item, _Follow):
+            self._watch(item.attempt)
+            self.follower.recover(item.attempt.prompt_id)
+        elif isinstance(item, _Unqueue):
+            self._unqueue()
+        elif isinstance(item, _Interrupt):
+            for prompt_id in list(self._attempts):
+                self.client.interrupt(prompt_id)
+        else:  # a websocket event, or None: a quiet spell
+            event = cast("Event | None", item)
+            following = self._attempts.get(event.prompt_id or "") if event is not None else None
+            self._current = f"{following.step.name}: following it on {self.name}" if following else \
+                f"following prompts on {self.name}"
+            watch, ended = self.follower.feed(event)
+            if event is not None:
+                if self.on_event is not None:
+                    self.on_event(self.stream.client_id, watch, event)
+                attempt = self._attempts.get(watch.prompt_id) if watch is not None else None
+                self.post(Seen(self, attempt, event, watch.node_title if watch else "", watch.step if watch else None,
+                               watch.started_at if watch else None))
+            for w in ended:
+                self.follower.forget(w.prompt_id)
+                self.post(Ended(self, self._attempts.pop(w.prompt_id), w))
+            if isinstance(item, Disconnected) and self._attempts:
+                self._wait_for_server()  # gone for good (a timeout) or back: then recover what was missed
+                self.follower.recover()
+                self._handle(None)
+
+    def _watch(self, attempt: Attempt) -> Watch:
+        watch = self.follower.watch(attempt.prompt_id, attempt.rendered.graph, attempt.step.name)
+        watch.output_nodes = attempt.rendered.output_nodes
+        if attempt.made is not None:  # it had succeeded: only its downloads are left
+            watch.succeeded_before, watch.executed = True, dict(attempt.made)
+        self._attempts[attempt.prompt_id] = attempt
+        return watch
+
+    def _submit(self, attempt: Attempt) -> None:
+        self._current = f"{attempt.step.name}: queueing it on {self.name}"
+        if attempt.attached or self._found(attempt):
+            self._watch(attempt)
+            self.post(Submitted(self, attempt, found=not attempt.attached))
+            self.follower.recover(attempt.prompt_id)
+            self._handle(None)
+            return
+        try:
+            for name, path in attempt.rendered.uploads.items():
+                if path is None:
+                    raise ValueError(f"{attempt.step.name}: the placeholder clip reached a submission")
+                stored = self.client.upload(path)
+                if stored != name:
+                    raise RunError(f"{self.name} stored {path.name} as {stored!r}, expected {name!r}")
+            self.client.queue_prompt(attempt.rendered.graph, client_id=self.stream.client_id,
+                                     prompt_id=attempt.prompt_id, workflow=attempt.rendered.workflow,
+                                     where=f"{attempt.step.spec.where}: {attempt.step.name}: ")
+        except PromptRejected as exc:
+            self.post(Rejected(self, attempt, exc))
+            return
+        except ServerUnreachable:
+            self.post(Requeue(self, attempt))
+            raise
+        self._watch(attempt)
+        self.post(Submitted(self, attempt))
+
+    def _found(self, attempt: Attempt) -> bool:
+        """State rebuilt: is one of this step's deterministic prompt ids still queued, running or in the
+        history? The latest one that did not fail is followed; after a failed one, the next is posted."""
+        if not attempt.candidates:
+            return False
+        running, pending = self.client.queued_ids()
+        for number, prompt_id in reversed(attempt.candidates):
+            entry = None if prompt_id in running or prompt_id in pending else \
+                self.client.history(prompt_id).get(prompt_id)
+            if prompt_id in running or prompt_id in pending or entry is not None:
+                failed = entry is not None and (entry.get("status") or {}).get("status_str") == "error"
+                if failed:
+                    attempt.number = number + 1
+                    attempt.prompt_id = attempt.step.prompt_id(attempt.step.spec.series, attempt.rendered.graph_hash,
+                                                               attempt.number)
+                    return False
+                attempt.number, attempt.prompt_id = number, prompt_id
+                return True
+        return False
+
+    def _unqueue(self) -> None:
+        """Take this run's prompts that have not started off the server's queue."""
+        _, pending = self.client.queued_ids()
+        ours = [pid for pid in self._attempts if pid in pending]
+        if ours:
+            self.client.delete_queued(ours)
+            running, pending = self.client.queued_ids()
+            ours = [pid for pid in ours if pid not in running and pid not in pending]  # one may have started
+        removed = []
+        for pid in ours:
+            self.follower.forget(pid)
+            removed.append(self._attempts.pop(pid))
+        self.post(Unqueued(self, removed))
+
+    def _wait_for_server(self) -> None:
+        """The server stopped answering: wait for it, visibly, up to server_timeout."""
+        since = time.monotonic()
+        shown = -5.0
+        while True:
+            try:
+                self.client.system_stats()
+                if time.monotonic() - since > 1:
+                    self.post(Say(f"{self.name} is back after {fmt_seconds(time.monotonic() - since)}"))
+                return
+            except ServerUnreachable:
+                down = time.monotonic() - since
+                if down > self.server_timeout:
+                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
+                                     f"{len(self._attempts)} prompt(s) still submitted there; finished scenes are kept",
+                                     hint="start the server (or pass another --server) and run the same command "
+                                          "again to resume") from None
+                if down - shown >= 5:
+                    shown = down
+                    self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
+                                  f"{fmt_seconds(self.server_timeout)})"))
+                if self._closing.wait(0.5):
+                    raise _Closing from None
