@@ -1,7 +1,7 @@
 """Driver throughput against the simulator with zero-time nodes: queue-ahead vs one-at-a-time.
 
-One-at-a-time is the naive driver: submit, wait for the end, read the history, download, then submit
-the next. Queue-ahead is comfy-drive's way: two prompts on the server, outputs fetched on other threads.
+One-at-a-time keeps one prompt on the server (depth 1): the next is submitted when one ends.
+Queue-ahead is comfy-drive's way: two prompts on the server, outputs fetched on the supervisor's pool.
 
 Prints, side by side from one run: scenes per second, driver CPU per scene, and the server's idle gap
 between consecutive prompts (execution_success of one to execution_start of the next, from the
@@ -67,9 +67,9 @@ def series(folder: Path, scenes: int, size: int, offset: int) -> Path:
 
 def measure(url: str, folder: Path, scenes: int, size: int, depth: int, offset: int) -> dict[str, float]:
     loaded = load_series(series(folder, scenes, size, offset))
-    runner = Supervisor(build_plan(loaded), [url], RunOptions(depth=depth))
+    supervisor = Supervisor(build_plan(loaded), [url], RunOptions(depth=depth))
     cpu0, t0 = time.process_time(), time.perf_counter()
-    report = runner.run()
+    report = supervisor.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert all(s.status == "done" for s in report.scenes), [s.error for s in report.scenes if s.error][:1]
     history = ComfyClient(url).history()

@@ -933,7 +933,8 @@ def _param(text: str) -> tuple[str, Any]:
 @click.option("--width", type=int, default=None, help="Width in pixels (default: each backend's own).")
 @click.option("--height", type=int, default=None, help="Height in pixels (default: each backend's own).")
 @click.option("--frames", type=int, default=None, help="Length in frames (default: each backend's own).")
-@click.option("--fps", type=float, default=None, help="Frames per second of the clips (default: each backend's own).")
+@click.option("--fps", type=FiniteRange(min=0.1, max=240), default=None,
+              help="Frames per second of the clips (default: each backend's own).")
 @click.option("--seed", type=int, default=None, help="Seed (default: fixed for the prompt, so a rerun matches).")
 @click.option("--param", "params", multiple=True, help="Workflow parameter NAME=VALUE (repeatable).")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL.")

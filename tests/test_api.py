@@ -257,3 +257,22 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
     missing = [f"{path} {param.opts[0]}" for path, command in commands(main, "comfy-drive")
                for param in command.params if isinstance(param, click.Option) and not param.help]
     assert missing == []
+
+
+def test_a_prompt_queued_before_the_socket_opened_is_not_waited_for_30_s(sim: Any) -> None:
+    """Its events went by unheard: the follower looks it up after a second, not after poll_after."""
+    import time
+
+    from comfy_driver.comfy.client import ComfyClient
+    from comfy_driver.comfy.follow import Follower
+    from comfy_driver.comfy.stream import EventStream
+
+    client = ComfyClient(sim.url)
+    queued = client.queue_prompt(IMAGE_GRAPH, client_id="late")
+    time.sleep(0.3)  # it has finished by now, unheard
+    with EventStream(client.address, "late") as stream:
+        follower = Follower(client, stream)
+        follower.watch(queued.prompt_id, IMAGE_GRAPH)
+        t0 = time.monotonic()
+        result = follower.wait(queued.prompt_id, timeout=10)
+    assert result.files and time.monotonic() - t0 < 5

@@ -129,7 +129,7 @@ def test_compare_errors_name_what_to_do(tmp_path: Path) -> None:
         compare(loaded, plan(loaded, ["svd"]), [], from_report=True, folder=tmp_path)
     result = CliRunner().invoke(main, ["compare", str(EXAMPLES / "wan_animate.yaml"), "--backends", "svd,svdd",
                                        "--from-report"])
-    assert result.exit_code == 2 and "no workflow 'svdd'" in result.output
+    assert result.exit_code == 2 and "unknown backend 'svdd'; did you mean 'svd'?" in result.output
     assert not (EXAMPLES.parent / "out" / "mira-dances" / "compare").exists()  # nothing made before the error
 
 

@@ -181,7 +181,7 @@ def test_a_wrong_backend_name_is_one_message_at_its_line_with_a_suggestion(tmp_p
         result.output
     assert f"{path}:13: unknown parameter 'stepz' for workflow 'svd'; did you mean 'steps'?" in result.output
     option = CliRunner().invoke(main, ["run", str(path), "--dry-run", "--backend", "sdv"])
-    assert "--backend: unknown backend 'sdv'; did you mean 'svd'?" in option.output
+    assert "error: unknown backend 'sdv'; did you mean 'svd'?" in option.output
 
 
 def test_the_eta_counts_every_window_and_stage_left() -> None:

@@ -23,6 +23,8 @@ from comfy_driver.comfy.outputs import OutputFile, collect_outputs
 from comfy_driver.comfy.stream import EventStream
 from comfy_driver.errors import DriveError, JobTimeout
 
+FIRST_LOOKUP = 1.0  # seconds a watched prompt may send nothing before it is looked up once
+
 
 @dataclass
 class PromptResult:
@@ -57,6 +59,7 @@ class Watch:
     result: PromptResult | None = None
     error: DriveError | None = None
     last_event: float = field(default_factory=time.monotonic)
+    heard: bool = False  # any event of it arrived (else it may have ended before the socket listened)
 
     @property
     def node_title(self) -> str:
@@ -105,7 +108,7 @@ class Follower:
                 return self._finished.pop(0)
             if not self.pending:
                 return None
-            wait = self.poll_after
+            wait = self.poll_wait()
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
@@ -124,6 +127,17 @@ class Follower:
             watch = self._apply(event)
         ended, self._finished = self._finished, []
         return watch, ended
+
+    def poll_wait(self) -> float:
+        """Seconds until a watched prompt is due a lookup in /history: one quiet for `poll_after`, or
+        one that has sent nothing at all for FIRST_LOOKUP (it may have ended before the socket
+        listened: a caller who queued before opening the socket must not wait `poll_after` for it)."""
+        now = time.monotonic()
+        return max(0.0, min((self._due(w, now) for w in self.pending), default=self.poll_after))
+
+    def _due(self, watch: Watch, now: float) -> float:
+        quiet = self.poll_after if watch.heard else min(FIRST_LOOKUP, self.poll_after)
+        return watch.last_event + quiet - now
 
     def next_event(self, timeout: float | None) -> tuple[Watch | None, Event | None]:
         """Process at most one event: (the watch it concerned, the event); (None, None) after `timeout`.
@@ -185,7 +199,7 @@ class Follower:
         watch = self.watches.get(pid) if pid else None
         if watch is None or watch.ended:
             return watch
-        watch.last_event = time.monotonic()
+        watch.last_event, watch.heard = time.monotonic(), True
         if isinstance(event, ExecutionStart):
             watch.started_at = time.time()
             watch.started_ms = event.timestamp
@@ -246,7 +260,7 @@ class Follower:
         """Ask the server about prompts we may have missed events of."""
         now = time.monotonic()
         for watch in self.pending:
-            if (quiet_only and now - watch.last_event < self.poll_after) or (only and watch.prompt_id != only):
+            if (quiet_only and self._due(watch, now) > 0) or (only and watch.prompt_id != only):
                 continue
             try:
                 entry = self.client.history(watch.prompt_id).get(watch.prompt_id)
@@ -256,7 +270,7 @@ class Follower:
                 self._finish_with(watch, entry)
             else:
                 self._check_lost(watch)
-            watch.last_event = now
+            watch.last_event, watch.heard = now, True  # looked up: quiet from now on means poll_after
 
     def _check_lost(self, watch: Watch) -> None:
         running, pending = self.client.queued_ids()

@@ -147,7 +147,7 @@ class Job:
             if left is not None and left <= 0:
                 raise JobTimeout(f"prompt {self.prompt_id} did not finish within {timeout:g} s; it is still "
                                  "on the server (cancel() takes it off)")
-            wait = self._follower.poll_after if left is None else min(left, self._follower.poll_after)
+            wait = self._follower.poll_wait() if left is None else min(left, self._follower.poll_wait())
             concerned, event = self._follower.next_event(wait)
             if event is not None:
                 mine = concerned is watch or (isinstance(event, PreviewImage) and watch.started_at is not None)

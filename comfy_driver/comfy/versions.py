@@ -84,10 +84,6 @@ FRONTEND_OF: dict[Version, Version] = {
 }
 
 
-def fact(name: str) -> Fact:
-    return _BY_NAME[name]
-
-
 def has(version: Version | None, name: str) -> bool:
     """Whether a release behaves as `name` says. An unknown version is taken to be the newest."""
     return version is None or version >= _BY_NAME[name].since

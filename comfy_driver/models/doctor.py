@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.config.backends import Backends
 from comfy_driver.models.catalog import bundled_catalog

@@ -26,8 +26,7 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.media.measure import measure
 from comfy_driver.media.sidebyside import Column, side_by_side
-from comfy_driver.models.needs import ServerFacts, read_servers
-from comfy_driver.pipeline.choose import AUTO
+from comfy_driver.models.needs import ServerFacts
 from comfy_driver.pipeline.plan import Plan, build_plan
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport
@@ -133,9 +132,7 @@ def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *
     """
     folder = folder or default_folder(loaded)
     # Each backend's renders in a run folder of its own (its state, so its renders are kept).
-    facts = read_servers(servers, settings) if any(b.split("+")[0].strip() == AUTO for b in chosen) else None
-    chosen = {b: choose_scenes(build_plan(loaded, b, root=folder / safe_component(b), servers=facts),
-                               [str(s.key) for s in p.scenes]) for b, p in chosen.items()}
+    chosen = {b: p.moved(folder / safe_component(b)) for b, p in chosen.items()}
     keys = [str(s.key) for s in next(iter(chosen.values())).scenes]
     say = Progress(0, enabled=progress)
     results = []

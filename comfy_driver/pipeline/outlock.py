@@ -1,6 +1,6 @@
 """One run per output folder at a time, and one series per output folder.
 
-A run holds an OS file lock on `<folder>/.lock` for its whole length (flock; LockFileEx on Windows).
+A run holds an OS file lock on `<folder>/.lock` for its whole length (flock; msvcrt.locking on Windows).
 The OS releases it when the process ends, however it ends (SIGKILL, a crash), so a lock is never
 left stale and never has to be broken by hand. The lock file also says who holds it (pid, host,
 start time, command): a second run prints that and exits 2 instead of rendering the same scenes
@@ -143,7 +143,12 @@ def claim_output(folder: Path, *, series: str | None = None) -> Iterator[Path]:
             raise UserError(f"{lock_path} is a symbolic link", hint="remove it and rerun") from None
         raise confined.os_failure(exc, lock_path) from None
     try:
-        if not _try_lock(fd):
+        try:
+            locked = _try_lock(fd)
+        except OSError as exc:  # ENOLCK: a network file system without locks
+            raise UserError(f"{lock_path}: this file system cannot lock files ({exc.strerror or exc})",
+                            hint="use an output folder on a local disk") from None
+        if not locked:
             raise FolderBusy(f"{folder} is in use by another run: {_holder(fd)}",
                              hint="wait for that run to end (or stop it); one run per output folder at a time")
         try:

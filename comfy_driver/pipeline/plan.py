@@ -205,6 +205,16 @@ class Plan:
                             hint=f"scenes: {', '.join(by_text)}")
         return {by_text[t] for t in texts}
 
+    def moved(self, root: Path) -> Plan:
+        """The same plan writing under another folder (a comparison's run folder of one backend)."""
+        def move(path: Path) -> Path:
+            return root / path.relative_to(self.layout.root)
+
+        scenes = [replace(s, routes=[replace(r, steps=[replace(p, folder=move(p.folder)) for p in r.steps])
+                                     for r in s.routes]) for s in self.scenes]
+        return Plan(self.series, self.source, Layout(root), scenes,
+                    [replace(e, file=move(e.file)) for e in self.episodes])
+
     def only(self, keys: list[SceneKey]) -> Plan:
         """These scenes alone, and no episodes (a comparison renders scenes only)."""
         return Plan(self.series, self.source, self.layout, [self._by_key[k] for k in keys], [])
@@ -229,7 +239,7 @@ def _chain(previous: str, backend: str, rendered: Rendered) -> str:
 
 
 class _Planner:
-    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None, root: Path | None,
+    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None,
                  servers: list[ServerFacts] | None = None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
         self.lock = load_lock(models_lock())
@@ -237,18 +247,20 @@ class _Planner:
         self.target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
         self.servers = servers or []  # what the run's servers offer, for backend auto
         self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
-        self.layout = Layout(root or loaded.output_dir / loaded.slug)
+        self.layout = Layout(loaded.output_dir / loaded.slug)
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
 
-    def check_backend(self, spec: SceneSpec, backend: str, where: str) -> None:
-        """A backend that is neither declared nor a workflow: one message at the line that names it."""
+    def check_backend(self, spec: SceneSpec, backend: str, where: str | None) -> None:
+        """A backend that is neither declared nor a workflow: one message at the line that names it (none
+        when the caller chose it for every scene)."""
         base, _ = self.backends.parse(backend)
         if base in self.backends.backends or self.templates.has(base):
             return
         known = sorted(self.backends.backends)
         guess = difflib.get_close_matches(base, known, n=1)
-        raise UserError(f"{where}: unknown backend {base!r}" + (f"; did you mean {guess[0]!r}?" if guess else ""),
+        raise UserError(f"{where + ': ' if where else ''}unknown backend {base!r}"
+                        + (f"; did you mean {guess[0]!r}?" if guess else ""),
                         hint=f"backends: {', '.join(known)} (or a workflow of the series' own workflows folder)")
 
     def route(self, spec: SceneSpec, backend: str, route: int) -> Route:
@@ -328,7 +340,7 @@ class _Planner:
             chosen = "+".join([base, *stages])
         else:
             check_version(base, self.backends, self.templates.catalog.version, self.target)
-        self.check_backend(spec, chosen, "--backend" if backend else spec.wheres.get("backend", spec.where))
+        self.check_backend(spec, chosen, None if backend else spec.wheres.get("backend", spec.where))
         dropped: tuple[str, ...] = ()
         if (backend or why) and spec.driving_video is not None and base in self.backends.backends \
                 and not self.backends.backend(base).takes_driving_video:  # the series was written for another
@@ -363,14 +375,14 @@ class _Planner:
 
 
 def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None, *,
-               root: Path | None = None, servers: list[ServerFacts] | None = None) -> Plan:
+               servers: list[ServerFacts] | None = None) -> Plan:
     """The plan of a series; every problem of every scene is reported together.
 
-    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped);
-    `root` is the run's folder (default: the series' output folder, under its title's slug);
+    `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped).
+    The run's folder is the series' output folder, under its title's slug (see `Plan.moved`).
     `servers`: what the run's servers offer, for `backend: auto`.
     """
-    planner = _Planner(loaded, catalog, root, servers)
+    planner = _Planner(loaded, catalog, servers)
     scenes: list[ScenePlan] = []
     errors: list[str] = []
     hints: list[str] = []
