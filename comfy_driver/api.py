@@ -30,6 +30,8 @@ from comfy_driver.pipeline.progress import Progress
 from comfy_driver.models.in_workflow import rewrite_model_names
 from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable, upload_files
 from comfy_driver.pipeline.report import RunReport
+from comfy_driver.models.needs import read_servers
+from comfy_driver.pipeline.choose import uses_auto
 from comfy_driver.pipeline.plan import build_plan
 from comfy_driver.pipeline.control import RunControl, RunOptions
 from comfy_driver.pipeline.supervisor import execute
@@ -125,7 +127,8 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
     options = options or RunOptions()
     first = ComfyClient(urls[0], settings=options.settings)
     try:
-        plan = build_plan(loaded, backend, first.catalog())  # GUI templates converted with its catalogue
+        facts = read_servers(urls, options.settings) if uses_auto(loaded.scenes, backend) else None
+        plan = build_plan(loaded, backend, first.catalog(), servers=facts)  # GUI templates: its catalogue
     finally:
         first.close()
 
@@ -139,10 +142,11 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
 
 
 def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, object_info: Path | None = None,
-              host: str = "127.0.0.1", port: int = 0, comfyui: str | None = None) -> SimServer:
+              host: str = "127.0.0.1", port: int = 0, comfyui: str | None = None, vram_gb: float = 16.0) -> SimServer:
     """The simulated ComfyUI server (not started), writing into `root`, serving the node catalogue
     comfy-drive ships (or `object_info`) with the model files of models.lock, playing the ComfyUI
-    release `comfyui` (its catalogue, routes, messages and rules; the default release otherwise).
+    release `comfyui` (its catalogue, routes, messages and rules; the default release otherwise),
+    on a GPU of `vram_gb` (what its system_stats reports, which `backend: auto` reads).
 
     `speed`: 'instant' (as fast as the protocol allows: for tests and scripts) or 'realistic' (node,
     step and model-load times scaled by `time_scale`: for demos of progress and queue-ahead).
@@ -169,7 +173,7 @@ def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, ob
     else:
         catalog = bundled_catalog(lock, release)
     timing = Timing.realistic(time_scale) if speed == "realistic" else Timing()
-    return SimServer(root, catalog, timing=timing, host=host, port=port)
+    return SimServer(root, catalog, timing=timing, host=host, port=port, vram_gb=vram_gb)
 
 
 @contextlib.contextmanager

@@ -160,7 +160,8 @@ def _simulated(speed: str | None) -> Iterator[str | None]:
 
 @main.command()
 @click.argument("series_file", type=click.Path(path_type=Path))
-@click.option("--backend", help="Render every scene with this backend (workflow name).")
+@click.option("--backend", help="Render every scene with this backend (workflow name; 'auto': the best the "
+                                "server can run for each scene).")
 @click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
 @simulate_option
 @click.option("--dry-run", is_flag=True, help="Render and validate every scene; submit nothing.")
@@ -194,7 +195,11 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     publisher = open_for_run(loaded, endpoint=youtube_endpoint, republish=republish, dry_run=dry_run) \
         if publish_ else None
     if dry_run:
-        _dry_run(loaded, backend, list(servers), settings, as_json)
+        from comfy_driver.pipeline.choose import uses_auto
+
+        auto_sim = simulate if not servers and uses_auto(loaded.scenes, backend) else None  # auto asks a server
+        with _simulated(auto_sim) as sim_url:
+            _dry_run(loaded, backend, [sim_url] if sim_url else list(servers), settings, as_json)
         return
     progress = Progress(len(loaded.scenes), enabled=True)
     control = RunControl()
@@ -239,12 +244,15 @@ def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any
     from comfy_driver.models.catalog import bundled_catalog
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import models_lock
+    from comfy_driver.models.needs import read_servers
+    from comfy_driver.pipeline.choose import uses_auto
     from comfy_driver.pipeline.plan import build_plan
     from comfy_driver.pipeline.preflight import preflight
 
     # GUI-saved templates are converted with the catalogue of the server that will run them.
     catalog = _client(servers[0], settings).catalog() if servers else None
-    plan = build_plan(loaded, backend, catalog)
+    facts = read_servers(servers, settings) if uses_auto(loaded.scenes, backend) else None
+    plan = build_plan(loaded, backend, catalog, servers=facts)
     preflight(plan, catalog or bundled_catalog(load_lock(models_lock())))
     described = plan.to_json()
     if as_json:
@@ -634,8 +642,11 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
     def list_nodes(url: str) -> set[str]:
         return set(_client(url).object_info(refresh=True))
 
+    versions = {b: str(known.backend(b).needs.comfyui) for b in names
+                if b in known.backends and known.backend(b).needs.comfyui}
     setup_plan = make_plan(comfyui, packs, entries, python=python, server=server, fetch_models=fetch_models,
-                           describe_models=describe, models_missing=bool(missing), list_nodes=list_nodes, start_timeout=start_timeout)
+                           describe_models=describe, models_missing=bool(missing), list_nodes=list_nodes,
+                           start_timeout=start_timeout, versions=versions)
     if dry_run:
         for action in setup_plan.actions:
             click.echo(f"{action.kind:<12} {action.text}" + ("" if action.run else "  (nothing to do)"))
@@ -733,9 +744,11 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
               help="Serve this node catalogue (an object_info.json) instead of the bundled one.")
 @click.option("--comfyui", default=None, metavar="VERSION",
               help="The ComfyUI release to play: its catalogue, routes, messages and rules (0.3.64 or 0.33.0).")
+@click.option("--vram-gb", default=16.0, show_default=True, type=FiniteRange(1, 1024),
+              help="The simulated GPU's memory, as system_stats reports it (backend: auto reads it).")
 @handle_errors
 def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, object_info: Path | None,
-        comfyui: str | None) -> None:
+        comfyui: str | None, vram_gb: float) -> None:
     """Run the simulated ComfyUI server in the foreground (Ctrl-C stops it)."""
     import threading
 
@@ -744,7 +757,7 @@ def sim(host: str, port: int, root: Path | None, speed: str, time_scale: float, 
     folder = root or Path(tempfile.mkdtemp(prefix="comfy-drive-sim-"))
     try:
         server = simulator(folder, speed=speed, object_info=object_info, host=host, port=port,
-                           time_scale=time_scale, comfyui=comfyui)
+                           time_scale=time_scale, comfyui=comfyui, vram_gb=vram_gb)
         try:
             url = server.start()
         except OSError as exc:
@@ -881,6 +894,8 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
     """Render (or reuse) and write the comparison; print where it is. Exit 1 if a scene is missing."""
     from comfy_driver.pipeline.benchmark import write
     from comfy_driver.pipeline.compare import compare as run_compare
+    from comfy_driver.models.needs import read_servers
+    from comfy_driver.pipeline.choose import AUTO
     from comfy_driver.pipeline.compare import default_folder, plan
     from comfy_driver.pipeline.outlock import claim_output
 
@@ -889,9 +904,12 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
     # GUI-saved templates are converted with the catalogue of the server that will run them.
     catalog = _client(urls[0], settings).catalog() if urls and not simulate and not from_report else None
-    chosen = plan(loaded, backends, scenes, catalog)
+    auto = any(b.split("+")[0].strip() == AUTO for b in backends)  # chosen per server: planned once one is up
+    chosen = None if auto else plan(loaded, backends, scenes, catalog)
     folder = folder or default_folder(loaded)
     with claim_output(folder, series=loaded.series.title), _simulated(None if from_report else simulate) as sim_url:
+        if chosen is None:
+            chosen = plan(loaded, backends, scenes, catalog, read_servers([sim_url] if sim_url else urls, settings))
         comparison = run_compare(loaded, chosen, [sim_url] if sim_url else urls, progress=not as_json,
                                  from_report=from_report, folder=folder, settings=settings)
         paths = write(comparison, loaded.series.title)

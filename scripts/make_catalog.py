@@ -1,8 +1,11 @@
 """Regenerate comfy_driver/data/catalog.json, the trimmed node catalogue comfy-drive ships.
 
-Usage: python scripts/make_catalog.py OBJECT_INFO.json [COMFYUI_VERSION]
+Usage: python scripts/make_catalog.py OBJECT_INFO.json [COMFYUI_VERSION] [--packs OBJECT_INFO.json...]
 Without a version it writes catalog.json (the ComfyUI 0.3.64 catalogue); with one, catalog-<version>.json,
 the catalogue the simulator serves in that version mode (`comfy-drive sim --comfyui VERSION`).
+--packs: recordings of servers with the node packs models.lock pins; their custom nodes replace the
+release's own (see `merge_object_info`). A core node the release lacks (Animate 2 on 0.3.64) is left
+out of its catalogue, so the simulator answers as that release does.
 Keeps the node classes the shipped workflows (and the simulator's test graphs) use, with types,
 defaults, ranges and options only (no tooltips or descriptions), and marks model-file inputs with
 their ComfyUI folder so their choices come from models.lock at load time.
@@ -17,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from comfy_driver.models.catalog import merge_object_info  # noqa: E402
 from comfy_driver.models.folders import mark_model_inputs  # noqa: E402
 from comfy_driver.workflow.files import workflow_class_types  # noqa: E402
 
@@ -37,14 +41,23 @@ def trim_options(spec: object) -> object:
     return spec
 
 
-def main(object_info_path: str, version: str | None) -> None:
-    info = mark_model_inputs(json.loads(Path(object_info_path).read_text(encoding="utf-8")))
+def main(object_info_path: str, version: str | None, packs: list[str]) -> None:
+    base = json.loads(Path(object_info_path).read_text(encoding="utf-8"))
+    extra = [json.loads(Path(p).read_text(encoding="utf-8")) for p in packs]
+    merged = merge_object_info(base, *extra)
+    core_elsewhere = {c for e in extra for c, n in e.items()
+                      if not str(n.get("python_module", "")).startswith("custom_nodes.")}
+    info = mark_model_inputs({c: n for c, n in merged.items() if c in base or c not in core_elsewhere})
     wanted = set(EXTRA) | {c for c in EXTRA_IF_PRESENT if c in info}
     for wf in sorted((ROOT / "workflows").glob("*.json")):
         wanted |= workflow_class_types(json.loads(wf.read_text(encoding="utf-8")))
-    missing = sorted(c for c in wanted if c not in info)
+    newer = sorted(c for c in wanted if c not in info and c in core_elsewhere)
+    if newer:
+        print(f"left out (this release lacks them): {', '.join(newer)}")
+    missing = sorted(c for c in wanted if c not in info and c not in core_elsewhere)
     if missing:
-        sys.exit(f"not in {object_info_path}: {', '.join(missing)}")
+        sys.exit(f"not in {object_info_path} or the packs' recordings: {', '.join(missing)}")
+    wanted -= set(newer)
     out = {}
     for name in sorted(wanted):
         node = {k: info[name][k] for k in KEEP_NODE if k in info[name]}
@@ -57,6 +70,9 @@ def main(object_info_path: str, version: str | None) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
+    args = sys.argv[1:]
+    packs = args[args.index("--packs") + 1:] if "--packs" in args else []
+    args = args[:args.index("--packs")] if "--packs" in args else args
+    if len(args) not in (1, 2):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None)
+    main(args[0], args[1] if len(args) == 2 else None, packs)

@@ -1,9 +1,11 @@
 """Write the shipped workflows (workflows/*.json) as GUI workflows, from the graphs defined here.
 
-Usage: python scripts/make_workflows.py OBJECT_INFO.json
+Usage: python scripts/make_workflows.py OBJECT_INFO.json [PACKS_OBJECT_INFO.json...] [--only NAME...]
 OBJECT_INFO.json is the catalogue of the newest supported ComfyUI with the custom node packs the
 workflows use (its widget layout decides the saved form); the files are written as that ComfyUI's
-GUI saves them. The graphs are comfy-drive's own; a person may then open, edit and save any of them in the ComfyUI
+GUI saves them. Further files add the node classes it lacks (a pack recorded elsewhere, as in
+scripts/make_catalog.py); --only writes just the named workflows. The graphs are comfy-drive's own;
+a person may then open, edit and save any of them in the ComfyUI
 GUI, and comfy-drive uses the saved file as it is (parameters are addressed by node title, so keep
 the titles). Rerunning this script overwrites such edits.
 """
@@ -19,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from comfy_driver.comfy.catalog import Catalog  # noqa: E402
+from comfy_driver.models.catalog import merge_object_info  # noqa: E402
+from comfy_driver.models.folders import MODEL_INPUTS  # noqa: E402
 from comfy_driver.workflow.layout import api_to_ui  # noqa: E402
 
 NEGATIVE = "blurry, low quality, static, deformed, watermark, subtitles"
@@ -62,9 +66,12 @@ def save(g: G, images: tuple[str, int], fps: Any, prefix: str) -> None:
           **{"format.codec": "h264", "codec": "auto"})
 
 
-def animate_model(g: G) -> str:
-    unet = g.add("UNETLoader", "Animate Model", unet_name="Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors",
-                 weight_dtype="default")
+def animate_model(g: G, gguf: bool = False) -> str:
+    if gguf:  # ComfyUI-GGUF: the same 14B model quantized (QuantStack), for 12-16 GB cards
+        unet = g.add("UnetLoaderGGUF", "Animate Model", unet_name="Wan2.2-Animate-14B-Q3_K_M.gguf")
+    else:
+        unet = g.add("UNETLoader", "Animate Model", unet_name="Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors",
+                     weight_dtype="default")
     distill = g.add("LoraLoaderModelOnly", "Distill LoRA",
                     lora_name="lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", strength_model=1.0,
                     model=(unet, 0))
@@ -73,34 +80,46 @@ def animate_model(g: G) -> str:
     return g.add("ModelSamplingSD3", "Shift", shift=8.0, model=(relight, 0))
 
 
-def driving(g: G) -> dict[str, tuple[str, int]]:
-    """Poses, face and character mask from the driving video (DWPose, SAM2), as the official graph does."""
+def driving_frames(g: G, method: str = "lanczos") -> str:
+    """The driving video's frames, fitted to the video size."""
     video = g.add("LoadVideo", "Driving Video", file=placeholder("Driving Video", "mp4"))
     frames = g.add("GetVideoComponents", "Driving Frames", video=(video, 0))
-    fitted = g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method="lanczos", width=832,
-                   height=480, crop="center")
+    return g.add("ImageScale", "Fit Driving Video", image=(frames, 0), upscale_method=method, width=832,
+                 height=480, crop="center")
+
+
+def character_mask(g: G, fitted: str, keep_model_loaded: bool) -> tuple[str, str]:
+    """(mask, background): SAM2 finds the character from a point (a parameter, not hand-placed per
+    scene), the mask grown and made blocky, the background is the video with the character blacked out."""
+    sam = g.add("DownloadAndLoadSAM2Model", "SAM2", model="sam2_hiera_base_plus.safetensors", segmentor="video",
+                device="cuda", precision="fp16")
+    point = g.add("PrimitiveString", "Character Point", value='[{"x": 416, "y": 240}]')
+    mask = g.add("Sam2Segmentation", "Character Mask", sam2_model=(sam, 0), image=(fitted, 0),
+                 keep_model_loaded=keep_model_loaded, coordinates_positive=(point, 0), individual_objects=False)
+    grown = g.add("GrowMask", "Grow Mask", mask=(mask, 0), expand=10, tapered_corners=True)
+    blocks = g.add("BlockifyMask", "Blockify Mask", masks=(grown, 0), block_size=32, device="cpu")
+    background = g.add("DrawMaskOnImage", "Background", image=(fitted, 0), mask=(blocks, 0), color="0, 0, 0",
+                       device="cpu")
+    return blocks, background
+
+
+def driving(g: G) -> dict[str, tuple[str, int]]:
+    """Poses, face and character mask from the driving video (DWPose, SAM2), as the official graph does."""
+    fitted = driving_frames(g)
     face = g.add("DWPreprocessor", "Face Pose", image=(fitted, 0), detect_hand="disable", detect_body="disable",
                  detect_face="enable", resolution=512, bbox_detector="yolox_l.onnx",
                  pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt", scale_stick_for_xinsr_cn="disable")
     body = g.add("DWPreprocessor", "Body Pose", image=(fitted, 0), detect_hand="enable", detect_body="enable",
                  detect_face="disable", resolution=512, bbox_detector="yolox_l.onnx",
                  pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt", scale_stick_for_xinsr_cn="disable")
-    sam = g.add("DownloadAndLoadSAM2Model", "SAM2", model="sam2_hiera_base_plus.safetensors", segmentor="video",
-                device="cuda", precision="fp16")
-    point = g.add("PrimitiveString", "Character Point", value='[{"x": 416, "y": 240}]')
-    mask = g.add("Sam2Segmentation", "Character Mask", sam2_model=(sam, 0), image=(fitted, 0), keep_model_loaded=True,
-                 coordinates_positive=(point, 0), individual_objects=False)
-    grown = g.add("GrowMask", "Grow Mask", mask=(mask, 0), expand=10, tapered_corners=True)
-    blocks = g.add("BlockifyMask", "Blockify Mask", masks=(grown, 0), block_size=32, device="cpu")
-    background = g.add("DrawMaskOnImage", "Background", image=(fitted, 0), mask=(blocks, 0), color="0, 0, 0",
-                       device="cpu")
+    blocks, background = character_mask(g, fitted, keep_model_loaded=True)
     return {"face_video": (face, 0), "pose_video": (body, 0), "background_video": (background, 0),
             "character_mask": (blocks, 0)}
 
 
-def wan22_animate(with_driving: bool, extend: bool = False) -> dict[str, Any]:
+def wan22_animate(with_driving: bool, extend: bool = False, gguf: bool = False) -> dict[str, Any]:
     g = G()
-    model = animate_model(g)
+    model = animate_model(g, gguf)
     pos, neg = wan_text(g)
     vae = g.add("VAELoader", "VAE", vae_name="wan_2.1_vae.safetensors")
     vision = g.add("CLIPVisionLoader", "CLIP Vision", clip_name="clip_vision_h.safetensors")
@@ -118,13 +137,166 @@ def wan22_animate(with_driving: bool, extend: bool = False) -> dict[str, Any]:
     sampled = g.add("KSampler", "Sampler", model=(model, 0), positive=(anim, 0), negative=(anim, 1),
                     latent_image=(anim, 2), seed=0, steps=6, cfg=1.0, sampler_name="euler", scheduler="simple",
                     denoise=1.0)
+    save_window(g, sampled, anim, vae, previous, "wan22_animate_gguf" if gguf else "wan22_animate")
+    return g.nodes
+
+
+def save_window(g: G, sampled: str, anim: str, vae: str, previous: str | None, prefix: str) -> None:
+    """An Animate window's frames: the repeated motion frames trimmed off, appended to the previous
+    windows' frames (when this is a further window), saved as the clip."""
     trimmed = g.add("TrimVideoLatent", "Trim Latent", samples=(sampled, 0), trim_amount=(anim, 3))
     decoded = g.add("VAEDecode", "Decode", samples=(trimmed, 0), vae=(vae, 0))
     new = g.add("ImageFromBatch", "New Frames", image=(decoded, 0), batch_index=(anim, 4), length=4096)
     frames: tuple[str, int] = (new, 0)
     if previous is not None:
         frames = (g.add("ImageBatch", "Join Windows", image1=(previous, 0), image2=(new, 0)), 0)
-    save(g, frames, 16.0, "wan22_animate")
+    save(g, frames, 16.0, prefix)
+
+
+def kj_model(g: G, model: str, loras: list[tuple[str, str, float]]) -> str:
+    """ComfyUI-WanVideoWrapper's model with its memory settings: precision, load device, attention,
+    block swap (blocks kept in RAM and moved to the GPU in turn: 25 of the 14B model's 40 fit 16 GB)."""
+    lora = None
+    for title, name, strength in loras:
+        lora = g.add("WanVideoLoraSelect", title, lora=name, strength=strength, low_mem_load=False, merge_loras=True,
+                     **({"prev_lora": (lora, 0)} if lora else {}))
+    loader = g.add("WanVideoModelLoader", "Model Loader", model=model, base_precision="fp16_fast",
+                   quantization="disabled", load_device="offload_device", attention_mode="sdpa",
+                   rms_norm_function="default")
+    swap = g.add("WanVideoBlockSwap", "Block Swap", blocks_to_swap=25, offload_img_emb=False, offload_txt_emb=False,
+                 use_non_blocking=True, vace_blocks_to_swap=0, prefetch_blocks=1, block_swap_debug=False)
+    with_loras = g.add("WanVideoSetLoRAs", "Set LoRAs", model=(loader, 0), lora=(lora, 0)) if lora else loader
+    return g.add("WanVideoSetBlockSwap", "Set Block Swap", model=(with_loras, 0), block_swap_args=(swap, 0))
+
+
+def kj_text(g: G) -> str:
+    return g.add("WanVideoTextEncodeCached", "Prompt", model_name="umt5-xxl-enc-bf16.safetensors", precision="bf16",
+                 positive_prompt="", negative_prompt=NEGATIVE, quantization="disabled", use_disk_cache=False,
+                 device="gpu")
+
+
+def kj_save(g: G, images: tuple[str, int], fps: Any, prefix: str) -> None:
+    """VideoHelperSuite's combine, fed the decoded frames and saved to the output folder."""
+    g.add("VHS_VideoCombine", "Save Video", images=images, frame_rate=fps, loop_count=0,
+          filename_prefix=f"comfy-drive/{prefix}", format="video/h264-mp4", pingpong=False, save_output=True,
+          pix_fmt="yuv420p", crf=19, save_metadata=True, trim_to_audio=False)
+
+
+def wan22_animate_kj(with_driving: bool) -> dict[str, Any]:
+    """Kijai's WanVideoWrapper Animate example, headless: the decoded frames are the result, the
+    character point is a parameter (no hand-placed points), windows run inside the sampler."""
+    g = G()
+    model = kj_model(g, "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors", [
+        ("Relight LoRA", "WanAnimate_relight_lora_fp16.safetensors", 1.0),
+        ("Distill LoRA", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", 1.2)])
+    text = kj_text(g)
+    vae = g.add("WanVideoVAELoader", "VAE", model_name="wan_2.1_vae.safetensors", precision="bf16",
+                use_cpu_cache=False, verbose=False)
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
+    fitted_ref = g.add("ImageResizeKJv2", "Fit Reference", image=(ref, 0), width=832, height=480,
+                       upscale_method="lanczos", keep_proportion="pad_edge_pixel", pad_color="0, 0, 0",
+                       crop_position="top", divisible_by=16, device="cpu")
+    vision = g.add("CLIPVisionLoader", "CLIP Vision", clip_name="clip_vision_h.safetensors")
+    clip_embeds = g.add("WanVideoClipVisionEncode", "Encode Reference", clip_vision=(vision, 0),
+                        image_1=(fitted_ref, 0), strength_1=1.0, strength_2=1.0, crop="center",
+                        combine_embeds="average", force_offload=True, tiles=0, ratio=0.5)
+    extra: dict[str, Any] = {}
+    if with_driving:
+        fitted = driving_frames(g)
+        pose = g.add("DWPreprocessor", "Body Pose", image=(fitted, 0), detect_hand="disable", detect_body="enable",
+                     detect_face="disable", resolution=512, bbox_detector="yolox_l.torchscript.pt",
+                     pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt", scale_stick_for_xinsr_cn="disable")
+        face_mask = g.add("FaceMaskFromPoseKeypoints", "Face Mask", pose_kps=(pose, 1), person_index=0)
+        face = g.add("ImageCropByMaskAndResize", "Face Crops", image=(fitted, 0), mask=(face_mask, 0),
+                     base_resolution=512, padding=0, min_crop_resolution=128, max_crop_resolution=512)
+        blocks, background = character_mask(g, fitted, keep_model_loaded=False)
+        extra = {"pose_images": (pose, 0), "face_images": (face, 0), "bg_images": (background, 0),
+                 "mask": (blocks, 0)}
+    embeds = g.add("WanVideoAnimateEmbeds", "Animate Embeds", vae=(vae, 0), clip_embeds=(clip_embeds, 0),
+                   ref_images=(fitted_ref, 0), width=832, height=480, num_frames=77, force_offload=False,
+                   frame_window_size=77, colormatch="disabled", pose_strength=1.0, face_strength=1.0,
+                   tiled_vae=False, **extra)
+    sampled = g.add("WanVideoSampler", "Sampler", model=(model, 0), image_embeds=(embeds, 0), text_embeds=(text, 0),
+                    steps=6, cfg=1.0, shift=5.0, seed=0, force_offload=True, scheduler="dpm++_sde",
+                    riflex_freq_index=0, denoise_strength=1.0, batched_cfg=False, rope_function="comfy",
+                    start_step=0, end_step=-1, add_noise_to_samples=False)
+    decoded = g.add("WanVideoDecode", "Decode", vae=(vae, 0), samples=(sampled, 0), enable_vae_tiling=False,
+                    tile_x=272, tile_y=272, tile_stride_x=144, tile_stride_y=128, normalization="default")
+    kj_save(g, (decoded, 0), 16.0, "wan22_animate_kj")
+    return g.nodes
+
+
+def denoise_kj() -> dict[str, Any]:
+    """The quality pass with the wrapper: Kijai's T2V A14B LOW fp8 model re-noises the clip a little
+    (denoise_strength) and samples it back (the wrapper's vid2vid pattern)."""
+    g = G()
+    frames = clip_in(g)
+    model = kj_model(g, "Wan2_2-T2V-A14B-LOW_fp8_e4m3fn_scaled_KJ.safetensors", [])
+    text = kj_text(g)
+    vae = g.add("WanVideoVAELoader", "VAE", model_name="wan_2.1_vae.safetensors", precision="bf16",
+                use_cpu_cache=False, verbose=False)
+    size = g.add("GetImageSizeAndCount", "Clip Size", image=(frames, 0))
+    encoded = g.add("WanVideoEncode", "Encode Clip", vae=(vae, 0), image=(size, 0), enable_vae_tiling=False,
+                    tile_x=272, tile_y=272, tile_stride_x=144, tile_stride_y=128, noise_aug_strength=0.0,
+                    latent_strength=1.0)
+    embeds = g.add("WanVideoEmptyEmbeds", "Video Size", width=(size, 1), height=(size, 2), num_frames=(size, 3))
+    sampled = g.add("WanVideoSampler", "Denoise", model=(model, 0), image_embeds=(embeds, 0), text_embeds=(text, 0),
+                    samples=(encoded, 0), steps=8, cfg=1.0, shift=5.0, seed=0, force_offload=True, scheduler="unipc",
+                    riflex_freq_index=0, denoise_strength=0.3, batched_cfg=False, rope_function="comfy",
+                    start_step=0, end_step=-1, add_noise_to_samples=False)
+    decoded = g.add("WanVideoDecode", "Decode", vae=(vae, 0), samples=(sampled, 0), enable_vae_tiling=False,
+                    tile_x=272, tile_y=272, tile_stride_x=144, tile_stride_y=128, normalization="default")
+    kj_save(g, (decoded, 0), (frames, 2), "denoise_kj")
+    return g.nodes
+
+
+def wan_animate2(with_driving: bool, extend: bool = False, distilled: bool = False) -> dict[str, Any]:
+    """The official Wan Animate 2 workflow (core nodes of ComfyUI 0.33): the driving video goes in as
+    it is (the model reads the poses itself), WanAnimate2Cache keeps its activations (int8) between
+    steps, lcm sampling; the distilled model runs without the step-distill LoRA."""
+    g = G()
+    model_file = "wan_animate_2_distill_int8_convrot.safetensors" if distilled else \
+        "wan_animate_2_int8_convrot.safetensors"
+    unet = g.add("UNETLoader", "Animate Model", unet_name=model_file, weight_dtype="default")
+    if not distilled:
+        unet = g.add("LoraLoaderModelOnly", "Distill LoRA",
+                     lora_name="lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", strength_model=1.0,
+                     model=(unet, 0))
+    cached = g.add("WanAnimate2Cache", "Animate Cache", model=(unet, 0), device="gpu", dtype="int8")
+    model = g.add("ModelSamplingSD3", "Shift", shift=5.0, model=(cached, 0))
+    pos, neg = wan_text(g)
+    vae = g.add("VAELoader", "VAE", vae_name="wan_2.1_vae.safetensors")
+    vision = g.add("CLIPVisionLoader", "CLIP Vision", clip_name="clip_vision_h.safetensors")
+    ref = g.add("LoadImage", "Reference Image", image=placeholder("Reference Image", "png"))
+    fitted_ref = g.add("ImageScale", "Fit Reference", image=(ref, 0), upscale_method="area", width=832, height=480,
+                       crop="center")
+    encoded = g.add("CLIPVisionEncode", "Encode Reference", clip_vision=(vision, 0), image=(fitted_ref, 0),
+                    crop="none")
+    extra: dict[str, Any] = {}
+    if with_driving:
+        fitted = driving_frames(g, "area")
+        first = g.add("ImageFromBatch", "First Pose Frame", image=(fitted, 0), batch_index=0, length=1)
+        pose_vision = g.add("CLIPVisionEncode", "Encode Pose", clip_vision=(vision, 0), image=(first, 0), crop="none")
+        pose_text = g.add("CLIPTextEncode", "Pose Prompt", text="a reference video of a person moving",
+                          clip=tuple(g.nodes[pos]["inputs"]["clip"]))
+        extra = {"pose_video": (fitted, 0), "clip_vision_output_pose": (pose_vision, 0),
+                 "positive_pose": (pose_text, 0)}
+    previous = None
+    if extend:
+        clip = g.add("LoadVideo", "Previous Clip", file=placeholder("Previous Clip", "mp4"))
+        previous = g.add("GetVideoComponents", "Previous Frames", video=(clip, 0))
+        extra["continue_motion"] = (previous, 0)
+    anim = g.add("WanAnimate2ToVideo", "Animate", positive=(pos, 0), negative=(neg, 0), vae=(vae, 0), width=832,
+                 height=480, length=77, batch_size=1, video_frame_offset=0, pose_strength=1.0, pose_start_percent=0.0,
+                 pose_end_percent=1.0, reference_image_strength=1.0, clip_vision_output=(encoded, 0),
+                 reference_image=(fitted_ref, 0), **extra)
+    sampler = g.add("KSamplerSelect", "Sampler Type", sampler_name="lcm")
+    sigmas = g.add("BasicScheduler", "Scheduler", model=(model, 0), scheduler="simple", steps=10 if distilled else 6,
+                   denoise=1.0)
+    sampled = g.add("SamplerCustom", "Sampler", model=(model, 0), add_noise=True, noise_seed=0,
+                    cfg=2.0 if distilled else 1.0, positive=(anim, 0), negative=(anim, 1), sampler=(sampler, 0),
+                    sigmas=(sigmas, 0), latent_image=(anim, 2))
+    save_window(g, sampled, anim, vae, previous, "wan_animate2_distilled" if distilled else "wan_animate2")
     return g.nodes
 
 
@@ -223,21 +395,37 @@ WORKFLOWS = {
     "wan22_animate_prompt": lambda: wan22_animate(False),
     "wan22_animate_extend": lambda: wan22_animate(True, extend=True),
     "wan22_animate_prompt_extend": lambda: wan22_animate(False, extend=True),
+    "wan22_animate_gguf": lambda: wan22_animate(True, gguf=True),
+    "wan22_animate_gguf_prompt": lambda: wan22_animate(False, gguf=True),
+    "wan22_animate_gguf_extend": lambda: wan22_animate(True, extend=True, gguf=True),
+    "wan22_animate_gguf_prompt_extend": lambda: wan22_animate(False, extend=True, gguf=True),
+    "wan22_animate_kj": lambda: wan22_animate_kj(True),
+    "wan22_animate_kj_prompt": lambda: wan22_animate_kj(False),
+    **{f"wan_animate2{d}{p}{e}": (lambda p=p, e=e, d=d: wan_animate2(not p, bool(e), bool(d)))
+       for d in ("", "_distilled") for p in ("", "_prompt") for e in ("", "_extend")},
     "wan22_5b": wan22_5b,
     "svd": svd,
     "svd_from_image": svd_from_image,
     "denoise": denoise,
     "upscale": upscale,
+    "denoise_kj": denoise_kj,
 }
 
 
-def main(object_info: str) -> None:
-    catalog = Catalog.from_file(object_info)
+def main(object_infos: list[str], only: list[str]) -> None:
+    infos = [json.loads(Path(p).read_text(encoding="utf-8")) for p in object_infos]
+    catalog = Catalog(merge_object_info(infos[0], *infos[1:]))
+    unknown = [n for n in only if n not in WORKFLOWS]
+    if unknown:
+        sys.exit(f"unknown workflow(s): {', '.join(unknown)}")
     for name, build in WORKFLOWS.items():
+        if only and name not in only:
+            continue
         graph = build()
         result = catalog.validate(graph, file_exists=lambda kind, value: True)
-        problems = [e for n in result.node_errors.values() for e in n["errors"]
-                    if e["type"] != "value_not_in_list" or "_name" not in str(e["extra_info"].get("input_name"))]
+        problems = [e for nid, n in result.node_errors.items() for e in n["errors"]
+                    if e["type"] != "value_not_in_list" or "_name" not in str(e["extra_info"].get("input_name"))
+                    and (graph[nid]["class_type"], e["extra_info"].get("input_name")) not in MODEL_INPUTS]
         if not result.ok and result.error and result.error["type"] != "prompt_outputs_failed_validation":
             sys.exit(f"{name}: {result.error}")
         if problems:
@@ -249,6 +437,8 @@ def main(object_info: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    files, only = (args[:args.index("--only")], args[args.index("--only") + 1:]) if "--only" in args else (args, [])
+    if not files:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(files, only)

@@ -34,6 +34,13 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="module")
+def bundled() -> Catalog:
+    from comfy_driver.models.catalog import bundled_catalog
+
+    return bundled_catalog(release="0.33.0")
+
+
+@pytest.fixture(scope="module")
 def catalog_149() -> Catalog:
     return Catalog.from_file(shared_path("fixtures", "oracle-fe1.49", "object_info.json"))
 
@@ -110,7 +117,7 @@ def test_api_to_ui_round_trips_the_oracle_graphs(catalog: Catalog) -> None:
     assert checked > 20
 
 
-def test_shipped_workflows_are_gui_workflows(catalog: Catalog) -> None:
+def test_shipped_workflows_are_gui_workflows(bundled: Catalog) -> None:
     for path in WORKFLOWS.glob("*.json"):
         workflow = json.loads(path.read_text())
         assert detect_format(workflow) == "ui", path.name
@@ -119,7 +126,7 @@ def test_shipped_workflows_are_gui_workflows(catalog: Catalog) -> None:
             assert link[1] in ids and link[3] in ids
         for node in workflow["nodes"]:
             assert len(node["pos"]) == 2 and node["size"][0] > 0 and node.get("title")
-        assert ui_to_api(workflow, catalog)  # converts with the real server's catalogue
+        assert ui_to_api(workflow, bundled)  # converts with the newest release's catalogue and the packs
 
 
 def test_cli_convert(tmp_path: Path) -> None:

@@ -20,13 +20,20 @@ def doctor(url: str) -> Any:
 
 def test_every_workflow_passes_on_both_releases(sim_factory: Any) -> None:
     for release in ("0.3.64", "0.33.0"):
-        sim = sim_factory(catalog=bundled_catalog(load_lock(MODELS_LOCK), release))
+        sim = sim_factory(catalog=bundled_catalog(load_lock(MODELS_LOCK), release), vram_gb=48)
         result = doctor(sim.url)
         assert result.exit_code == 0, result.output
         assert result.output.startswith(f"server: ComfyUI {release}")
-        for name in ("svd", "svd_from_image", "wan22_5b", "wan22_animate", "wan22_animate_prompt",
-                     "wan22_animate_extend", "wan22_animate_prompt_extend", "denoise", "upscale"):
+        names = ["svd", "svd_from_image", "wan22_5b", "wan22_animate", "wan22_animate_prompt", "wan22_animate_extend",
+                 "wan22_animate_prompt_extend", "denoise", "upscale", "wan22_animate_kj", "wan22_animate_kj_prompt",
+                 "denoise_kj", "wan22_animate_gguf", "wan22_animate_gguf_extend"]
+        animate2 = ["wan_animate2", "wan_animate2_extend", "wan_animate2_distilled_prompt"]
+        for name in names + (animate2 if release == "0.33.0" else []):
             assert f"workflow {name}: passes this server's validation" in result.output
+        if release == "0.3.64":  # the backend's needs (backends.yaml) rule it out before any node check
+            assert "  not for this server: needs ComfyUI 0.33.0 or newer (the server runs 0.3.64)" in result.output
+            assert "not for this server (backend: auto passes them over): wan_animate2, wan_animate2_distilled" \
+                in result.output
         drifted = 'node 29 "Save Video" (SaveVideo): schema changed on this server'
         assert (drifted in result.output) == (release == "0.33.0")
         if release == "0.33.0":
@@ -34,6 +41,14 @@ def test_every_workflow_passes_on_both_releases(sim_factory: Any) -> None:
             assert "'codec' required COMBO -> optional COMFY_DYNAMICCOMBO_V3" in result.output
             assert "fix: handled: converted against this server's catalogue" in result.output
         assert result.output.rstrip().endswith("all backends ready")
+
+
+def test_a_gpu_too_small_is_named_per_backend(sim_factory: Any) -> None:
+    sim = sim_factory(vram_gb=12)
+    result = doctor(sim.url)
+    assert "wan22_animate:\n  not for this server: needs 24 GB of VRAM (the server's GPU has 12 GB)" in result.output
+    assert "workflow wan22_animate_gguf: passes this server's validation" in result.output
+    assert result.exit_code == 0, result.output
 
 
 def test_a_drift_the_conversion_cannot_fill_is_named_with_the_fix(sim_factory: Any) -> None:

@@ -64,9 +64,9 @@ def test_lock_from_workflow_lists_the_files_with_server_names(sim: Any, tmp_path
         assert ("in models.lock: diffusion_models/Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors [on the server]"
                 in result.output)
         assert "saved as 'WanVideo\\\\2_2\\\\Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors'" in result.output
-        assert ("not in models.lock: text_encoders/umt5-xxl-enc-bf16.safetensors [NOT on the server]"
-                in result.output)
-        assert "--folder text_encoders --name umt5-xxl-enc-bf16.safetensors" in result.output
+        assert "in models.lock: text_encoders/umt5-xxl-enc-bf16.safetensors [on the server]" in result.output
+        assert "not in models.lock: vae/wanvideo/Wan2_1_VAE_bf16.safetensors [NOT on the server]" in result.output
+        assert "--folder vae --name wanvideo/Wan2_1_VAE_bf16.safetensors" in result.output
         assert "downloaded by its node pack on first use: sam2_hiera_base_plus.safetensors" in result.output
     else:
         assert "in models.lock: text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors [on the server]" in result.output

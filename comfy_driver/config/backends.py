@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.errors import UserError
 
 ErrorKind = Literal["oom", "execution", "interrupted", "lost", "validation", "download", "server"]
+
+
+class Needs(BaseModel):
+    """What a server must offer beyond what the backend's workflows and models.lock already say
+    (their node classes give the packs, models.lock's `backends:` the model files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vram_gb: float | None = Field(default=None, gt=0, le=1024)  # the GPU memory its defaults run in
+    comfyui: str | None = None  # the oldest ComfyUI release that has its core nodes
+
+    @field_validator("comfyui")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d+\.\d+(\.\d+)?", v):
+            raise ValueError(f"{v!r} is not a ComfyUI version (like 0.33.0)")
+        return v
 
 
 class Backend(BaseModel):
@@ -25,6 +43,7 @@ class Backend(BaseModel):
     window_frames: int | None = Field(default=None, ge=8, le=1000)
     takes_driving_video: bool = False
     fallback: str | None = None
+    needs: Needs = Needs()
 
     def workflows(self) -> list[str]:
         """Every workflow this backend may run, its variants and further windows included."""
@@ -45,12 +64,14 @@ class Backends(BaseModel):
     backends: dict[str, Backend] = {}
     stages: dict[str, Stage] = {}
     fallback_on: list[ErrorKind] = ["oom"]
+    auto: list[str] = []  # `backend: auto` tries these, best first, and takes the first the server can run
 
     def merged(self, other: Backends | None) -> Backends:
         if other is None:
             return self
         return Backends(backends={**self.backends, **other.backends}, stages={**self.stages, **other.stages},
-                        fallback_on=other.fallback_on if "fallback_on" in other.model_fields_set else self.fallback_on)
+                        fallback_on=other.fallback_on if "fallback_on" in other.model_fields_set else self.fallback_on,
+                        auto=other.auto if "auto" in other.model_fields_set else self.auto)
 
     def backend(self, name: str) -> Backend:
         """A backend by name; a workflow name that is no declared backend is a one-workflow backend."""

@@ -40,6 +40,21 @@ def sim_release(text: str) -> str:
                     hint=f"use one of: {', '.join(SIM_RELEASES)}")
 
 
+def merge_object_info(base: dict, *packs: dict) -> dict:
+    """One object_info from a release's own and the node packs' recordings (for scripts/make_*.py).
+
+    Custom-node classes come from the last recording that has them (the packs at the commits
+    models.lock pins, recorded on a newer server); a class the base lacks is added from the first
+    recording that has it, so a node only newer ComfyUI releases have keeps its real definition.
+    """
+    merged = dict(base)
+    for info in packs:
+        for name, node in info.items():
+            if str(node.get("python_module", "")).startswith("custom_nodes.") or name not in merged:
+                merged[name] = node
+    return merged
+
+
 def bundled_catalog(lock: ModelsLock | None = None, release: str = DEFAULT_RELEASE) -> Catalog:
     files = lock.by_folder() if lock is not None else {}
     return Catalog(fill_model_inputs(_bundled(release), files), version=Version.parse(release))

@@ -11,6 +11,7 @@ from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.config.backends import Backends
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import ModelsLock
+from comfy_driver.models.needs import ServerFacts, needs_of, platform_unmet
 from comfy_driver.models.tree import ModelsTree
 from comfy_driver.paths import WORKFLOWS
 from comfy_driver.workflow.server_check import WorkflowCheck, check_workflow
@@ -39,8 +40,18 @@ def diagnose(lock: ModelsLock, tree: ModelsTree | None, client: ComfyClient | No
     config = config or Backends()
     backends = sorted({b for m in lock.models for b in m.backends} | set(config.backends) | set(config.stages))
     checks: dict[str, WorkflowCheck] = {}
+    unsuited: list[str] = []  # backends this server's release or GPU cannot run: not problems to fix here
+    facts = ServerFacts.read(client.address.display, client.system_stats(), catalog) \
+        if client is not None and catalog is not None else None
     for backend in backends:
         echo(f"{backend}:")
+        if facts is not None and backend in config.backends:  # what backends.yaml's needs: say (auto reads them too)
+            reasons = platform_unmet(needs_of(backend, config, lock), facts)
+            for reason in reasons:
+                echo(f"  not for this server: {reason}")
+            if reasons:
+                unsuited.append(backend)
+                continue
         missing_here, missing_there = [], []
         for entry in lock.for_backends([backend]):
             here = ""
@@ -81,6 +92,8 @@ def diagnose(lock: ModelsLock, tree: ModelsTree | None, client: ComfyClient | No
                 if name not in checks:
                     checks[name] = check_workflow(name, WORKFLOWS, catalog, bundled_catalog())
                 problems += _report_workflow(checks[name], set(missing_there), backend, echo)
+    if unsuited:
+        echo(f"not for this server (backend: auto passes them over): {', '.join(unsuited)}")
     echo("all backends ready" if not problems else f"{problems} problem(s) found")
     return problems
 

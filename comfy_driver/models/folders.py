@@ -22,6 +22,11 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("LoraLoader", "lora_name"): "loras",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("UpscaleModelLoader", "model_name"): "upscale_models",
+    ("UnetLoaderGGUF", "unet_name"): "diffusion_models",  # ComfyUI-GGUF: .gguf files in unet/ or diffusion_models/
+    ("WanVideoModelLoader", "model"): "diffusion_models",  # ComfyUI-WanVideoWrapper
+    ("WanVideoVAELoader", "model_name"): "vae",
+    ("WanVideoTextEncodeCached", "model_name"): "text_encoders",
+    ("WanVideoLoraSelect", "lora"): "loras",
 }
 
 

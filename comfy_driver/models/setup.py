@@ -15,6 +15,7 @@ The work is first made into a list of actions (so `--dry-run` prints exactly wha
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import subprocess
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfy_driver.comfy.errors import ServerUnreachable
+from comfy_driver.comfy.versions import Version
 from comfy_driver.errors import RunError, UserError
 from comfy_driver.models.lock import ModelEntry
 from comfy_driver.models.packs import PackEntry
@@ -32,7 +34,7 @@ MARKERS = "user/comfy-drive/requirements"  # under the ComfyUI folder: per pack,
 
 @dataclass
 class Action:
-    kind: str  # clone | keep | requirements | models | check
+    kind: str  # version | clone | keep | requirements | models | check
     text: str
     run: Callable[[], None] | None = None  # None: nothing to do
     changes: bool = True  # False: it only checks (a verification, the node check)
@@ -169,13 +171,45 @@ def check_action(nodes: list[str], server: str | None, comfyui: Path, python: Pa
                   short_start, changes=False)
 
 
+def installed_version(comfyui: Path) -> Version | None:
+    """The release of a ComfyUI folder, from the comfyui_version.py its releases carry."""
+    path = comfyui / "comfyui_version.py"
+    found = re.search(r"""__version__\s*=\s*["']([^"']+)["']""", path.read_text(errors="replace")) \
+        if path.is_file() else None
+    return Version.parse(found.group(1)) if found else None
+
+
+def version_action(comfyui: Path, needs: dict[str, str]) -> Action | None:
+    """The ComfyUI release the backends need (backends.yaml's `needs: comfyui`): too old is refused
+    before anything is installed, since updating ComfyUI is a step setup does not take for the user."""
+    wanted = {b: v for b, v in ((b, Version.parse(t)) for b, t in needs.items()) if v is not None}
+    if not wanted:
+        return None
+    oldest = max(wanted.values())
+    who = ", ".join(b for b, v in wanted.items() if v == oldest)
+    found = installed_version(comfyui)
+    if found is None:
+        return Action("version", f"{comfyui} does not say its ComfyUI version (no comfyui_version.py); {who} "
+                                 f"needs ComfyUI {oldest} or newer", changes=False)
+    if found < oldest:
+        raise UserError(f"{comfyui} is ComfyUI {found}; {who} needs ComfyUI {oldest} or newer",
+                        hint="update ComfyUI there (git pull, then its requirements.txt with its Python), "
+                             "then run setup again")
+    return Action("version", f"ComfyUI {found} in {comfyui}: {who} needs {oldest} or newer", changes=False)
+
+
 def make_plan(comfyui: Path, packs: list[PackEntry], models: list[ModelEntry], *, python: Path | None,
               server: str | None, fetch_models: Callable[[], None], describe_models: str, models_missing: bool,
-              list_nodes: Callable[[str], set[str]], start_timeout: float = 600.0) -> SetupPlan:
+              list_nodes: Callable[[str], set[str]], start_timeout: float = 600.0,
+              versions: dict[str, str] | None = None) -> SetupPlan:
+    """`versions`: backend -> the oldest ComfyUI release it runs on, for those that say."""
     if not (comfyui / "main.py").is_file():
         raise UserError(f"{comfyui}: not a ComfyUI folder (no main.py)", hint="pass the folder that holds main.py")
     python = comfyui_python(comfyui, python)
     plan = SetupPlan(comfyui, python)
+    version = version_action(comfyui, versions or {})
+    if version is not None:
+        plan.actions.append(version)
     for pack in packs:
         plan.actions += pack_actions(pack, comfyui, python)
     if models:

@@ -26,6 +26,7 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.media.measure import measure
 from comfy_driver.media.sidebyside import Column, side_by_side
+from comfy_driver.models.needs import ServerFacts
 from comfy_driver.pipeline.plan import Plan, build_plan
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport
@@ -113,12 +114,13 @@ def try_series(folder: Path, *, prompt: str, negative_prompt: str | None = None,
 
 
 def plan(loaded: LoadedSeries, backends: list[str], scenes: list[str] | None = None,
-         catalog: Catalog | None = None) -> dict[str, Plan]:
+         catalog: Catalog | None = None, servers: list[ServerFacts] | None = None) -> dict[str, Plan]:
     """Each backend's plan of the chosen scenes; every problem of every backend now, before any render.
-    GUI-saved templates are converted with `catalog` (the server's), else the one comfy-drive ships."""
+    GUI-saved templates are converted with `catalog` (the server's), else the one comfy-drive ships;
+    `servers` (what they offer) lets `auto` be one of the backends."""
     if len(set(backends)) != len(backends) or not backends:
         raise UserError("--backends: name each backend once", hint="e.g. --backends wan22_animate,svd")
-    return {b: choose_scenes(build_plan(loaded, b, catalog), scenes) for b in backends}
+    return {b: choose_scenes(build_plan(loaded, b, catalog, servers=servers), scenes) for b in backends}
 
 
 def compare(loaded: LoadedSeries, chosen: dict[str, Plan], servers: list[str], *,

@@ -30,7 +30,9 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import VideoInfo, probe
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
+from comfy_driver.models.needs import ServerFacts
 from comfy_driver.paths import BACKENDS, models_lock
+from comfy_driver.pipeline.choose import AUTO, check_version, choose
 from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step, scope_params
 
 _NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
@@ -237,9 +239,13 @@ def _chain(previous: str, backend: str, rendered: Rendered) -> str:
 
 
 class _Planner:
-    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None) -> None:
+    def __init__(self, loaded: LoadedSeries, catalog: Catalog | None,
+                 servers: list[ServerFacts] | None = None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-        self.templates = TemplateCache(catalog or bundled_catalog(load_lock(models_lock())), series_dir)
+        self.lock = load_lock(models_lock())
+        self.templates = TemplateCache(catalog or bundled_catalog(self.lock), series_dir)
+        self.target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
+        self.servers = servers or []  # what the run's servers offer, for backend auto
         self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
         self.layout = Layout(loaded.output_dir / loaded.slug)
         self.loaded = loaded
@@ -326,15 +332,24 @@ class _Planner:
 
     def scene(self, spec: SceneSpec, index: int, backend: str | None) -> ScenePlan:
         chosen = backend or spec.backend
-        self.check_backend(spec, chosen, None if backend else spec.wheres.get("backend", spec.where))
         base, stages = self.backends.parse(chosen)
+        why = ""
+        if base == AUTO:  # the best backend the servers can run for this scene (pipeline/choose.py)
+            choice = choose(spec, self.backends, self.servers, self.lock, self.templates.params, stages)
+            base, why = choice.backend, choice.why
+            chosen = "+".join([base, *stages])
+        else:
+            check_version(base, self.backends, self.templates.catalog.version, self.target)
+        self.check_backend(spec, chosen, None if backend else spec.wheres.get("backend", spec.where))
         dropped: tuple[str, ...] = ()
-        if backend and spec.driving_video is not None and base in self.backends.backends \
+        if (backend or why) and spec.driving_video is not None and base in self.backends.backends \
                 and not self.backends.backend(base).takes_driving_video:  # the series was written for another
             spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)
         first = self.route(spec, chosen, 0)
         first.skipped = dropped + first.skipped
         scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), spec, index, [first])
+        if why:
+            scene.notes.append(why)
         if spec.driving_video is not None:
             scene.notes += self.driving_video_fits(spec, first)
         on_oom = self.loaded.series.on_oom
@@ -359,13 +374,15 @@ class _Planner:
         return scene
 
 
-def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None) -> Plan:
+def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalog | None = None, *,
+               servers: list[ServerFacts] | None = None) -> Plan:
     """The plan of a series; every problem of every scene is reported together.
 
     `catalog` converts GUI-saved workflows as that server would (default: the catalogue shipped).
     The run's folder is the series' output folder, under its title's slug (see `Plan.moved`).
+    `servers`: what the run's servers offer, for `backend: auto`.
     """
-    planner = _Planner(loaded, catalog)
+    planner = _Planner(loaded, catalog, servers)
     scenes: list[ScenePlan] = []
     errors: list[str] = []
     hints: list[str] = []

@@ -19,11 +19,12 @@ from typing import Any
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
 from comfy_driver.config.backends import Backends
+from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.paths import WORKFLOWS
 from comfy_driver.workflow.layout import with_values
-from comfy_driver.workflow.template import FILE_TYPES, Template, load_template
+from comfy_driver.workflow.template import FILE_TYPES, Param, ParamFile, Template, load_template
 
 SCENE_FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "reference_image",
                 "driving_video")
@@ -48,6 +49,18 @@ class TemplateCache:
     def has(self, name: str) -> bool:
         """Whether a workflow of this name exists (the series' own folder, then the shipped one)."""
         return name.endswith(".json") or any((d / f"{name}.json").is_file() for d in self.dirs)
+
+    def params(self, name: str) -> dict[str, Param]:
+        """A workflow's declared parameters, also where this catalogue cannot convert its graph (a
+        backend for a newer ComfyUI, or a pack this server lacks): naming parameters needs no graph."""
+        try:
+            return self.get(name).params
+        except UserError:
+            for d in self.dirs:
+                path = d / f"{name}.params.yaml"
+                if path.is_file():
+                    return validate(ParamFile, load_yaml(path, what="parameter file")).params
+            return {}
 
     def get(self, name: str) -> Template:
         if name not in self._loaded:
@@ -135,7 +148,7 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (known: {', '.join(known)})"))
             continue
         candidates = owned if dot else backends.all_workflows()
-        if any(param in templates.get(w).params for w in candidates):
+        if any(param in templates.params(w) for w in candidates):
             in_pipeline = owner == base or owner in {s.stage for s in steps}
             why = f"{steps[0].workflow} does not take it" if in_pipeline else f"{owner} is not in this pipeline"
             stage_takers = [s.stage for i, s in enumerate(steps) if s.stage and param in takes[i]]
@@ -143,7 +156,7 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
                 why += f"; '{stage_takers[0]}.{name}' sets the stage's"
             skipped.append(f"{name} ({why})")
         elif dot:
-            names = sorted({p for w in owned for p in templates.get(w).params})
+            names = sorted({p for w in owned for p in templates.params(w)})
             guess = difflib.get_close_matches(param, names, n=1)
             problems.append(f"unknown parameter {name!r} for {owner!r}"
                             + (f"; did you mean '{owner}.{guess[0]}'?" if guess else f" (it takes: {', '.join(names)})"))

@@ -19,8 +19,8 @@ from typing import Any
 from comfy_driver.comfy.catalog import Catalog
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
-VISUAL = ("IMAGE", "LATENT", "VIDEO", "MASK")
-SAMPLERS = {"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"}
+VISUAL = ("IMAGE", "LATENT", "VIDEO", "MASK", "WANVIDIMAGE_EMBEDS")  # the wrapper's embeds carry the video's shape
+SAMPLERS = {"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "WanVideoSampler"}
 
 
 @dataclass(frozen=True)
@@ -190,13 +190,14 @@ def evaluate(class_type: str, values: dict[str, Any], catalog: Catalog,
         frames = max(1, min(frames or 1, base.frames - start))
     if class_type == "ImageBatch" and isinstance(values.get("image2"), Value):
         frames = base.frames + values["image2"].frames
-    if class_type == "WanAnimateToVideo":  # continued frames are generated again, then trimmed
+    if class_type in ("WanAnimateToVideo", "WanAnimate2ToVideo"):  # continued frames are generated again, trimmed
         motion = values.get("continue_motion")
         carried = min(int(number(values.get("continue_motion_max_frames")) or 5), motion.frames) \
             if isinstance(motion, Value) else 0
         offset = int(number(values.get("video_frame_offset")) or 0)
         numbers = {3: 0, 4: carried, 5: offset + (frames or 0) - carried}
-    if class_type in SAMPLERS or class_type in ("VAEDecode", "VAEEncode", "VAEDecodeTiled", "TrimVideoLatent"):
+    if class_type in SAMPLERS or class_type in ("VAEDecode", "VAEEncode", "VAEDecodeTiled", "TrimVideoLatent",
+                                                "WanVideoDecode", "WanVideoEncode"):
         width = height = frames = None  # samplers and VAEs keep the shape of what they are given
     shaped = replace(base, width=width or base.width, height=height or base.height,
                      frames=frames if frames and frames > 0 else base.frames,

@@ -29,7 +29,7 @@ from comfy_driver.sim.jobs import Jobs, is_canonical_uuid
 from comfy_driver.errors import DriveError
 from comfy_driver.media.ffmpeg import probe
 from comfy_driver.models.folders import offered_models
-from comfy_driver.sim.executor import (SAMPLERS, Counters, NodeFailure, Timing, Value, evaluate, execution_order,
+from comfy_driver.sim.executor import (SAMPLERS, VISUAL, Counters, NodeFailure, Timing, Value, evaluate, execution_order,
                                        model_files, number, signatures, split_prefix)
 
 MAX_UPLOAD = 100 * 1024 * 1024
@@ -75,8 +75,9 @@ class SimServer:
 
     def __init__(self, root: Path, catalog: Catalog, *, timing: Timing | None = None,
                  faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0,
-                 auth: str | None = None) -> None:
+                 auth: str | None = None, vram_gb: float = 16.0) -> None:
         self.root = Path(root)
+        self.vram = int(vram_gb * (1 << 30))  # the simulated GPU's memory, as system_stats reports it
         # The release played is its catalogue's (the bundled catalogues carry theirs; default 0.3.64).
         if catalog.version is None:
             catalog = Catalog(catalog.nodes, version=RECORDED[0])
@@ -494,8 +495,9 @@ class SimServer:
                        "required_frontend_version": str(self.versions.frontend),
                        "python_version": "simulated", "pytorch_version": "simulated", "embedded_python": False,
                        "argv": ["comfy-drive", "sim"]},
-            "devices": [{"name": "simulated GPU", "type": "cuda", "index": 0, "vram_total": 16 << 30,
-                         "vram_free": 15 << 30, "torch_vram_total": 16 << 30, "torch_vram_free": 15 << 30}]})
+            "devices": [{"name": "simulated GPU", "type": "cuda", "index": 0, "vram_total": self.vram,
+                         "vram_free": self.vram - (1 << 30), "torch_vram_total": self.vram,
+                         "torch_vram_free": self.vram - (1 << 30)}]})
 
     def feature_flags(self) -> dict[str, Any]:
         flags: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD}
@@ -718,7 +720,7 @@ class SimServer:
 
     def _write_outputs(self, task: _Task, class_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """Real files for an output node; returns its ui output as ComfyUI reports it."""
-        source = next((v for v in inputs.values() if isinstance(v, Value)), None) or Value("IMAGE")
+        source = next((v for v in inputs.values() if isinstance(v, Value) and v.type in VISUAL), None) or Value("IMAGE")
         prefix = str(inputs.get("filename_prefix", "ComfyUI"))
         sub, stem = split_prefix(prefix)
         kind = "temp" if class_type.startswith("Preview") else "output"

@@ -35,6 +35,7 @@ class Param(BaseModel):
     max: float | None = None
     multiple_of: int | None = None
     choices: list[Any] | None = None
+    format: str | None = None  # the value written into the graph: format.format(value) ("Model-{}.gguf")
     doc: str = ""
 
     @model_validator(mode="after")
@@ -142,6 +143,8 @@ class Template:
             except ValueError as exc:
                 errors.append(f"{at(name)}parameter {name!r}: {exc}")
                 continue
+            if param.format is not None:
+                value = param.format.format(value)
             for node_id, input_name in self.targets[name]:
                 current = graph[node_id]["inputs"].get(input_name)
                 if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
