@@ -204,6 +204,12 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
     progress = Progress(len(loaded.scenes), enabled=True)
     control = RunControl()
     options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, settings=settings)
+    joined = None
+    if publisher is not None:  # each episode is published once joined, while the next one renders
+        from comfy_driver.cli_publish import _say
+        from comfy_driver.pipeline.publishing import PublishAsJoined
+
+        joined = options.after_episode = PublishAsJoined(loaded, loaded.output_dir / loaded.slug, publisher, _say)
     published = True
     stopped: RunStopped | None = None
     with contextlib.ExitStack() as closing, _simulated(simulate) as sim_url:
@@ -225,7 +231,7 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
             from comfy_driver.pipeline.outlock import claim_output
 
             with claim_output(loaded.output_dir / loaded.slug, series=loaded.series.title):
-                published = publish_report(loaded, report, publisher)
+                published = publish_report(loaded, report, publisher, earlier=joined.records if joined else None)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:

@@ -94,17 +94,20 @@ def open_for_run(loaded: Any, *, endpoint: str | None, republish: bool, dry_run:
                               on_progress=UploadBar())
 
 
-def publish_report(loaded: Any, report: Any, publisher: Any, episodes: tuple[str, ...] = ()) -> bool:
-    """Publish the report's finished episodes; False when one failed or waits for the quota."""
+def publish_report(loaded: Any, report: Any, publisher: Any, episodes: tuple[str, ...] = (),
+                   earlier: dict[str, Any] | None = None) -> bool:
+    """Publish the report's finished episodes (but those in `earlier`, published while the run went
+    on, whose records are kept); False when one failed or waits for the quota."""
     from comfy_driver.pipeline.publishing import attach, plan, publish_all, rendered_episodes
 
     root = loaded.output_dir / loaded.slug
-    found = rendered_episodes(loaded, report, root)
+    earlier = earlier or {}
+    found = [e for e in rendered_episodes(loaded, report, root) if e.id not in earlier]
     if episodes:
         found = [e for e in found if e.id in episodes]
     planned = plan(loaded, found, root, republish=publisher.options.republish)
     with sign_in_command(loaded):
-        records = publish_all(publisher, planned, _say)
+        records = {**earlier, **publish_all(publisher, planned, _say)}
     attach(report, records, root)
     uploads = sum(r.status == "published" for r in records.values())
     _say(f"YouTube quota used: {uploads} upload(s) of the 100 a day, {publisher.calls.units} of the 10,000 "

@@ -224,3 +224,40 @@ def test_auth_youtube_signs_in_with_the_installed_app_flow(yt: FakeYouTube, tmp_
     token = json.loads(path.read_text(encoding="utf-8"))
     assert token["refresh_token"] == "test-refresh-token" and token["client_id"] == "cid"
     assert "test-refresh-token" not in out + err and "csecret" not in out + err
+
+
+def test_an_episode_is_published_while_the_next_one_renders(yt: FakeYouTube, tmp_path: Path) -> None:
+    """`run --publish` hands each joined episode to the publisher at once: episode one is on YouTube
+    before episode two has finished rendering."""
+    import time
+
+    from comfy_driver.pipeline.control import RunOptions
+    from comfy_driver.pipeline.publishing import PublishAsJoined, open_publisher
+
+    (tmp_path / "series.yaml").write_text(SERIES + PUBLISH, encoding="utf-8")
+    loaded = load_series(tmp_path / "series.yaml")
+    root = loaded.output_dir / loaded.slug
+    sign_in(yt)
+    sim = SimServer(tmp_path / "sim", bundled_catalog(load_lock(MODELS_LOCK)), timing=Timing(node=0.15))
+    sim.start()
+    publisher = open_publisher(loaded, root, endpoint=yt.url, republish=False, say=lambda _: None)
+    started: dict[str, float] = {}
+    publish_episode = publisher.publish_episode
+
+    def timed(episode: Any, meta: Any) -> Any:
+        started[episode.id] = time.time()
+        return publish_episode(episode, meta)
+
+    publisher.publish_episode = timed  # type: ignore[method-assign]
+    joined = PublishAsJoined(loaded, root, publisher, lambda _: None)
+    try:
+        report = Supervisor(build_plan(loaded), [sim.url], RunOptions(depth=1, after_episode=joined)).run()
+    finally:
+        publisher.close()
+        sim.stop()
+    assert report.complete and set(joined.records) == {"one", "two"}
+    assert all(r.status == "published" for r in joined.records.values()) and len(yt.videos) == 2
+    two_done = max(m[1]["timestamp"] for e in sim.history.values() if e["prompt"][2] and
+                   any(n["inputs"].get("text") == "third scene" for n in e["prompt"][2].values())
+                   for m in e["status"]["messages"] if m[0] == "execution_success") / 1000
+    assert started["one"] < two_done, "episode one waited for the whole run"

@@ -24,10 +24,12 @@ class Stitched:
     format: str
     converted: list[str] = field(default_factory=list)  # scenes whose clip was scaled or resampled
     how: str | None = None  # None: the file on disk already was these clips joined
+    clips: list[Path] = field(default_factory=list)  # the scenes' clips, in order
+    backends: list[str] = field(default_factory=list)  # the backend that rendered each scene
 
 
 def stitch(root: Path, episode: EpisodePlan, clips: list[Path], digests: list[str], fps: float | None,
-           known: tuple[str | None, str | None]) -> Stitched:
+           known: tuple[str | None, str | None], backends: list[str]) -> Stitched:
     """Join the clips unless the episode file on disk is exactly the join recorded for these clips."""
     planned = media.plan(clips, fps)
     fmt, converted = planned.format, [str(episode.scenes[n]) for n in planned.converted]
@@ -35,11 +37,11 @@ def stitch(root: Path, episode: EpisodePlan, clips: list[Path], digests: list[st
     target = confined.folder(root, episode.file.parent.relative_to(root).as_posix()) / episode.file.name
     known_sha, known_clips = known
     if known_sha and known_clips == wanted and target.is_file() and file_sha256(target) == known_sha:
-        return Stitched(episode, known_sha, wanted, str(fmt), converted)
+        return Stitched(episode, known_sha, wanted, str(fmt), converted, clips=clips, backends=backends)
     done = media.stitch(planned, target)
     how = "joined without re-encoding" if done.mode == "copy" else f"encoded to {fmt}"
     return Stitched(episode, file_sha256(target), wanted, str(fmt), converted,
-                    how + (f"; converted {', '.join(converted)}" if converted else ""))
+                    how + (f"; converted {', '.join(converted)}" if converted else ""), clips, backends)
 
 
 def episode_fps(fps: set[float | None]) -> float | None:

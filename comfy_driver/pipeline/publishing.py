@@ -1,8 +1,8 @@
-"""Publishing a run's finished episodes: from the run report to YouTube, one episode at a time.
+"""Publishing a run's finished episodes to YouTube, one episode at a time.
 
-The report names each stitched episode (file, sha256, scenes with the backend that made them), so
-publishing needs nothing else of the run: `run --publish` calls it once the run has joined its
-episodes, `publish` for a series rendered earlier. All metadata is rendered and checked before the first upload; with
+`run --publish` publishes each episode as soon as the run has joined it (`PublishAsJoined`, a task
+of the run), while the next episode renders; `publish` takes the episodes of a series rendered
+earlier from its report (file, sha256, scenes with the backend that made them). All metadata is rendered and checked before the first upload; with
 the sign-in checked too, a mistake in the publish section stops everything before a byte is sent.
 A spent quota stops publishing (the rest waits for the next run); another failure of one episode
 does not stop the next.
@@ -10,8 +10,9 @@ does not stop the next.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from comfy_driver.comfy.client import file_sha256
 from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.config.source import load_yaml
-from comfy_driver.errors import RunError, UserError
+from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.media.ffmpeg import VideoInfo, probe
+from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.publish.errors import PublishError, QuotaExhausted
 from comfy_driver.publish.ledger import Ledger
@@ -153,27 +155,68 @@ def open_publisher(loaded: LoadedSeries, root: Path, *, endpoint: str | None, re
     return publisher
 
 
+def _publish_one(publisher: Publisher, item: Planned, say: Callable[[str], None],
+                 stopped: QuotaExhausted | None) -> tuple[PublishRecord, QuotaExhausted | None]:
+    """One episode; a spent quota (now or earlier) records it as stopped instead."""
+    ep_id = item.episode.id
+    for note in item.episode.notes:
+        say(f"episode {ep_id}: {note}")
+    if stopped is not None:
+        return PublishRecord(status="stopped", error=stopped.message), stopped
+    try:
+        return publisher.publish_episode(item.episode, item.meta), None
+    except QuotaExhausted as exc:
+        say(f"episode {ep_id}: {exc}")
+        return PublishRecord(status="stopped", error=exc.message), exc
+    except PublishError as exc:
+        say(f"episode {ep_id}: {exc}")
+        return PublishRecord(status="failed", error=exc.message), None
+
+
 def publish_all(publisher: Publisher, planned: list[Planned], say: Callable[[str], None]) -> dict[str, PublishRecord]:
     """Publish each episode in order; a spent quota stops the rest (recorded as stopped)."""
     records: dict[str, PublishRecord] = {}
     stopped: QuotaExhausted | None = None
     for item in planned:
-        ep_id = item.episode.id
-        for note in item.episode.notes:
-            say(f"episode {ep_id}: {note}")
-        if stopped is not None:
-            records[ep_id] = PublishRecord(status="stopped", error=stopped.message)
-            continue
-        try:
-            records[ep_id] = publisher.publish_episode(item.episode, item.meta)
-        except QuotaExhausted as exc:
-            stopped = exc
-            say(f"episode {ep_id}: {exc}")
-            records[ep_id] = PublishRecord(status="stopped", error=exc.message)
-        except PublishError as exc:
-            say(f"episode {ep_id}: {exc}")
-            records[ep_id] = PublishRecord(status="failed", error=exc.message)
+        records[item.episode.id], stopped = _publish_one(publisher, item, say, stopped)
     return records
+
+
+def stitched_episode(loaded: LoadedSeries, done: Stitched) -> EpisodeInfo:
+    """An episode the run has just joined, as publishing sees it (the report is not written yet)."""
+    specs = {f"{s.episode_id}/{s.scene_id}": s for s in loaded.scenes}
+    episode = done.episode
+    scenes = [SceneInfo(specs[str(key)].scene_id, i + 1, specs[str(key)].prompt, backend, clip, probe(clip).duration)
+              for i, (key, clip, backend) in enumerate(zip(episode.scenes, done.clips, done.backends))]
+    return EpisodeInfo(loaded.series.title, episode.id, _order(loaded)[episode.id], episode.title, episode.file,
+                       done.sha256, scenes, _models(done.backends), loaded.series.vars,
+                       notes=_notes(probe(episode.file)))
+
+
+@dataclass
+class PublishAsJoined:
+    """The run's after-episode task for `run --publish`: each joined episode is published while the
+    run goes on with the next. Uploads go one at a time (the first to be joined first); a failure is
+    recorded, never raised, so publishing cannot stop the rendering."""
+
+    loaded: LoadedSeries
+    root: Path
+    publisher: Publisher
+    say: Callable[[str], None]
+    records: dict[str, PublishRecord] = field(default_factory=dict)
+    _stopped: QuotaExhausted | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, done: Stitched) -> None:
+        with self._lock:
+            try:
+                planned = plan(self.loaded, [stitched_episode(self.loaded, done)], self.root,
+                               republish=self.publisher.options.republish)
+                self.records[done.episode.id], self._stopped = _publish_one(self.publisher, planned[0], self.say,
+                                                                            self._stopped)
+            except DriveError as exc:  # a sign-in gone bad, metadata refused: the rest of the run goes on
+                self.say(f"episode {done.episode.id}: not published: {exc}")
+                self.records[done.episode.id] = PublishRecord(status="failed", error=exc.message)
 
 
 def attach(report: RunReport, records: dict[str, PublishRecord], root: Path) -> None:

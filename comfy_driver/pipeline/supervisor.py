@@ -467,11 +467,12 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
-        clips, digests = [], []
+        clips, digests, backends = [], [], []
         for key in episode.scenes:
             run = self.scenes[key]
             if run.status not in ("done", "skipped"):
                 return
+            backends.append(run.plan.routes[run.route].backend)
             last = run.plan.routes[run.route].steps[-1]
             st = self.state.step(last.key)
             if st is None or not st.clip:
@@ -481,7 +482,7 @@ class Supervisor:
         _, sha, known = self.state.episode(episode_id)
         fps = episode_fps({self.scenes[k].plan.spec.fps for k in episode.scenes})
         self._spawn(f"episode {episode_id}: joining its clips", stitch,
-                    (self.plan.layout.root, episode, clips, digests, fps, (sha, known)), self._stitched)
+                    (self.plan.layout.root, episode, clips, digests, fps, (sha, known), backends), self._stitched)
 
     def _stitched(self, done: Stitched) -> None:
         episode = done.episode
