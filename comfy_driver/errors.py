@@ -4,18 +4,30 @@
 DriveError                      one clear message (+ an optional hint), never a traceback for users
 ├── UserError                   the input is wrong: fix it and run again
 │   ├── BadInputFile            a file given is not what it claims (not a workflow, image, video)
-│   ├── NotComfyUI              something answers at the URL, but it is not ComfyUI   (comfy.errors)
-│   ├── AccessRefused           the server wants credentials                           (comfy.errors)
-│   ├── PromptRejected          the server refused the prompt, with its node errors    (comfy.errors)
-│   └── ModelVerificationFailed a model file or its pin does not match what was promised
+│   ├── UnsafePath              a name that would leave its folder, or a link on the way  (confined)
+│   ├── ReadOnly                a folder that cannot be written                          (confined)
+│   ├── FolderBusy              another run holds the output folder                      (pipeline.outlock)
+│   ├── ConversionError         a GUI workflow that cannot become an API graph           (workflow.convert)
+│   ├── NotComfyUI              something answers at the URL, but it is not ComfyUI      (comfy.errors)
+│   ├── AccessRefused           the server wants credentials                             (comfy.errors)
+│   ├── PromptRejected          the server refused the prompt, with its node errors      (comfy.errors)
+│   │   └── OutputsDropped      ... accepted, but some outputs were dropped (a 200 with node errors)
+│   ├── ModelVerificationFailed a model file or its pin does not match what was promised
+│   ├── UnpinnedError           a model entry without a sha256: pin it first             (models.fetch)
+│   ├── SignInNeeded, MetadataRejected   YouTube sign-in, video metadata                 (publish.errors)
 └── RunError                    the run failed for a reason outside the input
-    ├── ServerUnreachable       nobody answers at the URL                              (comfy.errors)
-    ├── ServerProtocolError     an answer ComfyUI never gives                          (comfy.errors)
-    ├── ExecutionFailed         a node raised while the prompt ran                     (comfy.errors)
+    ├── ServerUnreachable       nobody answers at the URL                                (comfy.errors)
+    ├── ServerProtocolError     an answer ComfyUI never gives                            (comfy.errors)
+    ├── ExecutionFailed         a node raised while the prompt ran                       (comfy.errors)
     │   └── OutOfMemory         ... because the GPU (or RAM) ran out
-    ├── Interrupted             the prompt was interrupted                             (comfy.errors)
-    ├── PromptLost              the server forgot a prompt it accepted (a restart)     (comfy.errors)
-    └── JobTimeout              a job did not finish in the time given (also a TimeoutError)
+    ├── Interrupted             the prompt was interrupted                               (comfy.errors)
+    ├── PromptLost              the server forgot a prompt it accepted (a restart)       (comfy.errors)
+    ├── JobTimeout              a job did not finish in the time given (also a TimeoutError)
+    ├── NoSpace                 the disk is full                                         (confined)
+    ├── V2Error, JobExpired     a v2 target refused (InsufficientCredits, Busy, ...); a job it forgot (comfy.v2*)
+    ├── ServerGone              a server unreachable for longer than allowed             (pipeline.lane)
+    ├── RunStopped, RunFailed   a run stopped by its caller; a task of it failed         (pipeline.control)
+    └── PublishError            an upload failed (QuotaExhausted: the day's quota is spent) (publish.errors)
 ```
 
 Decision: the library never decides exit statuses and its hints never name command-line commands;
