@@ -89,8 +89,8 @@ def unmet(needs: Needs, server: ServerFacts, lock: ModelsLock) -> list[str]:
     for class_type in sorted(needs.nodes - server.nodes):
         pack = pack_providing(lock.packs, class_type)
         missing.setdefault(pack.name if pack else "ComfyUI itself (update ComfyUI)", []).append(class_type)
-    for pack, classes in missing.items():
-        reasons.append(f"node pack {pack} missing ({', '.join(classes)})")
+    for pack_name, classes in missing.items():
+        reasons.append(f"node pack {pack_name} missing ({', '.join(classes)})")
     absent = [f"{folder}/{name}" for folder, name in needs.models
               if folder in server.models and name not in server.models[folder]]
     if absent:
