@@ -1,6 +1,6 @@
 """The publishing commands: `auth youtube`, `publish`, and the publish step of `run --publish`.
 
-cli.py registers these commands and wraps them in its error handling (this module never imports it).
+comfy_driver.cli registers these commands and wraps them in its error handling (this module never imports it).
 """
 
 from __future__ import annotations
