@@ -41,9 +41,10 @@ class Drivers:
     def start(self) -> int:
         return int(self._ask(f"fork {self.args}"))
 
-    def kill(self, pid: int) -> None:
+    def kill(self, pid: int) -> int:
+        """SIGKILL a driver; its exit status (0 when it had already finished its work)."""
         os.kill(pid, signal.SIGKILL)
-        assert int(self._ask(f"wait {pid}")) == -signal.SIGKILL
+        return int(self._ask(f"wait {pid}"))
 
     def wait(self, pid: int) -> int:
         return int(self._ask(f"wait {pid}"))
@@ -98,13 +99,14 @@ def test_sigkill_at_random_points_then_resume(setup: tuple[FakeYouTube, Drivers]
         if hold is not None:
             mid_chunk += hold.reached.wait(10)
         else:  # anywhere: opening the session, between chunks, thumbnail, playlist
-            time.sleep(rng.uniform(0, 0.15))
-        drivers.kill(pid)
+            time.sleep(rng.uniform(0, 0.02))
+        status = drivers.kill(pid)
+        # A held driver is always killed; one killed "anywhere" may have finished first on a fast machine.
+        assert status == -signal.SIGKILL or (hold is None and status == 0), status
         yt.hold = None
         if hold is not None:
             hold.release.set()
-    assert mid_chunk >= 12
-    assert yt.received < total  # the kills landed during the uploads
+    assert mid_chunk >= 12  # the kills landed in the middle of chunks
     assert drivers.wait(drivers.start()) == 0
     _check(yt, tmp_path)
 
@@ -116,7 +118,7 @@ def test_kill_after_the_upload_completes_before_the_id_is_saved(setup: tuple[Fak
         hold = yt.hold = Hold(at=None)
         pid = drivers.start()
         assert hold.reached.wait(20)
-        drivers.kill(pid)
+        assert drivers.kill(pid) == -signal.SIGKILL
         hold.release.set()
         if expire:
             yt.expire_sessions()
