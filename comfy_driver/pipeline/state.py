@@ -23,6 +23,7 @@ from typing import Any
 
 from comfy_driver.confined import NoSpace, ReadOnly
 from comfy_driver.errors import DriveError, RunError
+from comfy_driver.pipeline.outlock import IDENTITY_NAME, LOCK_NAME
 from comfy_driver.pipeline.plan import SceneKey, StepKey
 
 SCHEMA = """
@@ -238,13 +239,16 @@ class StateStore:
                      (episode_id, path, sha256, clips_hash, time.time())))
 
 
-def open_state(path: Path, say: Callable[[str], None]) -> tuple[StateStore, bool]:
+def open_state(path: Path, say: Callable[[str], None], *, claimed_before: bool = True) -> tuple[StateStore, bool]:
     """The run's state store, and whether it is being rebuilt (lost or damaged while the folder holds
-    finished work): then finished steps are recognised from their manifests on disk and prompts
-    from the server's queue and history, so nothing is rendered again."""
+    finished work, or after an earlier run claimed the folder and may have left prompts on a server):
+    then finished steps are recognised from their manifests on disk and prompts from the server's queue
+    and history, so nothing is rendered again. A folder no run has claimed before, holding only what
+    claiming it just wrote, is a fresh start: nothing is looked up."""
     folder = path.parent
-    had_work = folder.is_dir() and any(p.name != path.name and not p.name.startswith(path.name)
-                                      for p in folder.iterdir())
+    bookkeeping = (LOCK_NAME, IDENTITY_NAME)
+    had_work = claimed_before or (folder.is_dir() and any(
+        not p.name.startswith(path.name) and p.name not in bookkeeping for p in folder.iterdir()))
     existed = path.exists()
     try:
         return StateStore(path), had_work and not existed

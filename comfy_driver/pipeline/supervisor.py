@@ -31,7 +31,7 @@ from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline import lane as msg
 from comfy_driver.pipeline.control import RunControl, RunFailed, RunOptions, RunStopped, SceneRun, error_kind
 from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
-from comfy_driver.pipeline.outlock import claim_output
+from comfy_driver.pipeline.outlock import IDENTITY_NAME, claim_output
 from comfy_driver.pipeline.finish import MANIFEST, Outcome, finish, intact, read_manifest
 from comfy_driver.pipeline.lane import Attempt, Lane
 from comfy_driver.pipeline.plan import Plan, PlannedStep
@@ -101,13 +101,14 @@ class Supervisor:
     # --------------------------------------------------------------------------------------------- the run
     def run(self) -> RunReport:
         """The run starts here: the output folder is claimed (one run at a time, of one series) first."""
+        claimed_before = (self.plan.layout.root / IDENTITY_NAME).exists()  # a run has worked here before
         with claim_output(self.plan.layout.root, series=self.plan.series):
-            return self._run()
+            return self._run(claimed_before)
 
-    def _run(self) -> RunReport:
+    def _run(self, claimed_before: bool) -> RunReport:
         layout = self.plan.layout
         started = now_iso()
-        self._state, self._rebuilt = open_state(layout.state_db, self.progress.message)
+        self._state, self._rebuilt = open_state(layout.state_db, self.progress.message, claimed_before=claimed_before)
         try:
             self.state.save_plan(self.plan.to_json())
             for scene in self.plan.scenes:
