@@ -30,8 +30,8 @@ from comfy_driver.errors import RunError, UserError
 def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | None, extra_model_paths: Path | None,
           lock: Path | None, dry_run: bool, jobs: int, pin_unpinned: bool) -> None:
     """Download the pinned model files of models.lock into a ComfyUI models tree, verified."""
+    from comfy_driver.models.fetch import download_size, human, plan
     from comfy_driver.models.fetch import fetch as run_fetch
-    from comfy_driver.models.fetch import human, plan
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.tree import ModelsTree
 
@@ -42,19 +42,14 @@ def fetch(backends: tuple[str, ...], models_dir: Path | None, comfyui: Path | No
         tree = ModelsTree.locate(models_dir, comfyui, extra_model_paths)
     if dry_run:
         items = plan(lockfile, entries, tree, None)
-        total, unknown = 0, 0
         for item in items:
             size = human(item.entry.size) if item.entry.size is not None else "size read at download"
             if item.entry.sha256 is None:
                 size += "; not pinned: `lock pin` first, or --pin"
             click.echo(f"{item.status:<8} {item.entry.folder}/{item.entry.name}  ({size})  <- "
                        f"{item.entry.repo}/{item.entry.path}")
-            if item.status == "missing":
-                total += item.entry.size or 0
-                unknown += item.entry.size is None
         missing = sum(i.status == "missing" for i in items)
-        note = f" + {unknown} file(s) whose size the Hub gives at download" if unknown else ""
-        click.echo(f"{missing} of {len(items)} file(s) to download: {human(total)}{note}")
+        click.echo(f"{missing} of {len(items)} file(s) to download: {download_size(items)}")
         return
     assert tree is not None
     report = run_fetch(lockfile, entries, tree, jobs=jobs, allow_unpinned=pin_unpinned)
@@ -200,7 +195,7 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
     requirements, the model files (verified); then check that ComfyUI lists the nodes. Idempotent."""
     from comfy_driver.config.backends import load_backends
     from comfy_driver.models.fetch import fetch as run_fetch
-    from comfy_driver.models.fetch import human, plan
+    from comfy_driver.models.fetch import download_size, plan
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.packs import packs_for, workflow_classes
     from comfy_driver.models.setup import execute, make_plan
@@ -212,9 +207,7 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
     workflows: list[str] = []
     for text in backends:
         base, stages = known.parse(text)
-        chain = [base]
-        while known.backend(chain[-1]).fallback and known.backend(chain[-1]).fallback not in chain:
-            chain.append(str(known.backend(chain[-1]).fallback))
+        chain = known.chain(base)
         names += chain + stages
         workflows += [w for b in chain for w in known.backend(b).workflows()] + \
             [known.stages[st].workflow for st in stages]
@@ -223,12 +216,10 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
     entries = lockfile.lock.for_backends(list(dict.fromkeys(n for n in names
                                                             if any(n in m.backends for m in lockfile.lock.models))))
     tree = ModelsTree.locate(None, comfyui, None)
-    missing = [i for i in plan(lockfile, entries, tree, None) if i.status == "missing"]
-    size = human(sum(i.entry.size or 0 for i in missing))
-    unknown = sum(i.entry.size is None for i in missing)
-    size += f" + {unknown} of a size the Hub gives" if unknown else ""
-    describe = (f"fetch {len(missing)} of {len(entries)} model files ({size}) into {tree.root}" if missing
-                else f"{len(entries)} model files present in {tree.root} (verified by fetch)")
+    items = plan(lockfile, entries, tree, None)
+    missing = [i for i in items if i.status == "missing"]
+    describe = (f"fetch {len(missing)} of {len(entries)} model files ({download_size(items)}) into {tree.root}"
+                if missing else f"{len(entries)} model files present in {tree.root} (verified by fetch)")
 
     def fetch_models() -> None:
         report = run_fetch(lockfile, entries, tree, allow_unpinned=pin_unpinned)

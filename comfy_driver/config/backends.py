@@ -88,6 +88,15 @@ class Backends(BaseModel):
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (stages: {', '.join(self.stages)})"))
         return base, stages
 
+    def chain(self, name: str) -> list[str]:
+        """A backend and the fallbacks it may hand a scene to, in order (a loop ends the chain)."""
+        chain = [name]
+        following = self.backend(name).fallback
+        while following and following not in chain:
+            chain.append(following)
+            following = self.backend(following).fallback
+        return chain
+
     def owner_workflows(self, owner: str) -> list[str] | None:
         """The workflows a 'owner.param' name may set: a declared backend's or a stage's; None for neither."""
         if owner in self.stages:

@@ -278,9 +278,8 @@ _ENV = _Sandbox()
 def _compile(text: str) -> tuple[jinja2.Template, nodes.Template]:
     if len(text) > MAX_SOURCE:
         raise TemplateRefused(f"the template is longer than {MAX_SOURCE} characters")
-    tree = _ENV.parse(text)
-    guarded = _Guard().visit(_ENV.parse(text))
-    return _ENV.from_string(guarded), tree
+    tree = _Guard().visit(_ENV.parse(text))  # its Getattr nodes also name undefined variables in messages
+    return _ENV.from_string(tree), tree
 
 
 def render(text: str, context: Mapping[str, Any], *, where: str, field: str) -> str:

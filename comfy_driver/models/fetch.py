@@ -147,6 +147,14 @@ def plan(lockfile: LockFile, entries: list[ModelEntry], tree: ModelsTree | None,
     return items
 
 
+def download_size(items: list[Item]) -> str:
+    """What the missing items weigh, for people: the known sizes, and how many the Hub gives later."""
+    missing = [i for i in items if i.status == "missing"]
+    unknown = sum(i.entry.size is None for i in missing)
+    note = f" + {unknown} file(s) whose size the Hub gives at download" if unknown else ""
+    return human(sum(i.entry.size or 0 for i in missing)) + note
+
+
 def find_present(entry: ModelEntry, tree: ModelsTree, stamps: Stamps | None) -> Path | None:
     """Where the entry's file already is, checked against its pinned sha256 (a file of an entry not
     pinned yet is not taken on trust: it is checked once the pin is read). Without stamps (a dry

@@ -143,18 +143,22 @@ class Execution:
 
         executed: list[str] = []
         current = ""
+
+        async def record(node_id: str, vals: tuple[Value, ...], ui: dict[str, Any] | None) -> None:
+            values[node_id] = vals
+            new_cache[sigs[node_id]] = (vals, ui)
+            if ui is not None:
+                outputs[node_id] = ui
+                await emit("executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid})
+
         try:
             for node_id in order:
                 node = prompt[node_id]
                 models.update(model_files(node.get("inputs", {})))
                 if node_id in cached:
                     vals, ui = self.cache[sigs[node_id]]
-                    values[node_id] = vals
-                    new_cache[sigs[node_id]] = (vals, ui)
+                    await record(node_id, vals, ui)
                     if ui is not None:
-                        outputs[node_id] = ui
-                        await emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                                "prompt_id": pid})
                         await state(node_id, 1.0, 1.0, "finished")
                     continue
                 current = node_id
@@ -164,12 +168,7 @@ class Execution:
                 if self.interrupt_flag:
                     raise _Interrupted
                 vals, ui = await self._run_node(task, node_id, values, emit, state)
-                values[node_id] = vals
-                new_cache[sigs[node_id]] = (vals, ui)
-                if ui is not None:
-                    outputs[node_id] = ui
-                    await emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                            "prompt_id": pid})
+                await record(node_id, vals, ui)
                 executed.append(node_id)
                 await state(node_id, 1.0, 1.0, "finished")
         except _Interrupted:
