@@ -22,7 +22,8 @@ from comfy_driver.errors import UserError
 @click.argument("series_file", type=click.Path(path_type=Path))
 @click.option("--backend", help="Render every scene with this backend (workflow name; 'auto': the best the "
                                 "server can run for each scene).")
-@click.option("--server", "servers", multiple=True, help="ComfyUI URL (repeat for several GPU servers).")
+@click.option("--server", "servers", multiple=True,
+              help="ComfyUI URL, or v2+URL for a Comfy API v2 endpoint (repeat for several; mixed freely).")
 @simulate_option
 @click.option("--dry-run", is_flag=True, help="Render and validate every scene; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")

@@ -143,7 +143,7 @@ class Series(BaseModel):
 
     @property
     def server_urls(self) -> list[str]:
-        """The native ComfyUI servers (`run` does not drive API v2 targets yet)."""
+        """The native ComfyUI servers (compare samples their memory; v2 targets are refused there)."""
         return native_only([self.server] if self.server else list(self.servers))
 
 
