@@ -68,7 +68,7 @@ def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: di
 def target_records(state: StateStore, lanes: list[LaneBase], runs: Iterable[SceneRun]) -> list[TargetRecord]:
     """Per target of this run: the finished steps and scenes of the plan it rendered, and their seconds."""
     records = {lane.name: TargetRecord(name=lane.name, api=lane.target.api, status="gone" if lane.gone else
-                                       f"refused: {lane.refusing.message}" if lane.refusing else "open")
+                                       f"refused: {lane.refusing.message.removeprefix(lane.name + ': ')}" if lane.refusing else "open")
                for lane in lanes}
     for run in runs:
         route = run.plan.routes[run.route]

@@ -378,7 +378,7 @@ class Supervisor:
         (what was on it is re-attached by the next run)."""
         lane.gone = True
         self._gone.append(error)
-        self.progress.message(f"{lane.name}: {error.message}")
+        self.progress.message(error.message if lane.name in error.message else f"{lane.name}: {error.message}")
         held, lane.held = list(lane.held), set()
         if not any(other.open for other in self._lanes):
             self._begin_stop(error.message)
@@ -393,7 +393,7 @@ class Supervisor:
         lane.held.discard(item.attempt)
         if lane.refusing is None:
             lane.refusing = item.error
-            self.progress.message(f"{lane.name}: {item.error.message}; nothing more is sent there")
+            self.progress.message(f"{item.error.message}; nothing more is sent to {lane.name}")
         self._ready.appendleft(self._movable(item.attempt, f"{lane.name} refused it: {item.error.message}"))
         if not any(other.open for other in self._lanes):
             self._gone.append(item.error)
@@ -470,6 +470,11 @@ class Supervisor:
         if isinstance(outcome.download_error, HALTING):  # nothing more can be written: stop, keep what is done
             self._halted = self._halted or outcome.download_error
             self._begin_stop(outcome.download_error.message)
+        if isinstance(outcome.download_error, ServerUnreachable) and \
+                any(other.open for other in self._lanes if other is not lane) and self._stopping is None:
+            self._ready.appendleft(self._movable(a, f"{lane.name} went away before its outputs were downloaded"))
+            self._dispatch()
+            return
         if outcome.download_error is not None:  # the outputs are still on the server: the next run fetches them
             self.state.event(step.key, "download failed", str(outcome.download_error))
             self.progress.message(f"{step.name}: {outcome.download_error} (the next run downloads it again, "
