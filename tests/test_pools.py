@@ -191,3 +191,34 @@ def test_a_driver_killed_mid_submit_or_download_reattaches_to_its_v2_job(tmp_pat
     assert report["scenes"][0]["outputs"][0]["size"] == clip.stat().st_size
     if when == "download":
         assert os.path.getsize(clip) > 512  # the partial file was resumed, not the job redone
+
+
+def test_the_animate_example_renders_through_the_real_proxy(tmp_path: Path, v2_sim: Any) -> None:
+    """The bundled Wan 2.2 Animate series (a character image and a driving video sent as assets, windows
+    and stages chained) on a v2 target alone."""
+    import shutil
+
+    sim, proxy = v2_sim()
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "examples" / "wan_animate.yaml"), "--server",
+                                       f"v2+{proxy.url}", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert [e["status"] for e in report["episodes"]] == ["done"]
+    assert all(s["status"] == "done" and s["server"] == f"v2+{proxy.url}" for s in report["scenes"])
+    assert report["targets"][0]["prompts"] == sum(len(s["steps"]) for s in report["scenes"])
+    uploaded = sorted(p.suffix for p in (sim.root / "input").iterdir())
+    assert ".png" in uploaded and ".mp4" in uploaded  # the reference image and the driving video, as assets
+    assert "validation skipped" in result.output  # the proxy alone names no node catalogue
+
+
+def test_doctor_reports_on_every_target_of_a_series(tmp_path: Path, sim: Any, v2_sim: Any) -> None:
+    behind, proxy = v2_sim()
+    path = tmp_path / "series.yaml"
+    path.write_text(HEAD.replace("episodes:\n", f"servers:\n  - {sim.url}\n  - {{url: '{proxy.url}', api: v2, "
+                                 f"native: '{behind.url}'}}\nepisodes:\n  - scenes: [{{prompt: a}}]\n"))
+    result = CliRunner().invoke(main, ["doctor", "--series", str(path)])
+    assert result.exit_code == 0, result.output
+    native, v2 = result.output.split(f"== v2+{proxy.url}")
+    assert native.startswith(f"== {sim.url}") and "all backends ready" in native
+    assert f"node catalogue: the node catalogue of {behind.url}" in v2 and "validation skipped" not in v2
