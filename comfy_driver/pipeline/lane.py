@@ -76,6 +76,7 @@ class Lane(LaneBase):
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._attempts: dict[str, Attempt] = {}
+        self._shown: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {}  # last Seen, per prompt
         self._current: str = f"following prompts on {self.name}"
         self._thread = threading.Thread(target=self._run, name=f"lane {self.name}", daemon=True)
 
@@ -171,10 +172,14 @@ class Lane(LaneBase):
                 if self.on_event is not None:
                     self.on_event(self.stream.client_id, watch, event)
                 attempt = self._attempts.get(watch.prompt_id) if watch is not None else None
-                self.post(Seen(self, attempt, watch.node_title if watch else "", watch.step if watch else None,
-                               watch.started_at if watch else None))
+                if attempt is not None and watch is not None:  # only what progress shows, when it changes
+                    shown = (watch.node_title, watch.step, watch.started_at)
+                    if self._shown.get(watch.prompt_id) != shown:
+                        self._shown[watch.prompt_id] = shown
+                        self.post(Seen(self, attempt, *shown))
             for w in ended:
                 self.follower.forget(w.prompt_id)
+                self._shown.pop(w.prompt_id, None)
                 self.post(Ended(self, self._attempts.pop(w.prompt_id), w))
             if isinstance(item, Disconnected) and self._attempts:
                 self._wait_for_server()  # gone for good (a timeout) or back: then recover what was missed
@@ -247,6 +252,7 @@ class Lane(LaneBase):
         removed = []
         for pid in ours:
             self.follower.forget(pid)
+            self._shown.pop(pid, None)
             removed.append(self._attempts.pop(pid))
         self.post(Unqueued(self, removed))
 

@@ -115,8 +115,9 @@ class Supervisor:
         self._state, self._rebuilt = open_state(layout.state_db, self.progress.message, claimed_before=claimed_before)
         try:
             self.state.save_plan(self.plan.to_json())
-            for scene in self.plan.scenes:
-                self._classify(self.scenes[scene.key])
+            with self.state.batch():  # the first look at every step: one transaction, not one per step
+                for scene in self.plan.scenes:
+                    self._classify(self.scenes[scene.key])
             self.progress.prompts_left = sum(a.step.count - a.step.key.index for a in self._ready)
             if self._ready:
                 self._lanes, self._gone = open_lanes(self.plan, self.targets, self.options, self._inbox.put,
@@ -276,6 +277,9 @@ class Supervisor:
     def _handle(self, item: Any) -> None:
         try:
             self._on(item)
+        except HALTING as exc:  # the disk is full (or read-only) under the state file: stop, keep what is done
+            self._halted = self._halted or exc
+            self._begin_stop(exc.message)
         except DriveError as exc:
             if not isinstance(item, _Result):
                 raise
@@ -435,7 +439,6 @@ class Supervisor:
             return
         result = outcome.result
         assert result is not None
-        self.state.ended(step.key, result.outputs, outcome.started_at)
         if isinstance(outcome.download_error, HALTING):  # nothing more can be written: stop, keep what is done
             self._halted = self._halted or outcome.download_error
             self._begin_stop(outcome.download_error.message)
@@ -445,6 +448,7 @@ class Supervisor:
             self._dispatch()
             return
         if outcome.download_error is not None:  # the outputs are still on the server: the next run fetches them
+            self.state.ended(step.key, result.outputs, outcome.started_at)
             self.state.event(step.key, "download failed", str(outcome.download_error))
             self.progress.message(f"{step.name}: {outcome.download_error} (the next run downloads it again, "
                                   "without rendering)")
@@ -455,7 +459,7 @@ class Supervisor:
         self.progress.prompt_done(outcome.finished_at - outcome.started_at if outcome.started_at else None)
         self.state.done(step.key, started_at=outcome.started_at or outcome.finished_at,
                         finished_at=outcome.finished_at, server_ms=server_ms, cached_nodes=result.cached_nodes,
-                        clip=outcome.clip, outputs=outcome.outputs)
+                        clip=outcome.clip, outputs=outcome.outputs, server_outputs=result.outputs)
         where = f"scene {run.plan.index}/{len(self.scenes)} {step.name}"
         route = run.plan.routes[run.route]
         if not step.last:
