@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from comfy_driver.comfy.target import Target
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.plan import Plan, PlannedStep
+from comfy_driver.pipeline.state import SUBMITTED, StepState
 from comfy_driver.pipeline.steps import Rendered
 
 if TYPE_CHECKING:
@@ -42,6 +43,20 @@ class Attempt:
     attached: bool = False  # a prompt a previous run left on a server: follow it, never post it again
     made: dict[str, Any] | None = None  # its outputs, if a previous run saw it succeed
     candidates: list[tuple[int, str]] = field(default_factory=list)  # state rebuilt: earlier attempts to look up
+
+    @classmethod
+    def next(cls, step: PlannedStep, rendered: Rendered, st: StepState, *, look_up: int = 0) -> Attempt:
+        """The step's next attempt: the one a previous run left submitted (same graph), followed again;
+        else a new one. With `look_up` (the state was rebuilt), the ids of that many earlier attempts are
+        looked up on the target before anything is sent."""
+        if st.status == SUBMITTED and st.prompt_id and st.graph_hash == rendered.graph_hash:
+            return cls(step, rendered, st.attempts, st.prompt_id, st.server, attached=True, made=st.server_outputs)
+        number = st.attempts + 1
+        attempt = cls(step, rendered, number, step.prompt_id(step.spec.series, rendered.graph_hash, number))
+        if look_up and st.attempts == 0:
+            attempt.candidates = [(n, step.prompt_id(step.spec.series, rendered.graph_hash, n))
+                                  for n in range(1, look_up + 1)]
+        return attempt
 
     def renumber(self, number: int) -> None:
         """Become attempt `number` (a new prompt id or key), to be recorded before it is sent."""
