@@ -222,3 +222,12 @@ def test_doctor_reports_on_every_target_of_a_series(tmp_path: Path, sim: Any, v2
     native, v2 = result.output.split(f"== v2+{proxy.url}")
     assert native.startswith(f"== {sim.url}") and "all backends ready" in native
     assert f"node catalogue: the node catalogue of {behind.url}" in v2 and "validation skipped" not in v2
+
+
+def test_a_dry_run_validates_for_a_v2_target(tmp_path: Path, v2_sim: Any) -> None:
+    _, proxy = v2_sim()
+    result = CliRunner().invoke(main, ["run", str(many_scenes(tmp_path, 1, 2)), "--dry-run", "--server",
+                                       f"v2+{proxy.url}"])
+    assert result.exit_code == 0, result.output
+    assert "2 scene(s) valid; nothing submitted" in result.output
+    assert requests.get(f"{proxy.url}/api/v2/jobs", timeout=5).json()["jobs"] == []
