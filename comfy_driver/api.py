@@ -23,7 +23,7 @@ from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Watch
 from comfy_driver.comfy.job import Job, JobEvent, job_event
 from comfy_driver.comfy.settings import Settings
-from comfy_driver.comfy.target import native_only
+from comfy_driver.comfy.target import Target, parse_target
 from comfy_driver.config.series import LoadedSeries, load_series
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.pipeline.progress import Progress
@@ -108,29 +108,27 @@ class Client:
         self.close()
 
 
-def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | None = None,
+def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Target] | None = None,
                backend: str | None = None, options: RunOptions | None = None,
                on_event: Callable[[str, JobEvent], None] | None = None, progress: Progress | None = None,
                control: RunControl | None = None) -> RunReport:
     """Render every scene of a series (a series.yaml path, or one loaded with `load_series`).
 
-    `servers` overrides the series' own; `on_event(step, event)` receives each job event of each
-    prompt (`step` names the scene and its step). `control.stop()` queues nothing more and lets
+    `servers` overrides the series' own: ComfyUI URLs, `v2+https://...` API v2 endpoints, or `Target`s,
+    mixed freely. `on_event(step, event)` receives each job event of each prompt on a native server
+    (`step` names the scene and its step). `control.stop()` queues nothing more and lets
     running prompts finish; a second stop (or `control.interrupt()`) interrupts them too; either ends
     with RunStopped, which carries the report. A rerun resumes.
     Returns the report (scenes not done are in it, failed or not run); raises when the run could not go on.
     """
     loaded = series if isinstance(series, LoadedSeries) else load_series(Path(series))
-    urls = native_only(list(servers or loaded.series.server_urls))
-    if not urls:
+    targets = [parse_target(s) for s in (servers or loaded.series.targets)]
+    if not targets:
         raise UserError(f"{loaded.path}: no server to run on", hint="add server: http://host:8188 to the series")
     options = options or RunOptions()
-    first = ComfyClient(urls[0], settings=options.settings)
-    try:
-        facts = read_servers(urls, options.settings) if uses_auto(loaded.scenes, backend) else None
-        plan = build_plan(loaded, backend, first.catalog(), servers=facts)  # GUI templates: its catalogue
-    finally:
-        first.close()
+    natives = [t.url for t in targets if not t.is_v2]
+    facts = read_servers(natives, options.settings) if uses_auto(loaded.scenes, backend) else None
+    plan = build_plan(loaded, backend, _first_catalog(targets[0], options.settings), servers=facts)
 
     def forward(client_id: str, watch: Watch | None, event: Event) -> None:
         if on_event is not None and watch is not None:
@@ -138,7 +136,21 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str] | No
             if public is not None:
                 on_event(watch.label, public)
 
-    return execute(plan, urls, options, progress=progress, on_event=forward, control=control)
+    return execute(plan, targets, options, progress=progress, on_event=forward, control=control)
+
+
+def _first_catalog(target: Target, settings: Settings) -> Catalog | None:
+    """The catalogue GUI-saved templates are converted with: the first target's (None: the one shipped)."""
+    if target.is_v2:
+        from comfy_driver.comfy.v2 import V2Client
+
+        with V2Client(target, settings=settings) as v2:
+            return v2.catalog()[0]
+    first = ComfyClient(target.url, settings=settings)
+    try:
+        return first.catalog()
+    finally:
+        first.close()
 
 
 def simulator(root: Path, *, speed: str = "instant", time_scale: float = 0.2, object_info: Path | None = None,

@@ -2,10 +2,8 @@
 ComfyUI behind comfy-api-proxy): `V2Target.submit` mirrors `Client.submit` and returns a `V2Job`.
 
 Decisions:
-- v2 has no node catalogue, so preflight takes one where it can: the native ComfyUI behind a
-  self-hosted proxy (`native`), else the endpoint's own `/api/object_info` (Comfy Cloud serves it,
-  with the same key), else none: then validation is skipped, `catalog_source` says so, and the graph
-  is checked by the endpoint when it is submitted (422 `invalid_workflow`).
+- v2 has no node catalogue, so preflight takes one where it can (`V2Client.catalog`); with none,
+  validation is skipped, `catalog_source` says so, and the endpoint checks the graph when it is submitted.
 - A GUI-saved workflow is converted with that catalogue, or with the one comfy-drive ships when the
   target has none; a local file given with `sets` on a file input is sent as an asset.
 """
@@ -19,12 +17,10 @@ from typing import Any
 
 from comfy_driver.api import Client, Source
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import PromptRejected
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.target import Target, parse_target
 from comfy_driver.comfy.v2 import V2Client, V2Job
-from comfy_driver.errors import DriveError
 from comfy_driver.pipeline.replay import apply_sets
 
 
@@ -52,29 +48,8 @@ class V2Target:
 
     def _find_catalog(self) -> tuple[Catalog | None, str]:
         if self._catalog is None:
-            self._catalog = self._ask_catalog()
+            self._catalog = self.client.catalog()
         return self._catalog
-
-    def _ask_catalog(self) -> tuple[Catalog | None, str]:
-        if self.target.native:
-            native = ComfyClient(self.target.native, settings=self.settings)
-            try:
-                return native.catalog(), f"the node catalogue of {self.target.native}"
-            except DriveError as exc:
-                return None, f"validation skipped: {self.target.native} did not give its node catalogue ({exc.message})"
-            finally:
-                native.close()
-        response = self.client.http.send("GET", self.target.url.rstrip("/") + "/api/object_info")
-        with response:
-            if response.status_code == 200:
-                try:
-                    info = response.json()
-                except ValueError:
-                    info = None
-                if isinstance(info, dict) and info:
-                    return Catalog(info), f"{self.target.display}/api/object_info"
-        return None, (f"validation skipped: {self.target.display} serves no node catalogue (name the ComfyUI "
-                      "behind a self-hosted proxy with native: URL)")
 
     def submit(self, source: Source, *, sets: Mapping[str, Any] | None = None) -> V2Job:
         """Validate (when a catalogue is at hand) and submit; local files named by `sets` go as assets."""

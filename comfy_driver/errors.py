@@ -25,7 +25,7 @@ DriveError                      one clear message (+ an optional hint), never a 
     ├── JobTimeout              a job did not finish in the time given (also a TimeoutError)
     ├── NoSpace                 the disk is full                                         (confined)
     ├── V2Error, JobExpired     a v2 target refused (InsufficientCredits, Busy, ...); a job it forgot (comfy.v2*)
-    ├── ServerGone              a server unreachable for longer than allowed             (pipeline.lane)
+    ├── ServerGone              a server unreachable for longer than allowed             (pipeline.messages)
     ├── RunStopped, RunFailed   a run stopped by its caller; a task of it failed         (pipeline.control)
     └── PublishError            an upload failed (QuotaExhausted: the day's quota is spent) (publish.errors)
 ```

@@ -29,9 +29,9 @@ def test_series_lists_native_and_v2_targets(tmp_path: Path) -> None:
     targets = load_series(path).series.targets
     assert [t.display for t in targets] == ["http://gpu1:8188", "v2+https://cloud.comfy.org", "v2+http://127.0.0.1:8189"]
     assert targets[1] == Target(url="https://cloud.comfy.org", api="v2", key_env="STUDIO_KEY", max_jobs=3)
-    with pytest.raises(UserError, match="native ComfyUI servers only") as err:
-        load_series(path).series.server_urls  # noqa: B018 - run cannot drive v2 yet, and says so
-    assert "replay FILE --server v2+https://cloud.comfy.org" in str(err.value)
+    with pytest.raises(UserError, match="compare measures time and memory on native ComfyUI servers only") as err:
+        load_series(path).series.server_urls  # noqa: B018 - compare samples memory, which v2 does not report
+    assert "v2+https://cloud.comfy.org" in str(err.value) and "--simulate" in str(err.value)
 
 
 def test_a_key_in_series_yaml_is_refused_with_the_way_to_give_it(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_key_from_environment_then_credentials_store(tmp_path: Path, monkeypatch
     assert parse_target("http://gpu1:8188").auth_headers() == {}
 
 
-def test_run_refuses_a_v2_server_on_the_command_line() -> None:
+def test_compare_refuses_a_v2_server_on_the_command_line() -> None:
     assert native_only(["http://a:8188", Target(url="http://b:8188")]) == ["http://a:8188", "http://b:8188"]
     with pytest.raises(UserError, match="native ComfyUI servers only"):
         native_only(["http://a:8188", "V2+http://b:8189"])

@@ -25,7 +25,9 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
     from comfy_driver.pipeline.compare import default_folder, plan
     from comfy_driver.pipeline.outlock import claim_output
 
-    urls = servers or loaded.series.server_urls
+    from comfy_driver.comfy.target import native_only
+
+    urls = native_only(list(servers)) if servers else loaded.series.server_urls
     if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
     # GUI-saved templates are converted with the catalogue of the server that will run them.

@@ -29,14 +29,15 @@ _KEY_FIELDS = {"key", "api_key", "apikey", "token", "password", "secret", "autho
 
 
 class Target(BaseModel):
-    """Where scenes render. `url` has no credentials; `max_jobs` is how many jobs it keeps at once."""
+    """Where scenes render. `url` has no credentials; `max_jobs` is how many prompts it is given at once
+    (queue-ahead on a native server, concurrent jobs on a v2 target)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(min_length=1)
     api: Literal["native", "v2"] = "native"
     key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    max_jobs: int = Field(default=1, ge=1, le=64)
+    max_jobs: int | None = Field(default=None, ge=1, le=64)  # None: the run's queue depth (--depth)
     native: str | None = None
 
     @model_validator(mode="before")
@@ -124,12 +125,14 @@ def parse_target(entry: str | dict[str, Any] | Target, *, where: str = "server")
 
 
 def native_only(entries: list[str | Target]) -> list[str]:
-    """The URLs of native servers, for `run`; an API v2 target is a clear error (replay takes one)."""
+    """The URLs of native servers, for `compare` (it samples their memory); an API v2 target is a clear
+    error."""
     for entry in entries:
         target = entry if isinstance(entry, Target) else None
         if target is None and isinstance(entry, str) and entry.strip().lower().startswith(V2_PREFIX):
             target = parse_target(entry)
         if target is not None and target.is_v2:
-            raise UserError(f"server {target.display}: run renders on native ComfyUI servers only for now",
-                            hint=f"render one workflow through it with: comfy-drive replay FILE --server {target.display}")
+            raise UserError(f"server {target.display}: compare measures time and memory on native ComfyUI servers "
+                            "only (an API v2 endpoint reports neither)",
+                            hint="compare on a native server (--server http://HOST:8188 or --simulate)")
     return [e.url if isinstance(e, Target) else e for e in entries]

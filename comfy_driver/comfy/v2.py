@@ -32,7 +32,8 @@ from typing import Any
 import requests
 
 from comfy_driver.comfy.client import ComfyClient, Downloaded
-from comfy_driver.comfy.errors import ServerUnreachable, describe_node, execution_error
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.errors import PromptLost, ServerUnreachable, describe_node, execution_error
 from comfy_driver.comfy.job import Cancelled, Finished, JobEvent, NodeStarted, Started, StepProgress
 from comfy_driver.comfy.outputs import OutputFile, collect_outputs
 from comfy_driver.comfy.settings import Settings
@@ -46,7 +47,7 @@ LABEL = "comfy-drive:"  # the metadata label that carries a job's idempotency ke
 TERMINAL = ("succeeded", "failed", "canceled", "expired")
 
 
-class JobExpired(RunError):
+class JobExpired(PromptLost):
     """The endpoint no longer knows the job, and no outputs of it were found anywhere."""
 
 
@@ -82,6 +83,37 @@ class V2Client:
         self.http = V2Http(self.target, settings=settings, busy_budget=busy_budget)
         self.poll, self.poll_max, self.expired_grace = poll, poll_max, expired_grace
         self._labels = True
+
+    def check(self) -> None:
+        """The endpoint answers, and accepts the key (a listing of one job): raises the clear error if not."""
+        self.http.json("GET", "/jobs", params={"limit": 1})
+
+    def catalog(self) -> tuple[Catalog | None, str]:
+        """The node catalogue to validate against, and where it came from (or why there is none).
+
+        v2 has no node catalogue of its own: the native ComfyUI behind a self-hosted proxy (`native`)
+        gives one, Comfy Cloud serves `/api/object_info` with the same key; otherwise validation is
+        skipped and the endpoint checks each graph when it is submitted (422 `invalid_workflow`).
+        """
+        if self.target.native:
+            native = ComfyClient(self.target.native, settings=self.http.settings)
+            try:
+                return native.catalog(), f"the node catalogue of {self.target.native}"
+            except DriveError as exc:
+                return None, f"validation skipped: {self.target.native} did not give its node catalogue ({exc.message})"
+            finally:
+                native.close()
+        response = self.http.send("GET", self.target.url.rstrip("/") + "/api/object_info")
+        with response:
+            if response.status_code == 200:
+                try:
+                    info = response.json()
+                except ValueError:
+                    info = None
+                if isinstance(info, dict) and info:
+                    return Catalog(info), f"{self.target.display}/api/object_info"
+        return None, (f"validation skipped: {self.target.display} serves no node catalogue (name the ComfyUI "
+                      "behind a self-hosted proxy with native: URL)")
 
     def upload(self, path: Path, *, name: str | None = None) -> dict[str, Any]:
         """`path` as an asset (reused by its hash when the endpoint holds the bytes already)."""

@@ -29,11 +29,14 @@ _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def fetch_resumable(http: V2Http, url: str, folder: Path, name: str) -> Downloaded:
-    """GET `url` into folder/name (sanitised), resuming a partial file; the finished file's digest."""
+def fetch_resumable(http: V2Http, url: str, folder: Path, name: str, *, within: Path | None = None) -> Downloaded:
+    """GET `url` into folder/name (sanitised), resuming a partial file; the finished file's digest.
+    `folder` is reached from `within` (default: itself), the folder the write must stay in, without
+    following a link."""
     plain = next((p for p in reversed(re.split(r"[\\/]+", name)) if p not in ("", ".", "..")), "")
     target = safe_destination(folder, "", plain)  # one plain name: the file lands in folder itself
-    confined.folder(folder)
+    root = within or folder
+    confined.folder(root, folder.relative_to(root).as_posix() if folder != root else "")
     partial = folder / f".{target.name[:120]}.v2part"
     fd = os.open(partial, _FLAGS, 0o644)
     try:
@@ -45,7 +48,7 @@ def fetch_resumable(http: V2Http, url: str, folder: Path, name: str) -> Download
                 os.close(fd)
                 fd = -1
                 partial.unlink()
-                return fetch_resumable(http, url, folder, name)
+                return fetch_resumable(http, url, folder, name, within=within)
             start = 0
             if response.status_code == 206:
                 match = _RANGE.match(response.headers.get("Content-Range", ""))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, PromptRejected
 from comfy_driver.comfy.settings import Settings
+from comfy_driver.comfy.v2http import WorkflowRefused
 from comfy_driver.errors import RunError
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import ScenePlan
@@ -23,10 +24,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunOptions:
-    depth: int = 2  # prompts kept on each server: the running one plus those queued behind it
+    depth: int = 2  # prompts kept on each target without max_jobs: the running one plus those queued behind it
     finishers: int = 4  # threads finishing ended prompts (history, downloads) and stitching episodes
     max_lost_resubmits: int = 3  # a prompt lost to a server restart is submitted again this often
     server_timeout: float = 600.0  # seconds a server may be unreachable before the run stops, resumable
+    move_after: float = 60.0  # seconds a target may be unreachable before its work moves to the others
+    affinity: bool = True  # a target takes work of the workflow it last ran first (fewer model loads)
     download_retries: int = 4
     force: set[str] = field(default_factory=set)  # scene keys ('EPISODE/SCENE', or 'all') rendered again
     episodes: bool = True  # join each episode's clips (a comparison renders scenes only)
@@ -78,7 +81,7 @@ def error_kind(error: BaseException) -> str:
         return "oom" if error.is_oom else "execution"
     if isinstance(error, Interrupted):
         return "interrupted"
-    if isinstance(error, PromptRejected):
+    if isinstance(error, PromptRejected | WorkflowRefused):
         return "validation"
     return "lost" if isinstance(error, PromptLost) else "server"
 

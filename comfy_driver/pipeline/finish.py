@@ -11,25 +11,29 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from comfy_driver import confined
-from comfy_driver.comfy.client import ComfyClient, file_sha256
+from comfy_driver.comfy.client import ComfyClient, Downloaded, file_sha256
 from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.follow import Follower, PromptResult, Watch
 from comfy_driver.comfy.outputs import OutputFile
 from comfy_driver.errors import DriveError, RunError
-from comfy_driver.pipeline.lane import Attempt
+from comfy_driver.pipeline.messages import Attempt
 
 MANIFEST = ".step.json"
+
+
+Fetch = Callable[[OutputFile, Path, "str | None"], Downloaded]  # (file, folder, name) -> the file in folder
 
 
 @dataclass
 class Outcome:
     attempt: Attempt
-    watch: Watch
+    started_at: float | None  # when it started running (the driver's clock), if seen
     running: bool = False  # still queued or running after all (or the server did not answer): follow it again
     error: DriveError | None = None  # the prompt's own failure
     result: PromptResult | None = None
@@ -49,12 +53,13 @@ def pick_clip(files: list[OutputFile], clip_node: str | None) -> OutputFile | No
 def finish(client: ComfyClient, follower: Follower, attempt: Attempt, watch: Watch, retries: int,
            root: Path) -> Outcome:
     """Resolve an ended prompt and download what it made. Runs on a pool thread; owns `watch` now."""
-    outcome = Outcome(attempt, watch)
+    outcome = Outcome(attempt, watch.started_at)
     try:
         follower.resolve(watch)
     except ServerUnreachable:
         outcome.running = True
         return outcome
+    outcome.started_at = watch.started_at
     if not watch.done:
         outcome.running = True
         return outcome
@@ -64,16 +69,18 @@ def finish(client: ComfyClient, follower: Follower, attempt: Attempt, watch: Wat
     assert watch.result is not None
     outcome.result = watch.result
     try:
-        outcome.outputs, outcome.clip = download(client, attempt, watch.result.files, retries=retries, root=root)
+        outcome.outputs, outcome.clip = download(lambda f, folder, name: client.download(f, folder, name=name, within=root),
+                                                 attempt, watch.result.files, retries=retries)
     except DriveError as exc:
         outcome.download_error = exc
     outcome.finished_at = time.time()
     return outcome
 
 
-def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *, retries: int,
-             root: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """Every file into the step's folder, never following a link out of the series folder `root`."""
+def download(fetch: Fetch, attempt: Attempt, files: list[OutputFile], *,
+             retries: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Every file into the step's folder with `fetch` (which never follows a link out of the series
+    folder), then the step's manifest."""
     folder = attempt.step.folder
     clip = pick_clip(files, attempt.rendered.template.clip_node)
     outputs: list[dict[str, Any]] = []
@@ -83,7 +90,7 @@ def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *, 
         name = f"clip{Path(f.filename).suffix.lower()}" if f is clip else None
         where = (f.subfolder, f.filename) if f is not clip else ("", "")
         if where not in got_by_name:  # two nodes naming one server file: one download
-            got = _download_one(client, f, folder, name, retries, root)
+            got = _download_one(fetch, f, folder, name, retries)
             got_by_name[where] = (got.path, got.sha256, got.size)
         path, sha, size = got_by_name[where]
         outputs.append({"file": path.relative_to(folder).as_posix(), "sha256": sha, "size": size,
@@ -94,11 +101,10 @@ def download(client: ComfyClient, attempt: Attempt, files: list[OutputFile], *, 
     return outputs, clip_name
 
 
-def _download_one(client: ComfyClient, f: OutputFile, folder: Path, name: str | None, retries: int,
-                  root: Path) -> Any:
+def _download_one(fetch: Fetch, f: OutputFile, folder: Path, name: str | None, retries: int) -> Downloaded:
     for attempt in range(retries):
         try:
-            return client.download(f, folder, name=name, within=root)
+            return fetch(f, folder, name)
         except (RunError, ServerUnreachable):
             if attempt + 1 == retries:
                 raise

@@ -1,4 +1,4 @@
-"""One server's lane: its client, its websocket and the prompts on it, owned by one thread.
+"""A native ComfyUI server's lane: its client, its websocket and the prompts on it, owned by one thread.
 
 The lane's thread reads one queue that holds both the socket's events and the supervisor's
 commands (submit, unqueue, interrupt, close), so it blocks in one place and never polls. It owns
@@ -13,7 +13,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from comfy_driver.comfy.client import ComfyClient
@@ -22,93 +23,14 @@ from comfy_driver.comfy.events import Disconnected, Event
 from comfy_driver.comfy.follow import Follower, Watch
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.stream import EventStream
+from comfy_driver.comfy.target import Target
 from comfy_driver.errors import DriveError, RunError
-from comfy_driver.pipeline.plan import PlannedStep
-from comfy_driver.pipeline.steps import Rendered
+from comfy_driver.pipeline.finish import Outcome, finish
+from comfy_driver.pipeline.messages import (Attempt, Crashed, Ended, LaneBase, LaneGone, Rejected, Requeue, Say, Seen,
+                                            ServerGone, Stalled, Submitted, Unqueued)
+from comfy_driver.pipeline.plan import Plan
+from comfy_driver.pipeline.preflight import preflight
 from comfy_driver.units import fmt_seconds
-
-
-class ServerGone(RunError):
-    """A server stopped answering for longer than the run waits; what it holds is re-attached next run."""
-
-
-@dataclass
-class Attempt:
-    """One prompt of a step, from its submission (or re-attachment) to its end."""
-
-    step: PlannedStep
-    rendered: Rendered
-    number: int
-    prompt_id: str
-    server: str | None = None  # the server it is on, for a re-attachment
-    attached: bool = False  # a prompt a previous run left on a server: follow it, never post it again
-    made: dict[str, Any] | None = None  # its outputs, if a previous run saw it succeed
-    candidates: list[tuple[int, str]] = field(default_factory=list)  # state rebuilt: earlier attempts to look up
-
-
-# ------------------------------------------------------------------------------------------------- messages
-@dataclass
-class Submitted:
-    lane: Lane
-    attempt: Attempt
-    found: bool = False  # found on the server (state rebuilt) rather than posted
-
-
-@dataclass
-class Rejected:
-    lane: Lane
-    attempt: Attempt
-    error: PromptRejected
-
-
-@dataclass
-class Requeue:
-    """Not submitted (the server did not answer): to be given to a lane again."""
-
-    lane: Lane
-    attempt: Attempt
-
-
-@dataclass
-class Ended:
-    lane: Lane
-    attempt: Attempt
-    watch: Watch  # now owned by whoever takes this message
-
-
-@dataclass
-class Seen:
-    lane: Lane
-    attempt: Attempt | None
-    event: Event
-    node: str
-    step: tuple[float, float] | None
-    started_at: float | None
-
-
-@dataclass
-class Unqueued:
-    lane: Lane
-    attempts: list[Attempt]
-
-
-@dataclass
-class Say:
-    text: str
-
-
-@dataclass
-class LaneGone:
-    lane: Lane
-    error: DriveError
-
-
-@dataclass
-class Crashed:
-    """A task raised something unexpected: the run stops cleanly and names where."""
-
-    where: str
-    error: BaseException
 
 
 # ------------------------------------------------------------------------------------------------- commands
@@ -138,26 +60,31 @@ class _Closing(Exception):
     pass
 
 
-class Lane:
-    def __init__(self, url: str, client_id: str, post: Callable[[object], None], *, server_timeout: float,
-                 settings: Settings, on_event: Callable[[str, Watch | None, Event], None] | None = None) -> None:
-        self.client = ComfyClient(url, settings=settings)
+class Lane(LaneBase):
+    def __init__(self, target: Target, client_id: str, post: Callable[[object], None], *, capacity: int,
+                 server_timeout: float, move_after: float, settings: Settings,
+                 on_event: Callable[[str, Watch | None, Event], None] | None = None) -> None:
+        super().__init__(target, capacity)
+        self.client = ComfyClient(target.url, settings=settings)
         self.name = self.client.address.display
         self.post = post
-        self.server_timeout = server_timeout
+        self.server_timeout, self.move_after = server_timeout, move_after
         self.on_event = on_event  # called on this lane's thread, which owns the watch it is given
         self.stream = EventStream(self.client.address, client_id, settings=settings)
         self.follower = Follower(self.client, self.stream)
-        self.inflight = 0  # prompts on this server as the supervisor counts them (the supervisor's field)
-        self.gone = False  # the supervisor's field
         self._inbox: queue.Queue[Any] = self.stream.events  # the socket's events and our commands: one wait
         self._closing = threading.Event()
+        self._abandon = threading.Event()
         self._attempts: dict[str, Attempt] = {}
         self._shown: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {}  # last Seen, per prompt
         self._current: str = f"following prompts on {self.name}"
         self._thread = threading.Thread(target=self._run, name=f"lane {self.name}", daemon=True)
 
     # --------------------------------------------------------------------------------------------- supervisor side
+    def check(self, plan: Plan) -> None:
+        self.client.system_stats()
+        preflight(plan, self.client.catalog(), server=self.name)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -173,14 +100,20 @@ class Lane:
     def interrupt(self) -> None:
         self._inbox.put(_Interrupt())
 
+    def abandon(self) -> None:
+        self._abandon.set()
+
+    def finish(self, attempt: Attempt, handle: Any, retries: int, root: Path) -> Outcome:
+        return finish(self.client, self.follower, attempt, handle, retries, root)
+
     def close(self) -> None:
         self._closing.set()
         self._inbox.put(_Close())
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if self._thread.is_alive():  # stuck in a request: closing its sockets ends it
-            self.stream.close()
-            self.client.close()
+        self.stream.close()  # never started, or stuck in a request: closing its sockets ends it
+        self.client.close()
+        if self._thread.is_alive():
             self._thread.join(timeout=5)
 
     # --------------------------------------------------------------------------------------------- lane thread
@@ -243,7 +176,7 @@ class Lane:
                     shown = (watch.node_title, watch.step, watch.started_at)
                     if self._shown.get(watch.prompt_id) != shown:
                         self._shown[watch.prompt_id] = shown
-                        self.post(Seen(self, attempt, event, *shown))
+                        self.post(Seen(self, attempt, *shown))
             for w in ended:
                 self.follower.forget(w.prompt_id)
                 self._shown.pop(w.prompt_id, None)
@@ -326,7 +259,7 @@ class Lane:
     def _wait_for_server(self) -> None:
         """The server stopped answering: wait for it, visibly, up to server_timeout."""
         since = time.monotonic()
-        shown = -5.0
+        shown, stalled = -5.0, False
         while True:
             try:
                 self.client.system_stats()
@@ -335,6 +268,12 @@ class Lane:
                 return
             except ServerUnreachable:
                 down = time.monotonic() - since
+                if self._abandon.is_set():
+                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; its work moves to the "
+                                     "other servers") from None
+                if down >= self.move_after and not stalled:
+                    stalled = True
+                    self.post(Stalled(self))
                 if down > self.server_timeout:
                     raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
                                      f"{len(self._attempts)} prompt(s) still submitted there; finished scenes are kept",
@@ -344,5 +283,5 @@ class Lane:
                     shown = down
                     self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
                                   f"{fmt_seconds(self.server_timeout)})"))
-                if self._closing.wait(0.5):
+                if self._closing.wait(min(0.5, self.move_after / 4)):
                     raise _Closing from None

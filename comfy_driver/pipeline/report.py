@@ -23,11 +23,23 @@ class OutputRecord(BaseModel):
 class StepRecord(BaseModel):
     label: str
     status: str
+    server: str | None = None  # the target it was sent to
     prompt_id: str | None = None
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     clip: str | None = None
+
+
+class TargetRecord(BaseModel):
+    """What one target did: the steps and scenes it made, and their cost in its seconds."""
+
+    name: str
+    api: Literal["native", "v2"]
+    status: str  # "open", or why it took no more work ("gone: ...", "refused: ...")
+    prompts: int = 0  # steps it rendered
+    scenes: int = 0  # scenes whose clip it made
+    seconds: float = 0.0  # execution time of those steps (the server's clock; a v2 job's as the driver saw it)
 
 
 class SceneRecord(BaseModel):
@@ -73,6 +85,7 @@ class RunReport(BaseModel):
     started: str
     finished: str | None = None
     servers: list[str]
+    targets: list[TargetRecord] = []
     scenes: list[SceneRecord]
     episodes: list[EpisodeRecord] = []
     stopped: str | None = None  # why the run stopped before the end, if it did
@@ -106,6 +119,11 @@ class RunReport(BaseModel):
             if s.error:
                 line += f"\n      {s.error.splitlines()[0]}"
             lines.append(line)
+        if len(self.targets) > 1:
+            for target in self.targets:
+                lines.append(f"  target {target.name}: {target.scenes} scene(s), {target.prompts} prompt(s), "
+                             f"{fmt_seconds(target.seconds)} rendering" + ("" if target.status == "open"
+                                                                          else f" ({target.status})"))
         for e in self.episodes:
             lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else "")
                          + (f"  (converted to {e.format}: {', '.join(e.converted)})" if e.converted else ""))

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from comfy_driver.pipeline.control import SceneRun
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import EpisodePlan, Plan, SceneKey
-from comfy_driver.pipeline.report import EpisodeRecord, OutputRecord, SceneRecord, StepRecord
+from comfy_driver.pipeline.messages import LaneBase
+from comfy_driver.pipeline.report import (EpisodeRecord, OutputRecord, RunReport, SceneRecord, StepRecord, TargetRecord,
+                                          now_iso)
 from comfy_driver.pipeline.state import DONE, StateStore
+
+
+def run_report(plan: Plan, state: StateStore, runs: dict[SceneKey, SceneRun], lanes: list[LaneBase],
+               stitched: dict[str, Stitched], *, started: str, stopped: str | None) -> RunReport:
+    """The report of a run: its targets, every scene and every episode."""
+    return RunReport(series=plan.series, started=started, finished=now_iso(), servers=[lane.name for lane in lanes],
+                     targets=target_records(state, lanes, runs.values()),
+                     scenes=[scene_record(plan, state, run) for run in runs.values()],
+                     episodes=[episode_record(plan, state, e, runs, stitched.get(e.id)) for e in plan.episodes],
+                     stopped=stopped)
 
 
 def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
@@ -41,7 +54,8 @@ def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
         attempts=sum(st.attempts for st in ran), outputs=outputs, clip=clip, error=run.error,
         error_kind=run.error_kind,
         history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in state.events(scene.key)],
-        steps=[StepRecord(label=step.label, status=st.status if st else "pending", prompt_id=st.prompt_id if st else None,
+        steps=[StepRecord(label=step.label, status=st.status if st else "pending", server=st.server if st else None,
+                          prompt_id=st.prompt_id if st else None,
                           attempts=st.attempts if st else 0, started_at=st.started_at if st else None,
                           finished_at=st.finished_at if st else None,
                           clip=layout.relative(step.folder / st.clip) if st and st.clip and st.status == DONE else None)
@@ -60,3 +74,22 @@ def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: di
                              converted=stitched.converted if stitched else [])
     status: Literal["failed", "incomplete"] = "failed" if all(s == "failed" for s in statuses) else "incomplete"
     return EpisodeRecord(id=episode.id, title=episode.title, status=status, scenes=keys)
+
+
+def target_records(state: StateStore, lanes: list[LaneBase], runs: Iterable[SceneRun]) -> list[TargetRecord]:
+    """Per target of this run: the finished steps and scenes of the plan it rendered, and their seconds."""
+    records = {lane.name: TargetRecord(name=lane.name, api=lane.target.api, status="gone" if lane.gone else
+                                       f"refused: {lane.refusing.message.removeprefix(lane.name + ': ')}" if lane.refusing else "open")
+               for lane in lanes}
+    for run in runs:
+        route = run.plan.routes[run.route]
+        for step in route.steps:
+            st = state.step(step.key)
+            record = records.get(st.server or "") if st is not None and st.status == DONE else None
+            if st is None or record is None:
+                continue
+            record.prompts += 1
+            record.seconds += (st.server_ms or 0) / 1000
+            if step.last:
+                record.scenes += 1
+    return list(records.values())

@@ -1,11 +1,13 @@
 """The supervisor: the one owner of a run.
 
-It executes a `Plan` on one or more servers. Every task is its own: per server a `Lane` (queue-ahead,
-following), and on a pool the finishing of ended prompts (outcome, downloads), the stitching of each
-complete episode and what follows it (`RunOptions.after_episode`). Tasks report back as messages on
-one queue, and only the supervisor's thread acts on them: it alone writes the state store, decides
-what is queued next and where, resubmits, falls back, and stops. It never polls: it blocks on its
-queue (waking once a second on a terminal, to move the clock).
+It executes a `Plan` on one or more targets (native ComfyUI servers and Comfy API v2 endpoints, mixed
+freely). Every task is its own: per target a lane (`lane.Lane`: queue-ahead and following over the
+websocket; `v2lane.V2Lane`: concurrent jobs), and on a pool the finishing of ended prompts (outcome,
+downloads), the stitching of each complete episode and what follows it (`RunOptions.after_episode`).
+Tasks report back as messages on one queue, and only the supervisor's thread acts on them: it alone
+writes the state store, decides what is queued next and where (`schedule.pick`), resubmits, falls
+back, moves the work of a target that went away to the others, and stops. It never polls: it blocks
+on its queue (waking once a second on a terminal, to move the clock).
 
 Any task's unexpected error stops the run cleanly: nothing more is queued, this run's pending
 prompts are taken off the servers, downloads under way finish, and `RunFailed` names the scene, the
@@ -18,27 +20,29 @@ import queue
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from comfy_driver.comfy.errors import Interrupted, PromptLost
+from comfy_driver.comfy.errors import Interrupted, PromptLost, ServerUnreachable
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Watch
+from comfy_driver.comfy.target import Target, parse_target
 from comfy_driver.confined import HALTING
 from comfy_driver.errors import DriveError, RunError, UserError
-from comfy_driver.pipeline import lane as msg
+from comfy_driver.pipeline import messages as msg
 from comfy_driver.pipeline.control import RunControl, RunFailed, RunOptions, RunStopped, SceneRun, error_kind
 from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
 from comfy_driver.pipeline.outlock import IDENTITY_NAME, claim_output
-from comfy_driver.pipeline.finish import MANIFEST, Outcome, finish, intact, read_manifest
-from comfy_driver.pipeline.lane import Attempt, Lane
+from comfy_driver.pipeline.finish import MANIFEST, Outcome, intact, read_manifest
+from comfy_driver.pipeline.messages import Attempt, LaneBase
 from comfy_driver.pipeline.plan import Plan, PlannedStep
-from comfy_driver.pipeline.preflight import preflight
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport, now_iso
-from comfy_driver.pipeline.reporting import episode_record, scene_record
+from comfy_driver.pipeline.reporting import run_report
+from comfy_driver.pipeline.schedule import pick, workflow_of
+from comfy_driver.pipeline.targets import open_lanes
 from comfy_driver.pipeline.state import DONE, SUBMITTED, StateStore, StepState, open_state
 
 
@@ -56,14 +60,14 @@ class _Result:
 
 
 class Supervisor:
-    def __init__(self, plan: Plan, servers: list[str], options: RunOptions | None = None, *,
+    def __init__(self, plan: Plan, targets: Sequence[str | Target], options: RunOptions | None = None, *,
                  progress: Progress | None = None, on_event: Callable[[str, Watch | None, Event], None] | None = None,
                  control: RunControl | None = None) -> None:
-        if not servers:
+        if not targets:
             raise UserError(f"{plan.source}: no server to run on",
                             hint="add server: http://host:8188 to the series (or give the servers to run on)")
         self.plan = plan
-        self.servers = servers
+        self.targets = [parse_target(t) for t in targets]
         self.options = options or RunOptions()
         self.force = plan.scene_keys(sorted(self.options.force))
         self.progress = progress or Progress(len(plan.scenes), enabled=False)
@@ -72,7 +76,7 @@ class Supervisor:
         self.scenes = {s.key: SceneRun(s) for s in plan.scenes}
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ready: deque[Attempt] = deque()
-        self._lanes: list[Lane] = []
+        self._lanes: list[LaneBase] = []
         self._pool: ThreadPoolExecutor | None = None
         self._tasks = 0
         self._awaiting_unqueue = 0
@@ -116,13 +120,9 @@ class Supervisor:
                     self._classify(self.scenes[scene.key])
             self.progress.prompts_left = sum(a.step.count - a.step.key.index for a in self._ready)
             if self._ready:
-                self._lanes = [Lane(url, self.client_id, self._inbox.put, server_timeout=self.options.server_timeout,
-                                    settings=self.options.settings, on_event=self.on_event) for url in self.servers]
-                for lane in self._lanes:
-                    lane.client.system_stats()
-                    preflight(self.plan, lane.client.catalog(), server=lane.name)
-                for lane in self._lanes:
-                    lane.start()
+                self._lanes, self._gone = open_lanes(self.plan, self.targets, self.options, self._inbox.put,
+                                                     client_id=self.client_id, say=self.progress.message,
+                                                     on_event=self.on_event)
             self._pool = ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish")
             for episode in self.plan.episodes:
                 self._stitch_if_complete(episode.id)
@@ -134,12 +134,8 @@ class Supervisor:
                     self.progress.tick()
                     continue
                 self._handle(item)
-            report = RunReport(series=self.plan.series, started=started, finished=now_iso(),
-                               servers=[lane.name for lane in self._lanes],
-                               scenes=[scene_record(self.plan, self.state, run) for run in self.scenes.values()],
-                               episodes=[episode_record(self.plan, self.state, e, self.scenes, self.stitched.get(e.id))
-                                         for e in self.plan.episodes],
-                               stopped=self._stopping)
+            report = run_report(self.plan, self.state, self.scenes, self._lanes, self.stitched, started=started,
+                                stopped=self._stopping)
             report.write(layout.root)
         finally:
             for lane in self._lanes:
@@ -153,7 +149,7 @@ class Supervisor:
             where, error = self._crash
             raise RunFailed(f"{where}: {type(error).__name__}: {error}; the run stopped, finished work is kept",
                             hint="run the same command again to resume (--debug shows the traceback)") from error
-        if self._gone and not self._user_stop:
+        if self._gone and not self._user_stop and not all(r.status in ("done", "skipped") for r in self.scenes.values()):
             raise self._gone[0]
         if self._user_stop:
             raise RunStopped("the run was stopped; finished scenes are kept", hint="run it again to resume",
@@ -172,7 +168,7 @@ class Supervisor:
             return False
         if self._stopping is not None:
             return any(lane.inflight for lane in live)
-        return bool(live) and (bool(self._ready) or any(lane.inflight for lane in live))
+        return any(lane.open for lane in live) and (bool(self._ready) or any(lane.inflight for lane in live))
 
     # --------------------------------------------------------------------------------------------- resume
     def _done(self, step: PlannedStep) -> StepState | None:
@@ -239,26 +235,29 @@ class Supervisor:
         self._ready.append(attempt)
 
     # --------------------------------------------------------------------------------------------- dispatch
-    def _lane_for(self, attempt: Attempt) -> Lane | None:
-        live = [lane for lane in self._lanes if not lane.gone]
-        if attempt.attached:
-            own = [lane for lane in live if lane.name == attempt.server]
-            live = own or live
-        free = [lane for lane in live if lane.inflight < self.options.depth]
-        return min(free, key=lambda lane: lane.inflight) if free else None
-
     def _dispatch(self) -> None:
         while self._ready and self._stopping is None:
-            lane = self._lane_for(self._ready[0])
-            if lane is None:
+            chosen = pick(self._ready, self._lanes, affinity=self.options.affinity)
+            if chosen is None:
                 return
-            attempt = self._ready.popleft()
+            index, lane = chosen
+            attempt = self._ready[index]
+            del self._ready[index]
+            if attempt.attached and attempt.server != lane.name:  # its target is not in this run (any more)
+                self._movable(attempt, f"{attempt.server} is not among this run's targets")
             if not attempt.attached:
                 self.state.submitted(attempt.step.key, attempt.prompt_id, lane.name, attempt.number,
                                      attempt.rendered.graph_hash)
             attempt.server = lane.name
-            lane.inflight += 1
+            lane.held.add(attempt)
+            lane.warm = workflow_of(attempt)
             lane.submit(attempt)
+
+    def _movable(self, attempt: Attempt, why: str) -> Attempt:
+        """The attempt as one to submit afresh elsewhere (a new prompt id or key, recorded when dispatched)."""
+        self.state.event(attempt.step.key, "moved", why)
+        attempt.renumber(attempt.number + 1)
+        return attempt
 
     def _spawn(self, where: str, fn: Callable[..., Any], args: tuple[Any, ...], then: Callable[[Any], None]) -> None:
         """Run `fn` on the pool; its result (or its error) comes back as a message."""
@@ -290,50 +289,55 @@ class Supervisor:
             self._crashed(f"{where.name}: recording its progress" if where else "the supervisor", exc)
 
     def _on(self, item: Any) -> None:
+        lane, attempt = getattr(item, "lane", None), getattr(item, "attempt", None)
+        if isinstance(attempt, Attempt) and lane is not None and attempt not in lane.held:
+            return  # about work this run already moved off a target that went away
         if isinstance(item, _Stop):
             self._on_stop(item)
         elif isinstance(item, msg.Seen):
             self._seen(item)
         elif isinstance(item, msg.Submitted):
-            if item.found or item.attempt.attached:
-                a = item.attempt
+            a = item.attempt
+            if item.found or a.attached:
                 self.state.submitted(a.step.key, a.prompt_id, item.lane.name, a.number, a.rendered.graph_hash,
                                      what="re-attached")
-                self.progress.message(f"{a.step.name}: re-attached to {a.prompt_id} on {item.lane.name}")
+                self.progress.message(f"{a.step.name}: re-attached to {item.job or a.prompt_id} on {item.lane.name}")
+            if item.job:
+                self.state.event(a.step.key, "job", f"{item.job} on {item.lane.name} (key {a.prompt_id})")
         elif isinstance(item, msg.Rejected):
-            item.lane.inflight -= 1
+            item.lane.held.discard(item.attempt)
             self._failed(item.attempt, item.error, started_at=None)
             self._dispatch()
         elif isinstance(item, msg.Requeue):
-            item.lane.inflight -= 1
+            item.lane.held.discard(item.attempt)
             self._ready.appendleft(item.attempt)
             self._dispatch()
+        elif isinstance(item, msg.Refusing):
+            self._refusing(item)
         elif isinstance(item, msg.Ended):
-            item.lane.inflight -= 1
+            item.lane.held.discard(item.attempt)
             self._dispatch()  # queue the next before finishing this one
-            lane, attempt = item.lane, item.attempt
-            self._spawn(f"{attempt.step.name}: reading its outcome and downloading its outputs", finish,
-                        (lane.client, lane.follower, attempt, item.watch, self.options.download_retries,
-                         self.plan.layout.root),
-                        lambda o: self._finished(lane, o))
+            ended = item
+            self._spawn(f"{ended.attempt.step.name}: reading its outcome and downloading its outputs", ended.lane.finish,
+                        (ended.attempt, ended.handle, self.options.download_retries, self.plan.layout.root),
+                        lambda o: self._finished(ended.lane, o))
         elif isinstance(item, msg.Unqueued):
-            item.lane.inflight -= len(item.attempts)
+            item.lane.held.difference_update(item.attempts)
             self._awaiting_unqueue -= 1
             for a in item.attempts:
                 self.state.unsubmitted(a.step.key, f"the run stopped ({self._stopping}) before it started")
         elif isinstance(item, msg.Say):
             self.progress.message(item.text)
+        elif isinstance(item, msg.Stalled):
+            if any(lane.open for lane in self._lanes if lane is not item.lane):
+                item.lane.abandon()  # others can take its work
         elif isinstance(item, msg.LaneGone):
-            item.lane.gone = True
-            item.lane.inflight = 0
-            self._gone.append(item.error)
-            self.progress.message(f"{item.lane.name}: {item.error.message}")
-            if all(lane.gone for lane in self._lanes):
-                self._begin_stop(item.error.message)
+            self._lane_gone(item.lane, item.error)
         elif isinstance(item, msg.Crashed):
             for lane in self._lanes:
                 if item.where.endswith(lane.name):
                     lane.gone = True
+                    lane.held.clear()
             self._crashed(item.where, item.error)
         elif isinstance(item, _Result):
             self._tasks -= 1
@@ -341,6 +345,33 @@ class Supervisor:
                 self._crashed(item.where, item.error)
             else:
                 item.then(item.value)
+
+    def _lane_gone(self, lane: LaneBase, error: DriveError) -> None:
+        """A target went away: its work moves to the targets still open; with none left, the run stops
+        (what was on it is re-attached by the next run)."""
+        lane.gone = True
+        self._gone.append(error)
+        self.progress.message(error.message if lane.name in error.message else f"{lane.name}: {error.message}")
+        held, lane.held = list(lane.held), set()
+        if not any(other.open for other in self._lanes):
+            self._begin_stop(error.message)
+            return
+        for attempt in held:
+            self._ready.appendleft(self._movable(attempt, f"{lane.name} went away"))
+        self._dispatch()
+
+    def _refusing(self, item: msg.Refusing) -> None:
+        """A target takes no more work (no credits): nothing more goes there; the others go on."""
+        lane = item.lane
+        lane.held.discard(item.attempt)
+        if lane.refusing is None:
+            lane.refusing = item.error
+            self.progress.message(f"{item.error.message}; nothing more is sent to {lane.name}")
+        self._ready.appendleft(self._movable(item.attempt, f"{lane.name} refused it: {item.error.message}"))
+        if not any(other.open for other in self._lanes):
+            self._gone.append(item.error)
+            self._begin_stop(item.error.message)
+        self._dispatch()
 
     def _on_stop(self, stop: _Stop) -> None:
         """The first request stops queueing; a second one (or one asking for it) interrupts what runs."""
@@ -379,12 +410,16 @@ class Supervisor:
                                  seen.started_at)
 
     # --------------------------------------------------------------------------------------------- outcomes
-    def _finished(self, lane: Lane, outcome: Outcome) -> None:
+    def _finished(self, lane: LaneBase, outcome: Outcome) -> None:
         a, step = outcome.attempt, outcome.attempt.step
         run = self.scenes[step.key.scene]
         if outcome.running:
-            lane.inflight += 1
-            lane.follow(a)
+            if lane.gone:  # it went away meanwhile: the attempt goes elsewhere
+                self._ready.appendleft(self._movable(a, f"{lane.name} went away"))
+                self._dispatch()
+            else:
+                lane.held.add(a)
+                lane.follow(a)
             return
         error = outcome.error
         if isinstance(error, PromptLost) and a.number <= self.options.max_lost_resubmits and self._stopping is None:
@@ -400,15 +435,20 @@ class Supervisor:
             run.status = "stopped"
             return
         if error is not None:
-            self._failed(a, error, started_at=outcome.watch.started_at)
+            self._failed(a, error, started_at=outcome.started_at)
             return
         result = outcome.result
         assert result is not None
         if isinstance(outcome.download_error, HALTING):  # nothing more can be written: stop, keep what is done
             self._halted = self._halted or outcome.download_error
             self._begin_stop(outcome.download_error.message)
+        if isinstance(outcome.download_error, ServerUnreachable) and \
+                any(other.open for other in self._lanes if other is not lane) and self._stopping is None:
+            self._ready.appendleft(self._movable(a, f"{lane.name} went away before its outputs were downloaded"))
+            self._dispatch()
+            return
         if outcome.download_error is not None:  # the outputs are still on the server: the next run fetches them
-            self.state.ended(step.key, result.outputs, outcome.watch.started_at)
+            self.state.ended(step.key, result.outputs, outcome.started_at)
             self.state.event(step.key, "download failed", str(outcome.download_error))
             self.progress.message(f"{step.name}: {outcome.download_error} (the next run downloads it again, "
                                   "without rendering)")
@@ -416,8 +456,8 @@ class Supervisor:
             self.progress.scene_done(None)
             return
         server_ms = result.finished_ms - result.started_ms if result.started_ms and result.finished_ms else None
-        self.progress.prompt_done(outcome.finished_at - outcome.watch.started_at if outcome.watch.started_at else None)
-        self.state.done(step.key, started_at=outcome.watch.started_at or outcome.finished_at,
+        self.progress.prompt_done(outcome.finished_at - outcome.started_at if outcome.started_at else None)
+        self.state.done(step.key, started_at=outcome.started_at or outcome.finished_at,
                         finished_at=outcome.finished_at, server_ms=server_ms, cached_nodes=result.cached_nodes,
                         clip=outcome.clip, outputs=outcome.outputs, server_outputs=result.outputs)
         where = f"scene {run.plan.index}/{len(self.scenes)} {step.name}"
@@ -500,12 +540,14 @@ class Supervisor:
                         lambda _: None)
 
 
-def execute(plan: Plan, servers: list[str], options: RunOptions | None = None, *, progress: Progress | None = None,
+def execute(plan: Plan, targets: Sequence[str | Target], options: RunOptions | None = None, *,
+            progress: Progress | None = None,
             on_event: Callable[[str, Watch | None, Event], None] | None = None,
             control: RunControl | None = None) -> RunReport:
-    """Run a plan to its end on these servers and return the report (see `Supervisor`).
+    """Run a plan to its end on these targets (ComfyUI URLs, `v2+URL`s or `Target`s) and return the
+    report (see `Supervisor`).
 
     `on_event(client_id, watch, event)` sees every websocket event, on the thread of its server's lane.
     Raises RunStopped (with the report) when `control` stopped it, RunFailed when a task failed.
     """
-    return Supervisor(plan, servers, options, progress=progress, on_event=on_event, control=control).run()
+    return Supervisor(plan, targets, options, progress=progress, on_event=on_event, control=control).run()

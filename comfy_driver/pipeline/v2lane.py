@@ -1,0 +1,337 @@
+"""An API v2 target's lane (Comfy Cloud, a serverless deployment, ComfyUI behind comfy-api-proxy).
+
+Decisions:
+- One thread per job the supervisor gives the lane (at most `max_jobs` at once): it submits (or
+  finds) the job, follows it to its end, and hands it back as `Ended`; the lane writes no state.
+- The idempotency key is the attempt's prompt id, recorded by the supervisor before the lane sends
+  it. A key is sent at most once: an attempt that may have sent its key before (re-attached after a
+  crash, or looked up after a lost state file) is first searched for on the endpoint (`find`), and
+  when nothing is found it comes back renumbered (`Requeue`), so its new key is recorded first too.
+- 402 (no credits) makes the target refuse work (`Refusing`): the supervisor gives the attempt to
+  another target and sends none here again; other errors of a submission are the prompt's own.
+- An unreachable endpoint is waited for by one thread at a time, visibly; after `move_after` the
+  supervisor may have the lane give its work up (`abandon`), after `server_timeout` it gives up.
+- Cancel (unqueue on a stop, interrupt) runs on a thread of its own, so the supervisor never waits
+  on a request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from comfy_driver.comfy.client import ComfyClient, Downloaded
+from comfy_driver.comfy.errors import PromptLost, ServerUnreachable
+from comfy_driver.comfy.follow import PromptResult
+from comfy_driver.comfy.job import NodeStarted, Started, StepProgress
+from comfy_driver.comfy.outputs import OutputFile
+from comfy_driver.comfy.settings import Settings
+from comfy_driver.comfy.target import Target
+from comfy_driver.comfy.v2 import V2Client, V2Job, V2Output
+from comfy_driver.comfy.v2download import fetch_resumable
+from comfy_driver.comfy.v2http import Busy, InsufficientCredits, V2Error, WorkflowRefused
+from comfy_driver.errors import DriveError, JobTimeout
+from comfy_driver.pipeline.finish import Outcome, download
+from comfy_driver.pipeline.messages import (Attempt, Crashed, Ended, LaneBase, LaneGone, Refusing, Rejected, Requeue,
+                                            Say, Seen, ServerGone, Stalled, Submitted, Unqueued)
+from comfy_driver.pipeline.plan import Plan
+from comfy_driver.pipeline.preflight import preflight
+from comfy_driver.units import fmt_seconds
+
+T = TypeVar("T")
+
+
+class _Closing(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class Running:
+    """A job this lane follows, with what the driver saw of it (v2 jobs carry no timestamps)."""
+
+    job: V2Job
+    started_at: float | None = None
+    ended_at: float | None = None
+    lost: PromptLost | None = None  # the endpoint no longer knows the job
+
+
+class V2Lane(LaneBase):
+    def __init__(self, target: Target, post: Callable[[object], None], *, capacity: int, server_timeout: float,
+                 move_after: float, settings: Settings) -> None:
+        super().__init__(target, capacity)
+        self.client = V2Client(target, settings=settings)
+        self.post = post
+        self.server_timeout, self.move_after = server_timeout, move_after
+        self._lock = threading.Lock()  # guards _jobs, _threads and _gave_up
+        self._jobs: dict[Attempt, Running] = {}
+        self._threads: list[threading.Thread] = []
+        self._gave_up = False
+        self._down = threading.Lock()  # held by the one thread waiting for an unreachable endpoint
+        self._closing = threading.Event()
+        self._abandon = threading.Event()
+
+    # --------------------------------------------------------------------------------------------- supervisor side
+    def check(self, plan: Plan) -> None:
+        self.client.check()
+        catalog, source = self.client.catalog()
+        if catalog is None:
+            self.post(Say(source))
+        else:
+            preflight(plan, catalog, server=self.name)
+
+    def submit(self, attempt: Attempt) -> None:
+        self._spawn(attempt, None)
+
+    def follow(self, attempt: Attempt) -> None:
+        with self._lock:
+            running = self._jobs.get(attempt)
+        self._spawn(attempt, running)
+
+    def unqueue(self) -> None:
+        """Cancel the jobs that have not started; they end as cancelled (the supervisor unrecords them)."""
+        with self._lock:
+            waiting = [r.job for r in self._jobs.values() if r.started_at is None]
+        self._in_background(lambda: self._cancel(waiting, only_queued=True))
+        self.post(Unqueued(self, []))
+
+    def interrupt(self) -> None:
+        with self._lock:
+            jobs = [r.job for r in self._jobs.values()]
+        self._in_background(lambda: self._cancel(jobs, only_queued=False))
+
+    def abandon(self) -> None:
+        self._abandon.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            threads = list(self._threads)
+            for running in self._jobs.values():
+                running.job.close()
+        for thread in threads:
+            thread.join(timeout=5)
+        self.client.close()
+
+    # --------------------------------------------------------------------------------------------- finishing
+    def finish(self, attempt: Attempt, handle: Any, retries: int, root: Path) -> Outcome:
+        running: Running = handle
+        job = running.job
+        outcome = Outcome(attempt, running.started_at)
+        if running.lost is not None or job.error is not None:
+            outcome.error = running.lost or job.error
+            return outcome
+        result = job.result(timeout=0)
+        files: list[OutputFile] = []
+        source: dict[int, V2Output] = {}
+        for out in result.outputs:
+            f = out.native or OutputFile(node_id=out.node_id, key="videos" if out.content_type.startswith("video/")
+                                         else "images", filename=out.name, format=out.content_type or None)
+            files.append(f)
+            source[id(f)] = out
+
+        def fetch(f: OutputFile, folder: Path, name: str | None) -> Downloaded:
+            out = source[id(f)]
+            if out.native is None:
+                return fetch_resumable(self.client.http, out.url, folder, name or out.name, within=root)
+            native = ComfyClient(self.target.native or "", settings=self.client.http.settings)
+            try:
+                return native.download(out.native, folder, name=name, within=root)
+            finally:
+                native.close()
+
+        ended = running.ended_at or time.time()
+        started = running.started_at or ended
+        outcome.result = PromptResult(job.id, {"job": job.id, "outputs": [
+            {"node_id": o.node_id, "name": o.name, "content_type": o.content_type} for o in result.outputs]},
+            files, [], int(started * 1000), int(ended * 1000))
+        try:
+            outcome.outputs, outcome.clip = download(fetch, attempt, files, retries=retries)
+        except DriveError as exc:
+            outcome.download_error = exc
+        outcome.finished_at = time.time()
+        return outcome
+
+    # --------------------------------------------------------------------------------------------- job threads
+    def _spawn(self, attempt: Attempt, running: Running | None) -> None:
+        thread = threading.Thread(target=self._work, args=(attempt, running), daemon=True,
+                                  name=f"{self.name}: {attempt.step.name}")
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _in_background(self, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except (DriveError, _Closing):
+                pass  # a cancel that did not get through: the job ends as it would have
+
+        threading.Thread(target=guarded, daemon=True, name=f"{self.name}: cancel").start()
+
+    def _cancel(self, jobs: list[V2Job], *, only_queued: bool) -> None:
+        for job in jobs:
+            if only_queued and job.refresh().get("status") != "queued":
+                continue
+            job.cancel()
+
+    def _work(self, attempt: Attempt, running: Running | None) -> None:
+        try:
+            if running is None:
+                running = self._start(attempt)
+                if running is None:
+                    return
+            self._follow(attempt, running)
+            with self._lock:
+                self._jobs.pop(attempt, None)
+            self.post(Ended(self, attempt, running))
+        except _Closing:
+            pass
+        except ServerGone as exc:
+            with self._lock:
+                first, self._gave_up = not self._gave_up, True
+            if first:
+                self.post(LaneGone(self, exc))
+        except Exception as exc:  # noqa: BLE001 - any surprise stops the run cleanly, named
+            self.post(Crashed(f"{attempt.step.name}: on {self.name}", exc))
+
+    def _start(self, attempt: Attempt) -> Running | None:
+        """Find the job an earlier run may have made, else submit; None when the attempt went back."""
+        if attempt.attached or attempt.candidates:
+            job = self._earlier(attempt)
+            if job is not None:
+                self.post(Submitted(self, attempt, found=True, job=job.id))
+                return self._track(attempt, job)
+            if attempt.attached:  # its key may have reached the endpoint: it is never sent twice
+                attempt.renumber(attempt.number + 1)
+            if not attempt.candidates:  # renumbered: its new key is recorded before it is sent
+                self.post(Requeue(self, attempt))
+                return None
+            attempt.candidates = []  # none was sent: the key recorded for this attempt goes now
+        try:
+            job = self._retrying(lambda: self.client.submit(attempt.rendered.graph, files=self._files(attempt),
+                                                            key=attempt.prompt_id))
+        except InsufficientCredits as exc:
+            self.post(Refusing(self, attempt, exc))
+            return None
+        except WorkflowRefused as exc:
+            self.post(Rejected(self, attempt, exc))
+            return None
+        except V2Error as exc:
+            if exc.code != "idempotency_key_reuse":
+                raise
+            attempt.renumber(attempt.number + 1)  # the key was used, and no job of it is listed
+            self.post(Requeue(self, attempt))
+            return None
+        self.post(Submitted(self, attempt, job=job.id))
+        return self._track(attempt, job)
+
+    def _earlier(self, attempt: Attempt) -> V2Job | None:
+        """The job of a re-attached attempt; or, the state rebuilt, the latest job of its candidates that
+        did not fail (after a failed one, the attempt is renumbered past it)."""
+        if attempt.attached:
+            return self._retrying(lambda: self.client.find(attempt.prompt_id))
+        for number, key in reversed(attempt.candidates):
+            job = self._retrying(lambda: self.client.find(key))
+            if job is None:
+                continue
+            if job.status == "failed":
+                attempt.renumber(number + 1)
+                return None
+            attempt.number, attempt.prompt_id = number, key
+            return job
+        return None
+
+    def _files(self, attempt: Attempt) -> dict[tuple[str, str], Path]:
+        """(node, input) -> the local file the graph names by its upload name: sent as assets."""
+        uploads = attempt.rendered.uploads
+        files: dict[tuple[str, str], Path] = {}
+        for node_id, node in attempt.rendered.graph.items():
+            for name, value in node.get("inputs", {}).items():
+                if isinstance(value, str) and value in uploads:
+                    path = uploads[value]
+                    if path is None:
+                        raise ValueError(f"{attempt.step.name}: the placeholder clip reached a submission")
+                    files[(node_id, name)] = path
+        return files
+
+    def _track(self, attempt: Attempt, job: V2Job) -> Running:
+        running = Running(job)
+        with self._lock:
+            self._jobs[attempt] = running
+        return running
+
+    def _follow(self, attempt: Attempt, running: Running) -> None:
+        job, node, step = running.job, "", None
+        while not job.done and running.lost is None:
+            if self._closing.is_set() or self._gave_up:
+                raise _Closing
+            try:
+                for event in job.events(timeout=2.0):  # then a look at whether the run closes
+                    if isinstance(event, Started):
+                        running.started_at = running.started_at or time.time()
+                    elif isinstance(event, NodeStarted):
+                        node, step = event.name, None
+                    elif isinstance(event, StepProgress):
+                        step = (event.value, event.max)
+                    else:
+                        continue
+                    self.post(Seen(self, attempt, node, step, running.started_at))
+            except JobTimeout:
+                continue
+            except ServerUnreachable:
+                self._wait_for_target()
+            except V2Error as exc:
+                if exc.status != 404:
+                    raise
+                running.lost = PromptLost(f"job {job.id} is no longer known to {self.name}")
+        running.ended_at = time.time()
+        running.started_at = running.started_at or running.ended_at
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """`call`, again after the endpoint comes back or a full queue has room."""
+        while True:
+            if self._closing.is_set() or self._gave_up:
+                raise _Closing
+            try:
+                return call()
+            except ServerUnreachable:
+                self._wait_for_target()
+            except Busy as exc:
+                self.post(Say(f"{self.name} is busy ({exc.code or 'queue full'}); trying again"))
+                if self._closing.wait(5.0):
+                    raise _Closing from None
+
+    def _wait_for_target(self) -> None:
+        """The endpoint stopped answering: one thread waits for it, visibly; the others queue behind."""
+        with self._down:
+            since, shown, stalled = time.monotonic(), -5.0, False
+            while True:
+                if self._gave_up:
+                    raise _Closing
+                try:
+                    self.client.check()
+                    if time.monotonic() - since > 1:
+                        self.post(Say(f"{self.name} is back after {fmt_seconds(time.monotonic() - since)}"))
+                    return
+                except ServerUnreachable:
+                    down = time.monotonic() - since
+                if self._abandon.is_set():
+                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; its work moves to the "
+                                     "other targets")
+                if down >= self.move_after and not stalled:
+                    stalled = True
+                    self.post(Stalled(self))
+                if down > self.server_timeout:
+                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
+                                     "jobs still submitted there; finished scenes are kept",
+                                     hint="run the same command again to resume (it re-attaches to those jobs)")
+                if down - shown >= 5:
+                    shown = down
+                    self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
+                                  f"{fmt_seconds(self.server_timeout)})"))
+                if self._closing.wait(min(0.5, self.move_after / 4)):
+                    raise _Closing
