@@ -30,6 +30,7 @@ class _Recorder(BaseHTTPRequestHandler):
     close_after = False  # answer with Connection: close
     silent_close = False  # close the connection after answering, without saying so
     cut_short = False  # promise more bytes than sent
+    busy = 0  # answer this many requests 503 first
 
     def _answer(self, body: bytes, *, length: int | None = None) -> None:
         self.send_response(200)
@@ -43,7 +44,12 @@ class _Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.seen.append((self.requestline, self.client_address[1], b"", self.headers.get("Proxy-Authorization")))
-        if "/view" in self.path:
+        if type(self).busy:
+            type(self).busy -= 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif "/view" in self.path:
             self._answer(b"x" * 1000, length=5000 if self.cut_short else None)
         else:
             self._answer(json.dumps(STATS).encode())
@@ -125,3 +131,16 @@ def test_the_environment_proxy_is_used_unless_no_proxy_exempts_the_server(
     with pytest.raises(ServerUnreachable):
         ComfyClient("http://gpu-box.invalid:8188", settings=Settings(retries=1)).system_stats()
     assert len(proxy.seen) == 1
+
+
+def test_a_busy_server_is_asked_again_with_backoff_as_often_as_settings_say(
+        server: tuple[str, type[_Recorder]]) -> None:
+    url, handler = server
+    handler.busy = 2
+    started = time.monotonic()
+    assert ComfyClient(url, settings=Settings(retries=3)).system_stats() == STATS
+    assert len(handler.seen) == 3 and time.monotonic() - started >= 0.2 + 0.4
+    handler.busy = 1
+    with pytest.raises(ServerUnreachable, match="503"):
+        ComfyClient(url, settings=Settings(retries=1)).system_stats()
+    assert len(handler.seen) == 4

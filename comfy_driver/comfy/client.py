@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from comfy_driver import confined, jsontext
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
@@ -30,6 +30,7 @@ from comfy_driver.errors import RunError, UserError
 
 UPLOAD_SUBFOLDER = "comfy_drive"
 _CHUNK = 1 << 20
+_FIRST_WAIT = 0.2  # seconds before the second try of an idempotent request
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,6 @@ class ComfyClient:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
         self.settings = settings = settings or Settings()
         self.timeout = (settings.connect_timeout, settings.timeout)
-        self._retrying = Retrying(stop=stop_after_attempt(settings.retries),
-                                  wait=wait_exponential(multiplier=0.2, max=3),
-                                  retry=retry_if_exception_type(_Transient), reraise=True)
         # The environment (proxies, the CA bundle variables) is read once here, not on every request.
         self.transport = Transport(self.address.http, settings)
         self.headers = {**self.address.headers, "User-Agent": "comfy-drive"}
@@ -123,7 +121,13 @@ class ComfyClient:
     def _request(self, method: str, path: str, *, retry_ok: bool = True, **kw: Any) -> Reply:
         try:
             if retry_ok:
-                response = self._retrying(self._checked, method, path, **kw)
+                try:
+                    response = self._checked(method, path, **kw)
+                except _Transient:
+                    if self.settings.retries == 1:
+                        raise
+                    time.sleep(_FIRST_WAIT)
+                    response = self._retries()(self._checked, method, path, **kw)
             else:
                 response = self._send(method, path, **kw)
         except _Transient as exc:
@@ -132,6 +136,15 @@ class ComfyClient:
             raise AccessRefused(f"{self.address.display} refused access ({response.status_code}) on {path}",
                                 hint=CREDENTIALS_HINT)
         return response
+
+    def _retries(self) -> Any:
+        """The tries after a failed first one, waiting 0.2, 0.4, 0.8 ... (at most 3) s before each.
+        Made (and tenacity loaded) only when a first try failed: most requests never need it."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        return Retrying(stop=stop_after_attempt(self.settings.retries - 1),
+                        wait=wait_exponential(multiplier=2 * _FIRST_WAIT, max=3),
+                        retry=retry_if_exception_type(_Transient), reraise=True)
 
     def _not_comfyui(self, path: str, what: str) -> NotComfyUI:
         """The one message for an address where something answers, but not ComfyUI."""
