@@ -512,11 +512,11 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
+        if any(self.scenes[key].status not in ("done", "skipped") for key in episode.scenes):
+            return  # (before reading any state: a long episode is not read over at each scene's end)
         clips, digests, backends = [], [], []
         for key in episode.scenes:
             run = self.scenes[key]
-            if run.status not in ("done", "skipped"):
-                return
             backends.append(run.plan.routes[run.route].backend)
             last = run.plan.routes[run.route].steps[-1]
             st = self.state.step(last.key)
