@@ -70,7 +70,9 @@ class Lane(LaneBase):
         self.post = post
         self.server_timeout, self.move_after = server_timeout, move_after
         self.on_event = on_event  # called on this lane's thread, which owns the watch it is given
-        self.stream = EventStream(self.client.address, client_id, settings=settings)
+        # Without a listener, the queue and node-state summaries are read by nobody: dropped unparsed.
+        self.stream = EventStream(self.client.address, client_id, settings=settings,
+                                  skip=frozenset() if on_event else frozenset({"status", "progress_state"}))
         self.follower = Follower(self.client, self.stream)
         self._inbox: queue.Queue[Any] = self.stream.events  # the socket's events and our commands: one wait
         self._closing = threading.Event()
