@@ -12,7 +12,7 @@ from comfy_driver import jsontext
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
     @property
     def prompt_id(self) -> str | None:  # overridden by events that carry one
