@@ -15,6 +15,7 @@ renders it again; editing nothing keeps it.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import uuid
@@ -30,7 +31,7 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import VideoInfo
 from comfy_driver.media.inputs import check_image, check_video
 from comfy_driver.models.catalog import bundled_catalog
-from comfy_driver.models.lock import load_lock
+from comfy_driver.models.lock import ModelsLock, load_lock
 from comfy_driver.models.needs import ServerFacts
 from comfy_driver.paths import BACKENDS, models_lock
 from comfy_driver.pipeline.choose import AUTO, check_version, choose
@@ -251,7 +252,6 @@ class _Planner:
     def __init__(self, loaded: LoadedSeries, catalog: Catalog | None,
                  servers: list[ServerFacts] | None = None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-        self.lock = load_lock(models_lock())
         self.templates = TemplateCache(catalog or bundled_catalog(self.lock), series_dir)
         self.target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
         self.servers = servers or []  # what the run's servers offer, for backend auto
@@ -260,6 +260,11 @@ class _Planner:
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
         self._images: set[Path] = set()  # reference images checked
+
+    @functools.cached_property
+    def lock(self) -> ModelsLock:
+        """The shipped models.lock: read for the bundled catalogue or `backend: auto`, else never."""
+        return load_lock(models_lock())
 
     def check_inputs(self, spec: SceneSpec) -> None:
         """The reference image and the driving video are what they claim, read from their content (each
