@@ -143,6 +143,20 @@ def test_a_bad_graph_is_refused_with_the_endpoint_reason(behind_proxy: Any) -> N
         assert requests.get(proxy.url + "/api/v2/jobs", timeout=5).json()["jobs"] == []
 
 
+def test_a_refused_graph_names_each_node_error_the_endpoint_sent(behind_proxy: Any) -> None:
+    # The proxy passes ComfyUI's node_errors on in the 422's details: the message names node and input
+    # (as a native server's rejection does), not only "Prompt outputs failed validation".
+    _, proxy = behind_proxy()
+    broken = json.loads(json.dumps(IMAGE_GRAPH))
+    broken["1"]["inputs"]["width"] = "wide"
+    with V2Client(f"v2+{proxy.url}") as client:
+        with pytest.raises(WorkflowRefused) as err:
+            client.submit(broken)
+    assert err.value.code == "invalid_workflow"
+    lines = err.value.message.splitlines()
+    assert len(lines) == 2 and lines[1].startswith('  node 1 "Blank" (EmptyImage) input \'width\': ')
+
+
 def test_replay_a_gui_workflow_through_the_proxy(behind_proxy: Any, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
