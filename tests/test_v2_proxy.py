@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import requests
 from PIL import Image
 
 from comfy_driver.comfy.job import Cancelled, Finished, Started, StepProgress
+from comfy_driver.comfy.target import Target
 from comfy_driver.comfy.v2 import V2Client
 from comfy_driver.comfy.v2http import V2Error, WorkflowRefused
 from comfy_driver.models.catalog import bundled_catalog
@@ -89,6 +91,24 @@ def test_cancel_through_the_proxy(behind_proxy: Any) -> None:
         waiting = client.submit(IMAGE_GRAPH)
         waiting.cancel()  # queued: taken off the queue (the proxy then no longer finds it)
         running.cancel()  # running: interrupted
+        for job in (running, waiting):
+            with pytest.raises(Cancelled):
+                job.result(timeout=30)
+    assert not any(entry["status"]["status_str"] == "success" for entry in sim.history.values())
+
+
+def test_cancel_through_a_proxy_in_front_of_comfyui_without_per_job_cancel(behind_proxy: Any) -> None:
+    # ComfyUI 0.3.64 has no /api/jobs/{id}/cancel: the proxy answers 200 and the job runs on. With the
+    # ComfyUI behind the proxy named (`native`), the job is cancelled there (its id is the prompt id).
+    sim, proxy = behind_proxy(Timing(node=0.5), catalog=bundled_catalog(load_lock(MODELS_LOCK), "0.3.64"))
+    assert not sim.versions.has("jobs_api")
+    with V2Client(Target(url=proxy.url, api="v2", native=sim.url), poll=0.05) as client:
+        running = client.submit(IMAGE_GRAPH)
+        waiting = client.submit(IMAGE_GRAPH)
+        while running.refresh()["status"] != "running":
+            time.sleep(0.05)
+        waiting.cancel()
+        running.cancel()
         for job in (running, waiting):
             with pytest.raises(Cancelled):
                 job.result(timeout=30)

@@ -375,11 +375,19 @@ class V2Job:
         return got
 
     def cancel(self) -> None:
-        """Take the job off the queue or stop it (on ComfyUI without per-job cancel, the proxy cannot)."""
+        """Take the job off the queue or stop it. The proxy cannot on a ComfyUI without per-job cancel
+        (0.3.64: it answers 200 and the job runs on), so where the ComfyUI behind it is named
+        (`native`), the job is cancelled there as well: its id is the prompt id there."""
         if self.done:
             return
         self._cancelled = True
         self.job = self.client.http.json("POST", f"/jobs/{self.id}/cancel")
+        if self.client.target.native:
+            comfy = ComfyClient(self.client.target.native, settings=self.client.http.settings)
+            try:
+                comfy.cancel(self.id)  # never another prompt; a no-op where the proxy's cancel took
+            finally:
+                comfy.close()
 
     def close(self) -> None:
         if self._stream is not None:
