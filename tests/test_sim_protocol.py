@@ -184,3 +184,19 @@ def test_misc_routes_answer(sim: SimServer) -> None:
         assert requests.get(sim.url + route, timeout=5).status_code == 200, route
     assert requests.get(f"{sim.url}/models/checkpoints", timeout=5).json() == sorted(
         ["sd_xl_turbo_1.0_fp16.safetensors", "svd_xt.safetensors"])
+
+
+def test_model_loads_are_counted_as_the_server_pays_them(sim: SimServer) -> None:
+    # A checkpoint is loaded when the previous prompt had not loaded it: A, A (loaded), B, A -> 3 loads.
+    def graph(ckpt: str, width: int) -> dict[str, Any]:
+        return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+                "2": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": 64, "batch_size": 1}},
+                "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
+                "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "loads/img"}}}
+
+    turbo, svd = "sd_xl_turbo_1.0_fp16.safetensors", "svd_xt.safetensors"
+    posts = [{"prompt": graph(turbo, 64)}, {"prompt": graph(turbo, 72)}, {"prompt": graph(svd, 64)},
+             {"prompt": graph(turbo, 64)}]
+    collect(sim, posts, until_done=4)
+    assert all(entry["status"]["status_str"] == "success" for entry in sim.history.values())
+    assert requests.get(f"{sim.url}/sim/stats", timeout=5).json()["model_loads"] == 3

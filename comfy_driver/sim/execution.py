@@ -75,6 +75,7 @@ class Execution:
     counters: Counters
     last_end: float | None
     idle_gaps: list[float]
+    model_loads: int
     finished_log: list[dict[str, Any]]
     executions: list[str]
     _wake: asyncio.Event | None
@@ -229,6 +230,7 @@ class Execution:
         t = self.timing
         seconds = t.per_class.get(class_type, t.node)
         fresh = [m for m in model_files(inputs) if m not in self.loaded_models]
+        self.model_loads += len(fresh)
         seconds += t.model_load * len(fresh)
         if seconds:
             await asyncio.sleep(seconds)
