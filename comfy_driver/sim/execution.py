@@ -232,8 +232,11 @@ class Execution:
         fresh = [m for m in model_files(inputs) if m not in self.loaded_models]
         self.model_loads += len(fresh)
         seconds += t.model_load * len(fresh)
+        # Durations are slept to deadlines from the node's start, so on a busy machine the late wake-ups
+        # of a sampler's steps do not add up: a node takes its simulated time, late by one wake-up at most.
+        clock = asyncio.get_running_loop().time() + seconds
         if seconds:
-            await asyncio.sleep(seconds)
+            await _until(clock)
         if class_type in SAMPLERS:
             steps = int(inputs.get("steps", 1)) if isinstance(inputs.get("steps"), (int, float)) else 1
             start = int(inputs.get("start_at_step", 0) or 0) if class_type == "KSamplerAdvanced" else 0
@@ -244,7 +247,8 @@ class Execution:
                 if self.interrupt_flag:
                     raise _Interrupted
                 if t.step:
-                    await asyncio.sleep(t.step)
+                    clock += t.step
+                    await _until(clock)
                 await state(node_id, float(k), float(total), "running")
                 # A latent preview per step: after `progress` in the legacy format (type 1), before it
                 # as type 4 with its JSON header to a client that negotiated preview metadata.
@@ -330,6 +334,15 @@ class Execution:
             return {"gifs": [{"filename": name, "subfolder": sub, "type": kind, "format": "video/h264-mp4",
                               "frame_rate": fps, "workflow": png, "fullpath": str(folder / name)}]}
         return {}
+
+
+async def _until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await _sleep(delay)
+
+
+_sleep = asyncio.sleep  # the one way simulated time passes
 
 
 def _ms() -> int:
