@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from comfy_driver.cli import main
 from comfy_driver.comfy.address import ServerAddress, save_headers
 from comfy_driver.config.series import load_series
-from comfy_driver.config.source import MAX_BYTES, load_yaml
 from comfy_driver.errors import UserError
+from comfy_driver.yamltext import MAX_BYTES, load_yaml
 from tests.test_run import SERIES, series_file
 
 

@@ -244,7 +244,10 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
 
 
 @main.command()
-@click.option("--server", default=None, help="Also check what this ComfyUI server has (or a Comfy API v2 target: v2+URL).")
+@click.option("--server", "servers", multiple=True,
+              help="Also check what this ComfyUI server has, or a Comfy API v2 target: v2+URL (repeat: each in turn).")
+@click.option("--series", "series_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Check every target of this series (its server or servers).")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A ComfyUI models folder to check for the model files (holding checkpoints/, loras/, ...).")
 @click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -253,26 +256,37 @@ def setup(comfyui: Path, backends: tuple[str, ...], python: Path | None, server:
               help=LOCK_HELP)
 @connection_options
 @handle_errors
-def doctor(server: str | None, models_dir: Path | None, comfyui: Path | None, lock_file: Path | None,
-           settings: Any) -> None:
-    """Which backends can run: model files here and on the server, node packs, each workflow against the server's validation, and the fix."""
+def doctor(servers: tuple[str, ...], series_file: Path | None, models_dir: Path | None, comfyui: Path | None,
+           lock_file: Path | None, settings: Any) -> None:
+    """Which backends can run: model files here and on each target, node packs, each workflow against the target's validation, and the fix."""
+    from comfy_driver.comfy.target import parse_target
     from comfy_driver.config.backends import load_backends
     from comfy_driver.models.doctor import diagnose
     from comfy_driver.models.lock import read_lock
     from comfy_driver.models.tree import ModelsTree
     from comfy_driver.paths import BACKENDS
 
-    if server and server.strip().lower().startswith("v2+"):
-        _doctor_v2(server, settings)
-        return
+    targets = [parse_target(s, where="--server") for s in servers]
+    if series_file is not None:
+        from comfy_driver.config.series import load_series
+
+        targets += load_series(series_file).series.targets
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
-    client = _client(server, settings) if server else None
-    problems = diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo, load_backends(BACKENDS))
-    if problems:
+    failed = False
+    for i, target in enumerate(targets or [None]):
+        if len(targets) > 1:
+            click.echo(("\n" if i else "") + f"== {target.display if target else ''}")
+        if target is not None and target.is_v2:
+            failed = _doctor_v2(target, settings) or failed
+            continue
+        client = _client(target.url, settings) if target else None
+        failed = bool(diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo,
+                               load_backends(BACKENDS))) or failed
+    if failed:
         sys.exit(1)
 
 
-def _doctor_v2(server: str, settings: Any) -> None:
+def _doctor_v2(server: Any, settings: Any) -> bool:
     """doctor for a Comfy API v2 target: reachable with its key, node packs and workflows where a catalogue is."""
     from comfy_driver.api_v2 import V2Target
     from comfy_driver.config.backends import load_backends
@@ -284,7 +298,6 @@ def _doctor_v2(server: str, settings: Any) -> None:
     lock = read_lock(_lock_path(None)).lock
     backends = sorted({b for m in lock.models for b in m.backends} | set(config.backends) | set(config.stages))
     with V2Target(server, settings=settings, busy_budget=5.0) as target:
-        if diagnose_v2(target, click.echo, config, backends):
-            sys.exit(1)
+        return bool(diagnose_v2(target, click.echo, config, backends))
 
 

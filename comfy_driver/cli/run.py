@@ -28,10 +28,12 @@ from comfy_driver.errors import UserError
 @click.option("--dry-run", is_flag=True, help="Render and validate every scene; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(1, 16),
-              help="Prompts kept queued on each server (queue-ahead).")
+              help="Prompts kept on each target without max_jobs (queue-ahead).")
 @click.option("--force", "force", multiple=True, help="Render this scene (EPISODE/SCENE) again even if done; 'all'.")
 @click.option("--server-timeout", default=600.0, show_default=True, type=FiniteRange(1, 86400),
               help="Seconds a server may be unreachable before the run stops (resumable).")
+@click.option("--move-after", default=60.0, show_default=True, type=FiniteRange(1, 86400),
+              help="With several targets: seconds one may be unreachable before its work moves to the others.")
 @click.option("--publish", "publish_", is_flag=True, help="Upload each finished episode to YouTube (publish section).")
 @click.option("--republish", is_flag=True, help="With --publish: upload again an episode re-rendered since its upload.")
 @click.option("--youtube-endpoint", default=None, help="With --publish: send YouTube API calls to this address "
@@ -39,8 +41,8 @@ from comfy_driver.errors import UserError
 @connection_options
 @handle_errors
 def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simulate: str | None, dry_run: bool,
-        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, publish_: bool, republish: bool,
-        youtube_endpoint: str | None, settings: Any) -> None:
+        as_json: bool, depth: int, force: tuple[str, ...], server_timeout: float, move_after: float, publish_: bool,
+        republish: bool, youtube_endpoint: str | None, settings: Any) -> None:
     """Render every scene of SERIES_FILE, download the clips and join each episode.
 
     Rerunning it resumes: finished scenes are kept, prompts still on a server are re-attached.
@@ -64,7 +66,8 @@ def run(series_file: Path, backend: str | None, servers: tuple[str, ...], simula
         return
     progress = Progress(len(loaded.scenes), enabled=True)
     control = RunControl()
-    options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, settings=settings)
+    options = RunOptions(depth=depth, force=set(force), server_timeout=server_timeout, move_after=move_after,
+                         settings=settings)
     joined = None
     if publisher is not None:  # each episode is published once joined, while the next one renders
         from comfy_driver.cli.publish import _say

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.errors import UserError
+from comfy_driver.yamltext import load_yaml, validate
 
 ErrorKind = Literal["oom", "execution", "interrupted", "lost", "validation", "download", "server"]
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from comfy_driver.comfy.target import V2_PREFIX, Target, native_only, parse_target
 from comfy_driver.config.backends import Backends
 from comfy_driver.config.publish import PublishSettings
-from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.config.templates import render
 from comfy_driver.errors import UserError
+from comfy_driver.yamltext import Located, load_yaml, validate
 
 MAX_FRAMES = 10000  # frames of one scene, however they are given (frames, or duration x fps)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -169,7 +169,7 @@ class SceneSpec:
     params: dict[str, Any]
     where: str  # file:line of the scene, for messages
     explicit: set[str] = field(default_factory=set)  # fields the user set (not defaults)
-    wheres: dict[str, str] = field(default_factory=dict)  # file:line of 'backend' and of each 'params.NAME'
+    wheres: dict[str, str] = field(default_factory=dict)  # file:line of 'backend', the input files, 'params.NAME'
 
     @property
     def key(self) -> str:
@@ -293,23 +293,30 @@ def _expand(series: Series, located: Located) -> list[SceneSpec]:
                 index=s_i + 1, backend=merged["backend"] or series.backend, prompt=texts["prompt"],
                 negative_prompt=texts["negative_prompt"] or "", seed=int(seed), frames=frames,
                 width=merged["width"], height=merged["height"], fps=fps,
-                reference_image=_media(base, _render(ref, ctx, ref_where, "reference_image"), ref_where, "image")
+                reference_image=input_path(base, _render(ref, ctx, ref_where, "reference_image"), ref_where)
                 if ref else None,
-                driving_video=_media(base, _render(merged["driving_video"], ctx, field_where("driving_video"),
-                                                   "driving_video"), field_where("driving_video"), "video")
+                driving_video=input_path(base, _render(merged["driving_video"], ctx, field_where("driving_video"),
+                                                       "driving_video"), field_where("driving_video"))
                 if merged["driving_video"] else None,
                 params=params, where=where, explicit=explicit,
                 wheres={"backend": field_where("backend") if "backend" in sc.model_fields_set
                         or "backend" in series.defaults.model_fields_set else located.where(("backend",)),
+                        "reference_image": ref_where, "driving_video": field_where("driving_video"),
                         **{f"params.{k}": located.where(loc + ("params", k)) if k in sc.params
                            else located.where(("defaults", "params", k)) for k in params}}))
     return out
 
 
-def _media(base: Path, value: str, where: str, kind: str) -> Path:
-    """An input file, checked to exist and to be what it claims (an image, a video)."""
-    from comfy_driver.media.inputs import check_image, check_video, input_path
+def input_path(base: Path, value: str, where: str) -> Path:
+    """The file `value` names (relative to base), which must exist and be a regular file.
 
-    path = input_path(base, value, where)
-    (check_image if kind == "image" else check_video)(path, where, value)
+    What the file holds (an image, a video) is checked where the plan is built, which reads it anyway.
+    """
+    try:
+        path = (base / value).resolve()
+        is_file = path.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a NUL in the name, ...
+        raise UserError(f"{where}: file {value!r} cannot be opened ({exc})") from None
+    if not is_file:
+        raise UserError(f"{where}: file {value!r} not found (looked in {path.parent})")
     return path

@@ -21,18 +21,6 @@ MAX_PIXELS = 8192 * 8192
 MAX_VIDEO_SIDE = 8192
 
 
-def input_path(base: Path, value: str, where: str) -> Path:
-    """The file `value` names (relative to base), which must exist and be a regular file."""
-    try:
-        path = (base / value).resolve()
-        is_file = path.is_file()
-    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a NUL in the name, ...
-        raise UserError(f"{where}: file {value!r} cannot be opened ({exc})") from None
-    if not is_file:
-        raise UserError(f"{where}: file {value!r} not found (looked in {path.parent})")
-    return path
-
-
 def check_image(path: Path, where: str, value: str) -> tuple[int, int]:
     """(width, height) of an image ComfyUI can load; anything else is a clear UserError."""
     from PIL import Image, UnidentifiedImageError

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Protocol
 
-from comfy_driver.api_v2 import V2Target
+from comfy_driver.comfy.catalog import Catalog
+from comfy_driver.comfy.target import Target
+from comfy_driver.comfy.v2 import V2Client
 from comfy_driver.config.backends import Backends
 from comfy_driver.errors import DriveError
 from comfy_driver.models.catalog import bundled_catalog
@@ -20,7 +23,20 @@ from comfy_driver.workflow.files import workflow_class_types
 from comfy_driver.workflow.server_check import WorkflowCheck, check_workflow
 
 
-def diagnose_v2(target: V2Target, echo: Callable[[str], None], config: Backends, backends: list[str]) -> int:
+class V2Endpoint(Protocol):
+    """What the doctor needs of a v2 target (`comfy_driver.api_v2.V2Target` is one; the front door sits
+    above this room, so it is described here rather than imported)."""
+
+    target: Target
+    client: V2Client
+
+    def catalog(self) -> Catalog | None: ...
+
+    @property
+    def catalog_source(self) -> str: ...
+
+
+def diagnose_v2(target: V2Endpoint, echo: Callable[[str], None], config: Backends, backends: list[str]) -> int:
     """Print a report on one v2 target; return the number of problems found."""
     echo(f"target: {target.target.display} (Comfy API v2), key from {target.target.key_source}")
     try:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from comfy_driver.config.source import Located, load_yaml, validate
 from comfy_driver.errors import UserError
 from comfy_driver.models.packs import PackEntry
 from comfy_driver.paths import is_shipped, user_lock
+from comfy_driver.yamltext import Located, load_yaml, validate
 
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "loras", "vae", "text_encoders", "clip",
            "clip_vision", "upscale_models", "controlnet", "model_patches", "audio_encoders", "sam2")

@@ -110,9 +110,9 @@ class Lane(LaneBase):
         self._inbox.put(_Close())
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if self._thread.is_alive():  # stuck in a request: closing its sockets ends it
-            self.stream.close()
-            self.client.close()
+        self.stream.close()  # never started, or stuck in a request: closing its sockets ends it
+        self.client.close()
+        if self._thread.is_alive():
             self._thread.join(timeout=5)
 
     # --------------------------------------------------------------------------------------------- lane thread

@@ -27,7 +27,8 @@ from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.config.backends import load_backends
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.media.ffmpeg import VideoInfo, probe
+from comfy_driver.media.ffmpeg import VideoInfo
+from comfy_driver.media.inputs import check_image, check_video
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.models.needs import ServerFacts
@@ -250,6 +251,23 @@ class _Planner:
         self.layout = Layout(loaded.output_dir / loaded.slug)
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
+        self._images: set[Path] = set()  # reference images checked
+
+    def check_inputs(self, spec: SceneSpec) -> None:
+        """The reference image and the driving video are what they claim, read from their content (each
+        file once, however many scenes use it)."""
+        if spec.reference_image is not None and spec.reference_image not in self._images:
+            check_image(spec.reference_image, spec.wheres.get("reference_image", spec.where),
+                        self._shown(spec.reference_image))
+            self._images.add(spec.reference_image)
+        if spec.driving_video is not None and spec.driving_video not in self._videos:
+            self._videos[spec.driving_video] = check_video(
+                spec.driving_video, spec.wheres.get("driving_video", spec.where), self._shown(spec.driving_video))
+
+    def _shown(self, path: Path) -> str:
+        """A file as the series names it: relative to the series' folder when it lies inside."""
+        folder = self.loaded.path.parent.resolve()
+        return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
 
     def check_backend(self, spec: SceneSpec, backend: str, where: str | None) -> None:
         """A backend that is neither declared nor a workflow: one message at the line that names it (none
@@ -286,9 +304,7 @@ class _Planner:
         """A driving video shorter than the scene: a window that would start past its end is refused;
         a shortfall within the last window is said before anything is submitted."""
         assert spec.driving_video is not None
-        if spec.driving_video not in self._videos:
-            self._videos[spec.driving_video] = probe(spec.driving_video)
-        info = self._videos[spec.driving_video]
+        info = self._videos[spec.driving_video]  # probed by check_inputs
         default = self.templates.get(route.steps[0].step.workflow).params.get("fps")
         fps = spec.fps or (float(default.default) if default is not None and default.default else info.fps)
         length = info.frames / info.fps if info.fps else 0.0
@@ -331,6 +347,7 @@ class _Planner:
         return route
 
     def scene(self, spec: SceneSpec, index: int, backend: str | None) -> ScenePlan:
+        self.check_inputs(spec)
         chosen = backend or spec.backend
         base, stages = self.backends.parse(chosen)
         why = ""
@@ -384,16 +401,17 @@ def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
     """
     planner = _Planner(loaded, catalog, servers)
     scenes: list[ScenePlan] = []
-    errors: list[str] = []
-    hints: list[str] = []
+    errors: list[UserError] = []
     for i, spec in enumerate(loaded.scenes):
         try:
             scenes.append(planner.scene(spec, i + 1, backend))
         except UserError as exc:  # each problem once (a series-wide mistake is every scene's)
-            errors += [exc.message] if exc.message not in errors else []
-            hints += [exc.hint] if exc.hint and exc.hint not in hints else []
+            errors += [exc] if exc.message not in [e.message for e in errors] else []
+    if len(errors) == 1:
+        raise errors[0]  # keeps its class (a BadInputFile stays one)
     if errors:
-        raise UserError("\n".join(errors), hint="; ".join(hints) or None)
+        hints = dict.fromkeys(e.hint for e in errors if e.hint)
+        raise UserError("\n".join(e.message for e in errors), hint="; ".join(hints) or None)
     episodes: dict[str, EpisodePlan] = {}
     for spec in loaded.scenes:
         ep = episodes.setdefault(spec.episode_id, EpisodePlan(spec.episode_id, spec.episode_title, [],

@@ -2,14 +2,21 @@
 
 On a terminal one status line is redrawn in place; elsewhere (CI logs, pipes) a line is printed
 only when a scene starts a new node, so logs stay readable.
+
+The status line is cut to the width of the terminal it is written to, asked again at each redraw
+(a window can be narrowed while a run goes on), counting the cells each character takes (a CJK node
+title takes two a character): a line that reached the last column would wrap, and every redraw
+would then leave a line behind.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
 import time
+import unicodedata
 from typing import TextIO
 
 from comfy_driver.units import fmt_seconds
@@ -66,8 +73,9 @@ class Progress:
         line = " | ".join(parts)
         with self._lock:
             if self.tty:
-                line = line[:max(20, shutil.get_terminal_size().columns - 1)]  # one line, however narrow
-                pad = max(0, len(self._last_line) - len(line))
+                room = self._room()
+                line = fit(line, room)  # one line, however narrow
+                pad = max(0, min(cells(self._last_line), room) - cells(line))
                 self.stream.write("\r" + line + " " * pad)
                 self.stream.flush()
                 self._last_line = line
@@ -75,6 +83,19 @@ class Progress:
                 self._last_key = (key, node)
                 self.stream.write(line + "\n")
                 self.stream.flush()
+
+    def _room(self) -> int:
+        """The cells a status line may take: the terminal's width less one (the last column wraps)."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):  # no file descriptor (a wrapper), or not a terminal
+            columns = shutil.get_terminal_size().columns
+        return max(1, columns - 1)
+
+    def _clear(self) -> None:
+        if self.tty and self._last_line:
+            self.stream.write("\r" + " " * min(cells(self._last_line), self._room()) + "\r")
+            self._last_line = ""
 
     def tick(self) -> None:
         """Redraw the status line so the clock moves between server events (on a terminal)."""
@@ -84,19 +105,15 @@ class Progress:
     def end(self) -> None:
         """Clear the status line, so what is printed next starts on a line of its own."""
         with self._lock:
-            if self.tty and self._last_line:
-                self.stream.write("\r" + " " * len(self._last_line) + "\r")
-                self.stream.flush()
-                self._last_line = ""
+            self._clear()
+            self.stream.flush()
         self._last_update = None
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         with self._lock:
-            if self.tty and self._last_line:
-                self.stream.write("\r" + " " * len(self._last_line) + "\r")
-                self._last_line = ""
+            self._clear()
             self.stream.write(text + "\n")
             self.stream.flush()
 
@@ -105,3 +122,27 @@ class Progress:
             self.finished += 1
             if seconds is not None:
                 self.scene_seconds.append(seconds)
+
+
+def cells(text: str) -> int:
+    """The terminal cells text takes: two for a wide (East Asian) character, none for a combining one."""
+    return sum(_cells(c) for c in text)
+
+
+def fit(text: str, room: int) -> str:
+    """text on one line (a control character in a node's title becomes a space), cut to `room` cells."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    if len(text) * 2 <= room:  # the common case: surely fits, whatever its characters
+        return text
+    used = 0
+    for i, c in enumerate(text):
+        used += _cells(c)
+        if used > room:
+            return text[:i]
+    return text
+
+
+def _cells(c: str) -> int:
+    if unicodedata.combining(c):
+        return 0
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1

@@ -19,7 +19,6 @@ from pathlib import Path
 from comfy_driver.comfy.client import file_sha256
 from comfy_driver.config.publish import PublishSettings
 from comfy_driver.config.series import LoadedSeries, SceneSpec
-from comfy_driver.config.source import load_yaml
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.media.ffmpeg import VideoInfo, probe
 from comfy_driver.pipeline.episodes import Stitched
@@ -29,6 +28,7 @@ from comfy_driver.publish.ledger import Ledger
 from comfy_driver.publish.metadata import EpisodeInfo, SceneInfo, VideoMetadata, render_metadata
 from comfy_driver.publish.publisher import PublishOptions, Publisher
 from comfy_driver.publish.record import PublishRecord
+from comfy_driver.yamltext import load_yaml
 
 LEDGER = "publish.db"  # in the series folder, beside state.db and report.json
 SHORTS_SECONDS = 180

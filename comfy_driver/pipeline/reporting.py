@@ -9,8 +9,19 @@ from comfy_driver.pipeline.control import SceneRun
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import EpisodePlan, Plan, SceneKey
 from comfy_driver.pipeline.messages import LaneBase
-from comfy_driver.pipeline.report import EpisodeRecord, OutputRecord, SceneRecord, StepRecord, TargetRecord
+from comfy_driver.pipeline.report import (EpisodeRecord, OutputRecord, RunReport, SceneRecord, StepRecord, TargetRecord,
+                                          now_iso)
 from comfy_driver.pipeline.state import DONE, StateStore
+
+
+def run_report(plan: Plan, state: StateStore, runs: dict[SceneKey, SceneRun], lanes: list[LaneBase],
+               stitched: dict[str, Stitched], *, started: str, stopped: str | None) -> RunReport:
+    """The report of a run: its targets, every scene and every episode."""
+    return RunReport(series=plan.series, started=started, finished=now_iso(), servers=[lane.name for lane in lanes],
+                     targets=target_records(state, lanes, runs.values()),
+                     scenes=[scene_record(plan, state, run) for run in runs.values()],
+                     episodes=[episode_record(plan, state, e, runs, stitched.get(e.id)) for e in plan.episodes],
+                     stopped=stopped)
 
 
 def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
@@ -68,7 +79,7 @@ def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: di
 def target_records(state: StateStore, lanes: list[LaneBase], runs: Iterable[SceneRun]) -> list[TargetRecord]:
     """Per target of this run: the finished steps and scenes of the plan it rendered, and their seconds."""
     records = {lane.name: TargetRecord(name=lane.name, api=lane.target.api, status="gone" if lane.gone else
-                                       f"refused: {lane.refusing.message}" if lane.refusing else "open")
+                                       f"refused: {lane.refusing.message.removeprefix(lane.name + ': ')}" if lane.refusing else "open")
                for lane in lanes}
     for run in runs:
         route = run.plan.routes[run.route]

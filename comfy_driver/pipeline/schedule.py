@@ -6,11 +6,12 @@ Decisions:
   target frees first takes the next attempt.
 - Model affinity: loading a video model is seconds to minutes of multi-GB reads, so a target with
   room first takes a ready attempt of the workflow it last ran (its models are still loaded); when
-  none is ready, the attempt goes to the free target whose loaded workflow the fewest ready attempts
-  want. Ready attempts are looked at a window ahead, so no scene waits behind the whole series.
+  none is ready, the first attempt goes to the free target whose loaded workflow the fewest ready
+  attempts want (an idle one first). Ready attempts are looked at a window ahead, so no scene waits
+  behind the whole series.
 - Without affinity (`RunOptions.affinity = False`) the first ready attempt goes to the least loaded
   target: round-robin, the baseline the benchmark compares with.
-- An attempt re-attached to a prompt that is on a target waits for that target.
+- An attempt re-attached to a prompt that is on a target goes to that target first, and waits for it.
 """
 
 from __future__ import annotations
@@ -30,37 +31,37 @@ def workflow_of(attempt: Attempt) -> str:
 
 
 def pick(ready: Sequence[Attempt], lanes: Sequence[LaneBase], *, affinity: bool) -> tuple[int, LaneBase] | None:
-    """(index into `ready`, lane) of the next dispatch, or None when no target has room for any."""
-    open_lanes = {lane.name: lane for lane in lanes if lane.open}
-    free = [lane for lane in open_lanes.values() if lane.inflight < lane.capacity]
+    """(index into `ready`, lane) of the next dispatch, or None when no target has room for any.
+
+    An attempt re-attached to a target still in the run waits for that one (a target refusing new
+    work still follows what it has); one whose target is not is placed like new work.
+    """
+    homes = {lane.name: lane for lane in lanes if not lane.gone}
+    free = [lane for lane in lanes if lane.open and lane.inflight < lane.capacity]
+
+    def home(attempt: Attempt) -> LaneBase | None:
+        return homes.get(attempt.server or "") if attempt.attached else None
+
+    for i, attempt in enumerate(islice(ready, LOOKAHEAD)):  # re-attachments first: their prompts are running
+        own = home(attempt)
+        if own is not None and own.inflight < own.capacity:
+            return i, own
     if not free:
         return None
-    window = list(islice(ready, LOOKAHEAD))
-
-    def own(attempt: Attempt) -> LaneBase | None:
-        return open_lanes.get(attempt.server or "") if attempt.attached else None
-
+    window = [(i, a) for i, a in enumerate(islice(ready, LOOKAHEAD)) if home(a) is None]
     if affinity:
-        for i, attempt in enumerate(window):
-            home = own(attempt)
-            if home is not None:
-                if home in free:
-                    return i, home
-                continue
+        for i, attempt in window:
             warm = [lane for lane in free if lane.warm == workflow_of(attempt)]
             if warm:
                 return i, min(warm, key=_load)
-        wanted = Counter(workflow_of(a) for a in window)
-        for i, attempt in enumerate(window):
-            if own(attempt) is None:
-                return i, min(free, key=lambda lane: (wanted[lane.warm or ""], _load(lane)))
+        wanted = Counter(workflow_of(a) for _, a in window)
+        if window:
+            return window[0][0], min(free, key=lambda lane: (wanted[lane.warm or ""], lane.warm is not None,
+                                                              _load(lane)))
         return None
     for i, attempt in enumerate(ready):
-        home = own(attempt)
-        if home is None:
+        if home(attempt) is None:
             return i, min(free, key=_load)
-        if home in free:
-            return i, home
     return None
 
 

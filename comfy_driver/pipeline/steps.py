@@ -19,12 +19,12 @@ from typing import Any
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import file_sha256, upload_name
 from comfy_driver.config.backends import Backends
-from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.paths import WORKFLOWS
 from comfy_driver.workflow.layout import with_values
 from comfy_driver.workflow.template import FILE_TYPES, Param, ParamFile, Template, load_template
+from comfy_driver.yamltext import load_yaml, validate
 
 SCENE_FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "reference_image",
                 "driving_video")

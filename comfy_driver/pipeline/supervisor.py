@@ -36,13 +36,13 @@ from comfy_driver.pipeline.control import RunControl, RunFailed, RunOptions, Run
 from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
 from comfy_driver.pipeline.outlock import IDENTITY_NAME, claim_output
 from comfy_driver.pipeline.finish import MANIFEST, Outcome, intact, read_manifest
-from comfy_driver.pipeline.lane import Lane
 from comfy_driver.pipeline.messages import Attempt, LaneBase
 from comfy_driver.pipeline.plan import Plan, PlannedStep
 from comfy_driver.pipeline.progress import Progress
 from comfy_driver.pipeline.report import RunReport, now_iso
-from comfy_driver.pipeline.reporting import episode_record, scene_record, target_records
+from comfy_driver.pipeline.reporting import run_report
 from comfy_driver.pipeline.schedule import pick, workflow_of
+from comfy_driver.pipeline.targets import open_lanes
 from comfy_driver.pipeline.state import DONE, SUBMITTED, StateStore, StepState, open_state
 
 
@@ -119,7 +119,9 @@ class Supervisor:
                 self._classify(self.scenes[scene.key])
             self.progress.prompts_left = sum(a.step.count - a.step.key.index for a in self._ready)
             if self._ready:
-                self._open_lanes()
+                self._lanes, self._gone = open_lanes(self.plan, self.targets, self.options, self._inbox.put,
+                                                     client_id=self.client_id, say=self.progress.message,
+                                                     on_event=self.on_event)
             self._pool = ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish")
             for episode in self.plan.episodes:
                 self._stitch_if_complete(episode.id)
@@ -131,13 +133,8 @@ class Supervisor:
                     self.progress.tick()
                     continue
                 self._handle(item)
-            report = RunReport(series=self.plan.series, started=started, finished=now_iso(),
-                               servers=[lane.name for lane in self._lanes],
-                               targets=target_records(self.state, self._lanes, self.scenes.values()),
-                               scenes=[scene_record(self.plan, self.state, run) for run in self.scenes.values()],
-                               episodes=[episode_record(self.plan, self.state, e, self.scenes, self.stitched.get(e.id))
-                                         for e in self.plan.episodes],
-                               stopped=self._stopping)
+            report = run_report(self.plan, self.state, self.scenes, self._lanes, self.stitched, started=started,
+                                stopped=self._stopping)
             report.write(layout.root)
         finally:
             for lane in self._lanes:
@@ -161,36 +158,6 @@ class Supervisor:
     @property
     def user_stopped(self) -> bool:
         return self._user_stop
-
-    def _open_lanes(self) -> None:
-        """A lane per target, each checked (it answers; every prompt is valid there). In a pool, a target
-        that does not answer is left out with a message; alone, it is the run's error."""
-        from comfy_driver.pipeline.v2lane import V2Lane
-
-        o = self.options
-        for target in self.targets:
-            capacity = target.max_jobs or o.depth
-            lane: LaneBase = V2Lane(target, self._inbox.put, capacity=capacity, server_timeout=o.server_timeout,
-                                    move_after=o.move_after, settings=o.settings) if target.is_v2 else \
-                Lane(target, self.client_id, self._inbox.put, capacity=capacity, server_timeout=o.server_timeout,
-                     move_after=o.move_after, settings=o.settings, on_event=self.on_event)
-            try:
-                lane.check(self.plan)
-            except ServerUnreachable as exc:
-                lane.close()
-                if len(self.targets) == 1:
-                    raise
-                self.progress.message(f"{lane.name}: {exc.message}; the run goes on without it")
-                self._gone.append(exc)
-                continue
-            except BaseException:
-                lane.close()
-                raise
-            self._lanes.append(lane)
-        if not self._lanes:
-            raise self._gone[0]
-        for lane in self._lanes:
-            lane.start()
 
     def _busy(self) -> bool:
         if self._tasks or self._awaiting_unqueue:
@@ -275,6 +242,8 @@ class Supervisor:
             index, lane = chosen
             attempt = self._ready[index]
             del self._ready[index]
+            if attempt.attached and attempt.server != lane.name:  # its target is not in this run (any more)
+                self._movable(attempt, f"{attempt.server} is not among this run's targets")
             if not attempt.attached:
                 self.state.submitted(attempt.step.key, attempt.prompt_id, lane.name, attempt.number,
                                      attempt.rendered.graph_hash)
@@ -378,7 +347,7 @@ class Supervisor:
         (what was on it is re-attached by the next run)."""
         lane.gone = True
         self._gone.append(error)
-        self.progress.message(f"{lane.name}: {error.message}")
+        self.progress.message(error.message if lane.name in error.message else f"{lane.name}: {error.message}")
         held, lane.held = list(lane.held), set()
         if not any(other.open for other in self._lanes):
             self._begin_stop(error.message)
@@ -393,7 +362,7 @@ class Supervisor:
         lane.held.discard(item.attempt)
         if lane.refusing is None:
             lane.refusing = item.error
-            self.progress.message(f"{lane.name}: {item.error.message}; nothing more is sent there")
+            self.progress.message(f"{item.error.message}; nothing more is sent to {lane.name}")
         self._ready.appendleft(self._movable(item.attempt, f"{lane.name} refused it: {item.error.message}"))
         if not any(other.open for other in self._lanes):
             self._gone.append(item.error)
@@ -470,6 +439,11 @@ class Supervisor:
         if isinstance(outcome.download_error, HALTING):  # nothing more can be written: stop, keep what is done
             self._halted = self._halted or outcome.download_error
             self._begin_stop(outcome.download_error.message)
+        if isinstance(outcome.download_error, ServerUnreachable) and \
+                any(other.open for other in self._lanes if other is not lane) and self._stopping is None:
+            self._ready.appendleft(self._movable(a, f"{lane.name} went away before its outputs were downloaded"))
+            self._dispatch()
+            return
         if outcome.download_error is not None:  # the outputs are still on the server: the next run fetches them
             self.state.event(step.key, "download failed", str(outcome.download_error))
             self.progress.message(f"{step.name}: {outcome.download_error} (the next run downloads it again, "

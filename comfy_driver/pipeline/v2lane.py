@@ -270,7 +270,7 @@ class V2Lane(LaneBase):
             if self._closing.is_set() or self._gave_up:
                 raise _Closing
             try:
-                for event in job.events(timeout=1.0):
+                for event in job.events(timeout=2.0):  # then a look at whether the run closes
                     if isinstance(event, Started):
                         running.started_at = running.started_at or time.time()
                     elif isinstance(event, NodeStarted):

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from comfy_driver.config.source import load_yaml, validate
 from comfy_driver.errors import UserError
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.workflow.files import load_workflow
+from comfy_driver.yamltext import load_yaml, validate
 
 ParamType = Literal["int", "float", "string", "bool", "image", "video"]
 FILE_TYPES = ("image", "video")

@@ -3,6 +3,10 @@
 The YAML is composed into nodes (which know their line) and built into plain Python data alongside a
 map from each value's path to its line. Pydantic errors are then rendered against that map, with a
 did-you-mean for unknown keys: a typo is an error, never silently ignored.
+
+It lives below every room (beside `jsontext`) because the series and backends files (config), the
+workflow parameter files (workflow), models.lock (models) and the publish state (pipeline) all read
+YAML this way, and the lower rooms must not import the higher ones.
 """
 
 from __future__ import annotations

@@ -1,0 +1,58 @@
+"""Opening the run's lanes: one per target, of its kind, each checked before any work is given out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from comfy_driver.comfy.errors import ServerUnreachable
+from comfy_driver.comfy.events import Event
+from comfy_driver.comfy.follow import Watch
+from comfy_driver.comfy.target import Target
+from comfy_driver.errors import DriveError
+from comfy_driver.pipeline.control import RunOptions
+from comfy_driver.pipeline.lane import Lane
+from comfy_driver.pipeline.messages import LaneBase
+from comfy_driver.pipeline.plan import Plan
+from comfy_driver.pipeline.v2lane import V2Lane
+
+
+def open_lanes(plan: Plan, targets: Sequence[Target], options: RunOptions, post: Callable[[object], None], *,
+               client_id: str, say: Callable[[str], None],
+               on_event: Callable[[str, Watch | None, Event], None] | None = None) -> tuple[list[LaneBase],
+                                                                                            list[DriveError]]:
+    """A started lane per target that answers and can run every prompt of the plan, and the errors of
+    those left out. A target's capacity is its `max_jobs`, else the run's queue depth.
+
+    In a pool, a target that does not answer is left out with a message and the run goes on with the
+    others; alone (or when none answers) it is the run's error. A prompt invalid on a target is always
+    the run's error: the series has to be fixed, not worked around.
+    """
+    lanes: list[LaneBase] = []
+    gone: list[DriveError] = []
+    o = options
+    for target in targets:
+        capacity = target.max_jobs or o.depth
+        lane: LaneBase = V2Lane(target, post, capacity=capacity, server_timeout=o.server_timeout,
+                                move_after=o.move_after, settings=o.settings) if target.is_v2 else \
+            Lane(target, client_id, post, capacity=capacity, server_timeout=o.server_timeout, move_after=o.move_after,
+                 settings=o.settings, on_event=on_event)
+        try:
+            lane.check(plan)
+        except ServerUnreachable as exc:
+            lane.close()
+            if len(targets) == 1:
+                raise
+            say(f"{lane.name}: {exc.message}; the run goes on without it")
+            gone.append(exc)
+            continue
+        except BaseException:
+            lane.close()
+            for opened in lanes:
+                opened.close()
+            raise
+        lanes.append(lane)
+    if not lanes:
+        raise gone[0]
+    for lane in lanes:
+        lane.start()
+    return lanes, gone
