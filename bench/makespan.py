@@ -233,12 +233,15 @@ def main() -> None:
     for mode in modes:
         one = median(runs[(mode, 1)])["work"] if (mode, 1) in runs else float("nan")
         for n in sizes:
+            for r in runs[(mode, n)]:  # ratios per run, then their medians
+                r["ideal"] = r["work"] / n
+                r["efficiency"], r["strict"] = r["ideal"] / r["makespan"], one / n / r["makespan"]
+                r["from_start"] = r["ideal"] / (r["makespan"] - r["startup"])
             m = median(runs[(mode, n)])
-            ideal = m["work"] / n
             bound = args.scenes / n / math.ceil(args.scenes / n)
-            print(f"{mode:<7} {n:>7} {m['makespan']:>10.2f} {ideal:>8.2f} {ideal / m['makespan']:>10.1%} "
-                  f"{one / n / m['makespan']:>7.1%} {ideal / (m['makespan'] - m['startup']):>14.1%} {bound:>6.1%} "
-                  f"{m['work']:>7.2f} {m['loads']:>5.0f} "
+            strict = "-" if math.isnan(m["strict"]) else f"{m['strict']:.1%}"  # no 1-target run
+            print(f"{mode:<7} {n:>7} {m['makespan']:>10.2f} {m['ideal']:>8.2f} {m['efficiency']:>10.1%} {strict:>7} "
+                  f"{m['from_start']:>14.1%} {bound:>6.1%} {m['work']:>7.2f} {m['loads']:>5.0f} "
                   f"{m['prompts_min']:>4.0f}-{m['prompts_max']:.0f}")
     print("\nwhere a target's time went besides work (seconds, mean per target): makespan = startup + late + "
           "work/targets + gaps + after")
@@ -261,7 +264,8 @@ def main() -> None:
         for n in mixed_sizes:
             for affinity in (True, False):
                 m = median(loads[(n, affinity)])
-                print(f"{n:>7} {'affinity' if affinity else 'round-robin':<12} {m['loads']:>11.0f} {m['makespan']:>10.2f}")
+                policy = "affinity" if affinity else "round-robin"
+                print(f"{n:>7} {policy:<12} {m['loads']:>11.0f} {m['makespan']:>10.2f}")
             a, r = median(loads[(n, True)]), median(loads[(n, False)])
             print(f"{n} targets: affinity {a['loads']:.0f} loads vs round-robin {r['loads']:.0f} "
                   f"({a['loads'] / r['loads']:.2f}x), makespan {a['makespan'] / r['makespan']:.2f}x")
