@@ -11,7 +11,9 @@ served from cache) and downloads every output, from a fresh process: interpreter
 
 The peers are installed in the bench's own virtual environment (`--venv`, made on first use with
 pip), never as dependencies of comfy-drive: comfy-toolkit (its websocket tracker, `[ws]`) and
-comfy-api-simplified. A peer pip cannot install is reported and left out. The peers submit one
+comfy-api-simplified. pip byte-compiles what it installs; comfy-drive's own modules are byte-compiled
+first in the same way, so that a checkout run where PYTHONDONTWRITEBYTECODE is set does not compile
+its sources in every run while the peers load theirs compiled. A peer pip cannot install is reported and left out. The peers submit one
 prompt at a time, as their documentation shows; comfy-drive keeps the next prompt queued
 (`--depth`, queue-ahead).
 
@@ -21,6 +23,7 @@ prompt at a time, as their documentation shows; comfy-drive keeps the next promp
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import resource
@@ -35,6 +38,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from throughput import start_sim  # noqa: E402 - the simulator in its own process, as the other benches
+
+import comfy_driver  # noqa: E402
 
 PEERS = {"comfy-toolkit": "comfy-toolkit[ws]", "comfy-api-simplified": "comfy-api-simplified"}
 
@@ -149,6 +154,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2, help="comfy-drive's queue-ahead depth")
     args = ap.parse_args()
     python, missing = peers_venv(args.venv)
+    compileall.compile_dir(Path(comfy_driver.__file__).parent, quiet=1)  # as pip does for an installed package
     clients = ["comfy-drive"] + [p for p in PEERS if p not in missing]
     results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
     with tempfile.TemporaryDirectory() as tmp:

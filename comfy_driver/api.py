@@ -128,7 +128,7 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
     options = options or RunOptions()
     natives = [t.url for t in targets if not t.is_v2]
     facts = read_servers(natives, options.settings) if uses_auto(loaded.scenes, backend) else None
-    plan = build_plan(loaded, backend, _first_catalog(targets[0], options.settings), servers=facts)
+    plan = build_plan(loaded, backend, target_catalog(targets[0], options.settings), servers=facts)
 
     def forward(client_id: str, watch: Watch | None, event: Event) -> None:
         if on_event is not None and watch is not None:
@@ -139,8 +139,9 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
     return execute(plan, targets, options, progress=progress, on_event=forward, control=control)
 
 
-def _first_catalog(target: Target, settings: Settings) -> Catalog | None:
-    """The catalogue GUI-saved templates are converted with: the first target's (None: the one shipped)."""
+def target_catalog(target: Target, settings: Settings) -> Catalog | None:
+    """A target's node catalogue, which GUI-saved templates are converted with (None: a v2 target with
+    none; the one comfy-drive ships is used then)."""
     if target.is_v2:
         from comfy_driver.comfy.v2 import V2Client
 

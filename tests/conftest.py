@@ -75,3 +75,21 @@ IMAGE_GRAPH = {
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "trace/img"}},
 }
+
+
+@pytest.fixture
+def behind_proxy(sim_factory: Any) -> Iterator[Any]:
+    """make(timing) -> (sim, proxy): a simulator playing ComfyUI 0.33.0 and the real comfy-api-proxy in
+    front of it (a process), stopped after the test."""
+    from .v2proxy import ProxyProcess
+
+    proxies: list[Any] = []
+
+    def make(timing: Timing | None = None, catalog: Any = None) -> tuple[SimServer, Any]:
+        sim = sim_factory(timing=timing, catalog=catalog or bundled_catalog(load_lock(MODELS_LOCK), "0.33.0"))
+        proxies.append(ProxyProcess(sim.url))
+        return sim, proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()

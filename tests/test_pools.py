@@ -22,15 +22,11 @@ from click.testing import CliRunner
 from comfy_driver import run_series
 from comfy_driver.cli import main
 from comfy_driver.media.ffmpeg import ffmpeg_exe
-from comfy_driver.models.catalog import bundled_catalog
-from comfy_driver.models.lock import load_lock
 from comfy_driver.pipeline.control import RunOptions
 from comfy_driver.sim.executor import Timing
 
-from .conftest import MODELS_LOCK
 from .fakecloud import KEY, FakeCloud
 from .simproc import SimProcess
-from .v2proxy import ProxyProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = """\
@@ -56,24 +52,9 @@ def successes(log: list[dict[str, Any]]) -> list[str]:
     return [f["graph"] for f in log if f["status"] == "success"]
 
 
-@pytest.fixture
-def v2_sim(sim_factory: Any) -> Any:
-    """make(timing) -> (sim, proxy): a simulator playing ComfyUI 0.33.0 behind the real comfy-api-proxy."""
-    proxies: list[ProxyProcess] = []
-
-    def make(timing: Timing | None = None) -> tuple[Any, ProxyProcess]:
-        sim = sim_factory(timing=timing, catalog=bundled_catalog(load_lock(MODELS_LOCK), "0.33.0"))
-        proxies.append(ProxyProcess(sim.url))
-        return sim, proxies[-1]
-
-    yield make
-    for proxy in proxies:
-        proxy.stop()
-
-
-def test_a_mixed_pool_keeps_every_target_busy_and_a_killed_one_loses_nothing(tmp_path: Path, v2_sim: Any) -> None:
+def test_a_mixed_pool_keeps_every_target_busy_and_a_killed_one_loses_nothing(tmp_path: Path, behind_proxy: Any) -> None:
     natives = [SimProcess(tmp_path / f"n{i}", time_scale=0.02) for i in range(2)]
-    sim, proxy = v2_sim(Timing.realistic(0.02))
+    sim, proxy = behind_proxy(Timing.realistic(0.02))
     path = many_scenes(tmp_path, 3, 10)
     killed: dict[str, Any] = {}
 
@@ -171,9 +152,9 @@ KILLING_DRIVER = textwrap.dedent("""\
 
 
 @pytest.mark.parametrize("when", ["submit", "download"])
-def test_a_driver_killed_mid_submit_or_download_reattaches_to_its_v2_job(tmp_path: Path, v2_sim: Any,
+def test_a_driver_killed_mid_submit_or_download_reattaches_to_its_v2_job(tmp_path: Path, behind_proxy: Any,
                                                                          when: str) -> None:
-    sim, proxy = v2_sim()
+    sim, proxy = behind_proxy()
     path = many_scenes(tmp_path, 1, 1)
     args = ["run", str(path), "--server", f"v2+{proxy.url}"]
     killed = subprocess.run([sys.executable, "-c", KILLING_DRIVER, when, *args], cwd=ROOT, capture_output=True,
@@ -193,12 +174,12 @@ def test_a_driver_killed_mid_submit_or_download_reattaches_to_its_v2_job(tmp_pat
         assert os.path.getsize(clip) > 512  # the partial file was resumed, not the job redone
 
 
-def test_the_animate_example_renders_through_the_real_proxy(tmp_path: Path, v2_sim: Any) -> None:
+def test_the_animate_example_renders_through_the_real_proxy(tmp_path: Path, behind_proxy: Any) -> None:
     """The bundled Wan 2.2 Animate series (a character image and a driving video sent as assets, windows
     and stages chained) on a v2 target alone."""
     import shutil
 
-    sim, proxy = v2_sim()
+    sim, proxy = behind_proxy()
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     result = CliRunner().invoke(main, ["run", str(tmp_path / "examples" / "wan_animate.yaml"), "--server",
                                        f"v2+{proxy.url}", "--json"])
@@ -212,8 +193,8 @@ def test_the_animate_example_renders_through_the_real_proxy(tmp_path: Path, v2_s
     assert "validation skipped" in result.output  # the proxy alone names no node catalogue
 
 
-def test_doctor_reports_on_every_target_of_a_series(tmp_path: Path, sim: Any, v2_sim: Any) -> None:
-    behind, proxy = v2_sim()
+def test_doctor_reports_on_every_target_of_a_series(tmp_path: Path, sim: Any, behind_proxy: Any) -> None:
+    behind, proxy = behind_proxy()
     path = tmp_path / "series.yaml"
     path.write_text(HEAD.replace("episodes:\n", f"servers:\n  - {sim.url}\n  - {{url: '{proxy.url}', api: v2, "
                                  f"native: '{behind.url}'}}\nepisodes:\n  - scenes: [{{prompt: a}}]\n"))
@@ -222,3 +203,12 @@ def test_doctor_reports_on_every_target_of_a_series(tmp_path: Path, sim: Any, v2
     native, v2 = result.output.split(f"== v2+{proxy.url}")
     assert native.startswith(f"== {sim.url}") and "all backends ready" in native
     assert f"node catalogue: the node catalogue of {behind.url}" in v2 and "validation skipped" not in v2
+
+
+def test_a_dry_run_validates_for_a_v2_target(tmp_path: Path, behind_proxy: Any) -> None:
+    _, proxy = behind_proxy()
+    result = CliRunner().invoke(main, ["run", str(many_scenes(tmp_path, 1, 2)), "--dry-run", "--server",
+                                       f"v2+{proxy.url}"])
+    assert result.exit_code == 0, result.output
+    assert "2 scene(s) valid; nothing submitted" in result.output
+    assert requests.get(f"{proxy.url}/api/v2/jobs", timeout=5).json()["jobs"] == []

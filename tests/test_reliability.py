@@ -16,7 +16,7 @@ import pytest
 from comfy_driver.comfy.client import file_sha256
 from comfy_driver.config.series import load_series
 from comfy_driver.pipeline.plan import SceneKey, StepKey, build_plan
-from comfy_driver.pipeline.lane import ServerGone
+from comfy_driver.pipeline.messages import ServerGone
 from comfy_driver.pipeline.control import RunOptions
 from comfy_driver.pipeline.supervisor import Supervisor
 from comfy_driver.pipeline.state import StateStore

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,10 @@ from comfy_driver.comfy.v2http import V2Error, WorkflowRefused
 from comfy_driver.models.catalog import bundled_catalog
 from comfy_driver.models.lock import load_lock
 from comfy_driver.sim.executor import Timing
-from comfy_driver.sim.server import SimServer
 
 from .conftest import IMAGE_GRAPH, MODELS_LOCK
-from .v2proxy import ProxyProcess
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def behind_proxy(sim_factory: Any) -> Iterator[Any]:
-    """make(timing) -> (sim, proxy): a simulator playing ComfyUI 0.33.0 and the real proxy in front of it."""
-    proxies: list[ProxyProcess] = []
-
-    def make(timing: Timing | None = None, catalog: Any = None) -> tuple[SimServer, ProxyProcess]:
-        sim = sim_factory(timing=timing, catalog=catalog or bundled_catalog(load_lock(MODELS_LOCK), "0.33.0"))
-        proxies.append(ProxyProcess(sim.url))
-        return sim, proxies[-1]
-
-    yield make
-    for proxy in proxies:
-        proxy.stop()
 
 
 def test_a_job_runs_through_the_proxy_with_uploads_progress_and_downloads(behind_proxy: Any, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from comfy_driver.cli.base import (
-    FiniteRange, _client, _simulated, _stop_on_signals, connection_options, handle_errors, main, simulate_option,
+    FiniteRange, _simulated, _stop_on_signals, connection_options, handle_errors, main, simulate_option,
 )
 from comfy_driver.cli.publish import open_for_run, publish_report
 from comfy_driver.errors import UserError
@@ -119,9 +119,14 @@ def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any
     from comfy_driver.pipeline.plan import build_plan
     from comfy_driver.pipeline.preflight import preflight
 
-    # GUI-saved templates are converted with the catalogue of the server that will run them.
-    catalog = _client(servers[0], settings).catalog() if servers else None
-    facts = read_servers(servers, settings) if uses_auto(loaded.scenes, backend) else None
+    from comfy_driver.api import target_catalog
+    from comfy_driver.comfy.target import parse_target
+
+    targets = [parse_target(s, where="--server") for s in servers]
+    # GUI-saved templates are converted with the catalogue of the target that will run them.
+    catalog = target_catalog(targets[0], settings) if targets else None
+    natives = [t.url for t in targets if not t.is_v2]
+    facts = read_servers(natives, settings) if uses_auto(loaded.scenes, backend) else None
     plan = build_plan(loaded, backend, catalog, servers=facts)
     preflight(plan, catalog or bundled_catalog(load_lock(models_lock())))
     described = plan.to_json()

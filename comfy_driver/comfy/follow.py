@@ -2,8 +2,9 @@
 
 Rules (PROTOCOL_FACTS): the server sends `execution_success`, then stores the history entry, then
 sends `executing` with node null; so a prompt is finished at `executing: null` (or an error /
-interrupt), and its outputs are read from /history, which lists cached output nodes too. A history
-entry not there yet is polled for. After a websocket drop, or a long silence, every unfinished
+interrupt), and its outputs are read from /history, which lists cached output nodes too (a history
+entry not there yet is polled for), unless the socket already told everything: execution_success and an
+`executed` event from every output node. After a websocket drop, or a long silence, every unfinished
 prompt is recovered from /history and /queue; one in neither is reported lost (server restarted).
 """
 
@@ -209,6 +210,8 @@ class Follower:
             if event.node is None:
                 watch.ended = True
                 self._finished.append(watch)
+                if self._heard_all(watch):
+                    self._succeed_from_events(watch)
             else:
                 watch.node, watch.step = event.node, None
         elif isinstance(event, Progress):
@@ -222,6 +225,18 @@ class Follower:
         elif isinstance(event, ExecutionInterrupted):
             watch.failure, watch.failure_kind = event.model_dump(by_alias=True), "interrupted"
         return watch
+
+    @staticmethod
+    def _heard_all(watch: Watch) -> bool:
+        """A success whose every output node reported its files on the socket (`executed`, sent after
+        the files are written): its outcome is known without reading /history."""
+        return (watch.finished_ms is not None and watch.failure is None and bool(watch.output_nodes)
+                and watch.output_nodes <= watch.executed.keys())
+
+    def _succeed_from_events(self, watch: Watch) -> None:
+        outputs = {node: out for node, out in watch.executed.items() if out}
+        self._done(watch, result=PromptResult(watch.prompt_id, outputs, collect_outputs(outputs), watch.cached,
+                                              watch.started_ms, watch.finished_ms))
 
     def _done(self, watch: Watch, *, result: PromptResult | None = None, error: DriveError | None = None) -> None:
         watch.done, watch.result, watch.error = True, result, error
@@ -284,9 +299,7 @@ class Follower:
         if (watch.finished_ms is not None or watch.succeeded_before or all_written) and watch.failure is None:
             # It succeeded (or wrote all its files), but the server lost its history (a restart): its
             # `executed` events name the files, which a restart does not delete.
-            outputs = {node: out for node, out in watch.executed.items() if out}
-            self._done(watch, result=PromptResult(watch.prompt_id, outputs, collect_outputs(outputs), watch.cached,
-                                                  watch.started_ms, watch.finished_ms))
+            self._succeed_from_events(watch)
             return
         self._done(watch, error=PromptLost(
             f"{self.client.address.display} no longer knows prompt {watch.prompt_id} "

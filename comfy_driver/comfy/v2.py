@@ -41,7 +41,7 @@ from comfy_driver.comfy.target import Target, parse_target
 from comfy_driver.comfy.v2assets import asset_ref, put_asset
 from comfy_driver.comfy.v2download import fetch_resumable
 from comfy_driver.comfy.v2http import V2Error, V2Http, WorkflowRefused
-from comfy_driver.errors import DriveError, JobTimeout, RunError
+from comfy_driver.errors import DriveError, JobTimeout
 
 LABEL = "comfy-drive:"  # the metadata label that carries a job's idempotency key
 TERMINAL = ("succeeded", "failed", "canceled", "expired")

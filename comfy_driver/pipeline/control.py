@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, PromptRejected
@@ -17,6 +18,7 @@ from comfy_driver.errors import RunError
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import ScenePlan
 from comfy_driver.pipeline.report import RunReport
+from comfy_driver.pipeline.state import StateStore
 
 if TYPE_CHECKING:
     from comfy_driver.pipeline.supervisor import Supervisor
@@ -95,3 +97,14 @@ class SceneRun:
     status: str = "todo"  # todo | running | done | skipped | failed | stopped
     error: str | None = None
     error_kind: str | None = None
+
+    def clip(self, state: StateStore) -> tuple[Path, str, str] | None:
+        """The scene's clip when it is done: its path, sha256 and the backend that made it."""
+        if self.status not in ("done", "skipped"):
+            return None
+        route = self.plan.routes[self.route]
+        last = route.steps[-1]
+        st = state.step(last.key)
+        if st is None or not st.clip:
+            return None
+        return last.folder / st.clip, next(o["sha256"] for o in st.outputs if o["file"] == st.clip), route.backend

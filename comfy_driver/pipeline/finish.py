@@ -23,6 +23,8 @@ from comfy_driver.comfy.follow import Follower, PromptResult, Watch
 from comfy_driver.comfy.outputs import OutputFile
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.messages import Attempt
+from comfy_driver.pipeline.plan import PlannedStep
+from comfy_driver.pipeline.state import DONE, StateStore, StepState
 
 MANIFEST = ".step.json"
 
@@ -134,3 +136,21 @@ def intact(folder: Path, outputs: list[dict[str, Any]]) -> bool:
         if not path.is_file() or path.stat().st_size != out["size"] or file_sha256(path) != out["sha256"]:
             return False
     return bool(outputs)
+
+
+def recognise(state: StateStore, step: PlannedStep) -> StepState | None:
+    """The step's state if it is finished with this identity and its files are intact (a step the
+    state file does not know, but whose manifest on disk matches, is recorded as finished)."""
+    st = state.ensure(step.key, step.label, step.identity)
+    if st.status == DONE and intact(step.folder, st.outputs):
+        return st
+    found = read_manifest(step.folder, step.identity)
+    if found is not None:
+        clip, outputs = found
+        state.done(step.key, started_at=st.started_at, finished_at=st.finished_at or time.time(),
+                   server_ms=st.server_ms, cached_nodes=st.cached_nodes, clip=clip, outputs=outputs)
+        state.event(step.key, "recognised", "its files on disk match its manifest")
+        return state.step(step.key)
+    if st.status == DONE:
+        state.reset(step.key, "a finished output file is missing or changed on disk")
+    return None

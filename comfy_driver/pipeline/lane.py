@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,10 @@ from comfy_driver.comfy.stream import EventStream
 from comfy_driver.comfy.target import Target
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.finish import Outcome, finish
-from comfy_driver.pipeline.messages import (Attempt, Crashed, Ended, LaneBase, LaneGone, Rejected, Requeue, Say, Seen,
-                                            ServerGone, Stalled, Submitted, Unqueued)
+from comfy_driver.pipeline.messages import (Attempt, Closing, Crashed, Ended, LaneBase, LaneGone, Rejected, Requeue,
+                                            Seen, Submitted, Unqueued)
 from comfy_driver.pipeline.plan import Plan
 from comfy_driver.pipeline.preflight import preflight
-from comfy_driver.units import fmt_seconds
 
 
 # ------------------------------------------------------------------------------------------------- commands
@@ -56,26 +54,19 @@ class _Close:
     pass
 
 
-class _Closing(Exception):
-    pass
-
-
 class Lane(LaneBase):
     def __init__(self, target: Target, client_id: str, post: Callable[[object], None], *, capacity: int,
                  server_timeout: float, move_after: float, settings: Settings,
                  on_event: Callable[[str, Watch | None, Event], None] | None = None) -> None:
-        super().__init__(target, capacity)
+        super().__init__(target, capacity, post, server_timeout=server_timeout, move_after=move_after)
         self.client = ComfyClient(target.url, settings=settings)
         self.name = self.client.address.display
-        self.post = post
-        self.server_timeout, self.move_after = server_timeout, move_after
         self.on_event = on_event  # called on this lane's thread, which owns the watch it is given
         self.stream = EventStream(self.client.address, client_id, settings=settings)
         self.follower = Follower(self.client, self.stream)
         self._inbox: queue.Queue[Any] = self.stream.events  # the socket's events and our commands: one wait
-        self._closing = threading.Event()
-        self._abandon = threading.Event()
         self._attempts: dict[str, Attempt] = {}
+        self._shown: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {}  # last Seen, per prompt
         self._current: str = f"following prompts on {self.name}"
         self._thread = threading.Thread(target=self._run, name=f"lane {self.name}", daemon=True)
 
@@ -98,9 +89,6 @@ class Lane(LaneBase):
 
     def interrupt(self) -> None:
         self._inbox.put(_Interrupt())
-
-    def abandon(self) -> None:
-        self._abandon.set()
 
     def finish(self, attempt: Attempt, handle: Any, retries: int, root: Path) -> Outcome:
         return finish(self.client, self.follower, attempt, handle, retries, root)
@@ -132,7 +120,7 @@ class Lane(LaneBase):
                     self._wait_for_server()
                     self.follower.recover()
                     self._handle(None)
-        except _Closing:
+        except Closing:
             pass
         except DriveError as exc:
             self.post(LaneGone(self, exc))
@@ -171,10 +159,14 @@ class Lane(LaneBase):
                 if self.on_event is not None:
                     self.on_event(self.stream.client_id, watch, event)
                 attempt = self._attempts.get(watch.prompt_id) if watch is not None else None
-                self.post(Seen(self, attempt, watch.node_title if watch else "", watch.step if watch else None,
-                               watch.started_at if watch else None))
+                if attempt is not None and watch is not None:  # only what progress shows, when it changes
+                    shown = (watch.node_title, watch.step, watch.started_at)
+                    if self._shown.get(watch.prompt_id) != shown:
+                        self._shown[watch.prompt_id] = shown
+                        self.post(Seen(self, attempt, *shown))
             for w in ended:
                 self.follower.forget(w.prompt_id)
+                self._shown.pop(w.prompt_id, None)
                 self.post(Ended(self, self._attempts.pop(w.prompt_id), w))
             if isinstance(item, Disconnected) and self._attempts:
                 self._wait_for_server()  # gone for good (a timeout) or back: then recover what was missed
@@ -247,35 +239,9 @@ class Lane(LaneBase):
         removed = []
         for pid in ours:
             self.follower.forget(pid)
+            self._shown.pop(pid, None)
             removed.append(self._attempts.pop(pid))
         self.post(Unqueued(self, removed))
 
     def _wait_for_server(self) -> None:
-        """The server stopped answering: wait for it, visibly, up to server_timeout."""
-        since = time.monotonic()
-        shown, stalled = -5.0, False
-        while True:
-            try:
-                self.client.system_stats()
-                if time.monotonic() - since > 1:
-                    self.post(Say(f"{self.name} is back after {fmt_seconds(time.monotonic() - since)}"))
-                return
-            except ServerUnreachable:
-                down = time.monotonic() - since
-                if self._abandon.is_set():
-                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; its work moves to the "
-                                     "other servers") from None
-                if down >= self.move_after and not stalled:
-                    stalled = True
-                    self.post(Stalled(self))
-                if down > self.server_timeout:
-                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
-                                     f"{len(self._attempts)} prompt(s) still submitted there; finished scenes are kept",
-                                     hint="start the server (or pass another --server) and run the same command "
-                                          "again to resume") from None
-                if down - shown >= 5:
-                    shown = down
-                    self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
-                                  f"{fmt_seconds(self.server_timeout)})"))
-                if self._closing.wait(min(0.5, self.move_after / 4)):
-                    raise _Closing from None
+        self._wait_until_back(self.client.system_stats, f"{len(self._attempts)} prompt(s)")

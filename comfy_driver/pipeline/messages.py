@@ -12,15 +12,21 @@ Decisions:
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.target import Target
 from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.plan import Plan, PlannedStep
+from comfy_driver.pipeline.state import SUBMITTED, StepState
 from comfy_driver.pipeline.steps import Rendered
+from comfy_driver.units import fmt_seconds
 
 if TYPE_CHECKING:
     from comfy_driver.pipeline.finish import Outcome
@@ -43,19 +49,42 @@ class Attempt:
     made: dict[str, Any] | None = None  # its outputs, if a previous run saw it succeed
     candidates: list[tuple[int, str]] = field(default_factory=list)  # state rebuilt: earlier attempts to look up
 
+    @classmethod
+    def next(cls, step: PlannedStep, rendered: Rendered, st: StepState, *, look_up: int = 0) -> Attempt:
+        """The step's next attempt: the one a previous run left submitted (same graph), followed again;
+        else a new one. With `look_up` (the state was rebuilt), the ids of that many earlier attempts are
+        looked up on the target before anything is sent."""
+        if st.status == SUBMITTED and st.prompt_id and st.graph_hash == rendered.graph_hash:
+            return cls(step, rendered, st.attempts, st.prompt_id, st.server, attached=True, made=st.server_outputs)
+        number = st.attempts + 1
+        attempt = cls(step, rendered, number, step.prompt_id(step.spec.series, rendered.graph_hash, number))
+        if look_up and st.attempts == 0:
+            attempt.candidates = [(n, step.prompt_id(step.spec.series, rendered.graph_hash, n))
+                                  for n in range(1, look_up + 1)]
+        return attempt
+
     def renumber(self, number: int) -> None:
         """Become attempt `number` (a new prompt id or key), to be recorded before it is sent."""
         self.number, self.attached, self.candidates = number, False, []
         self.prompt_id = self.step.prompt_id(self.step.spec.series, self.rendered.graph_hash, number)
 
 
-class LaneBase(ABC):
-    """One render target as the supervisor sees it."""
+class Closing(Exception):
+    """Raised inside a lane's threads when the run closes it: they end quietly."""
 
-    def __init__(self, target: Target, capacity: int) -> None:
+
+class LaneBase(ABC):
+    """One render target as the supervisor sees it, and what every kind of lane does alike."""
+
+    def __init__(self, target: Target, capacity: int, post: Callable[[object], None], *, server_timeout: float,
+                 move_after: float) -> None:
         self.target = target
         self.name = target.display
         self.capacity = capacity  # prompts kept on the target: queue-ahead (native) or concurrent jobs (v2)
+        self.post = post  # to the supervisor's queue
+        self.server_timeout, self.move_after = server_timeout, move_after
+        self._closing = threading.Event()
+        self._abandon = threading.Event()
         self.held: set[Attempt] = set()  # the supervisor's: the attempts on this lane
         self.gone = False  # the supervisor's: it went away (or was given up); its work moved
         self.refusing: DriveError | None = None  # the supervisor's: it takes no new work (no credits left)
@@ -91,9 +120,40 @@ class LaneBase(ABC):
     @abstractmethod
     def interrupt(self) -> None: ...
 
-    @abstractmethod
     def abandon(self) -> None:
         """Stop waiting for an unreachable target: answer with `LaneGone` (its work moves elsewhere)."""
+        self._abandon.set()
+
+    def _wait_until_back(self, ping: Callable[[], object], holding: str) -> None:
+        """The target stopped answering: `ping` it until it answers, saying so every 5 s. After
+        `move_after` the supervisor hears `Stalled` (and may `abandon` the lane); after `server_timeout`,
+        or once abandoned, `ServerGone` ends the lane. `holding` says what is left on the target."""
+        since, shown, stalled = time.monotonic(), -5.0, False
+        while True:
+            try:
+                ping()
+                if time.monotonic() - since > 1:
+                    self.post(Say(f"{self.name} is back after {fmt_seconds(time.monotonic() - since)}"))
+                return
+            except ServerUnreachable:
+                down = time.monotonic() - since
+            if self._abandon.is_set():
+                raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; its work moves to the "
+                                 "other targets")
+            if down >= self.move_after and not stalled:
+                stalled = True
+                self.post(Stalled(self))
+            if down > self.server_timeout:
+                raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
+                                 f"{holding} still there; finished scenes are kept",
+                                 hint="start it again (or pass another --server) and run the same command again to "
+                                      "resume: what is left there is re-attached")
+            if down - shown >= 5:
+                shown = down
+                self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
+                              f"{fmt_seconds(self.server_timeout)})"))
+            if self._closing.wait(min(0.5, self.move_after / 4)):
+                raise Closing
 
     @abstractmethod
     def finish(self, attempt: Attempt, handle: Any, retries: int, root: Path) -> Outcome:

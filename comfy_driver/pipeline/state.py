@@ -1,7 +1,8 @@
 """The run state store: one SQLite file (WAL) in the series' output folder, written by one owner.
 
 The plan, every step's identity, prompt id, server, status, timings, attempts, errors and outputs
-(with sha256), and every episode, are recorded as they change, one transaction per change. Keys
+(with sha256), and every episode, are recorded as they change, one transaction per change (or per
+batch of changes that come together). Keys
 are typed: a step is (episode, scene, route, index) in columns of their own, never a string parsed
 back. An output is identified by its node, subfolder and file name, as the server names it.
 
@@ -16,7 +17,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,13 @@ def _k(key: StepKey) -> tuple[str, str, int, int]:
 
 
 class StateStore:
-    """Only the supervisor's thread writes; one transaction per change."""
+    """Only the supervisor's thread writes; one transaction per change, or per `batch`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._batched = False
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -117,15 +119,44 @@ class StateStore:
 
     def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
         try:
+            if self._batched:
+                for sql, args in statements:
+                    self.db.execute(sql, args)
+                return
             self.db.execute("BEGIN IMMEDIATE")
             for sql, args in statements:
                 self.db.execute(sql, args)
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            if self.db.in_transaction:
+            if self.db.in_transaction and not self._batched:
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
             raise _write_failure(exc, self.path) from None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The changes made inside, in one transaction: for changes that come together (a run's first look
+        at every step; a prompt's outputs and its being done). Each change is complete in itself, so what
+        was written before an error is committed; a commit costs more than the statements of a change."""
+        if self._batched:
+            yield
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _write_failure(exc, self.path) from None
+        self._batched = True
+        try:
+            yield
+        finally:
+            self._batched = False
+            try:
+                if self.db.in_transaction:  # (a failed write may have ended it)
+                    self.db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise _write_failure(exc, self.path) from None
 
     # --------------------------------------------------------------------------------------------- plan
     def save_plan(self, plan: dict[str, Any]) -> None:
@@ -188,16 +219,20 @@ class StateStore:
                      (json.dumps(server_outputs), started_at, time.time(), *_k(key))))
 
     def done(self, key: StepKey, *, started_at: float | None, finished_at: float, server_ms: int | None,
-             cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]]) -> None:
+             cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]],
+             server_outputs: dict[str, Any] | None = None) -> None:
+        """The step's files are downloaded and intact (with what the server listed, if given: `ended`
+        and `done` in one transaction)."""
         statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key))]
         statements += [("INSERT INTO outputs (episode, scene, route, idx, node_id, subfolder, filename, file, sha256, "
                          "size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (*_k(key), o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"], o["size"]))
                        for o in outputs]
         self._write(("UPDATE steps SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, cached_nodes = ?, "
-                     "clip = ?, error = NULL, error_kind = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND "
-                     "route = ? AND idx = ?", (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip,
-                                               time.time(), *_k(key))),
+                     "clip = ?, error = NULL, error_kind = NULL, server_outputs = COALESCE(?, server_outputs), "
+                     "updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
+                     (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip,
+                      None if server_outputs is None else json.dumps(server_outputs), time.time(), *_k(key))),
                     *statements, self._event_sql(key, "done", clip))
 
     def failed(self, key: StepKey, error: str, kind: str, *, started_at: float | None = None) -> None:

@@ -17,7 +17,6 @@ step and the task. Running prompts stay recorded as submitted, so the next run r
 from __future__ import annotations
 
 import queue
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from comfy_driver.pipeline import messages as msg
 from comfy_driver.pipeline.control import RunControl, RunFailed, RunOptions, RunStopped, SceneRun, error_kind
 from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
 from comfy_driver.pipeline.outlock import IDENTITY_NAME, claim_output
-from comfy_driver.pipeline.finish import MANIFEST, Outcome, intact, read_manifest
+from comfy_driver.pipeline.finish import MANIFEST, Outcome, recognise
 from comfy_driver.pipeline.messages import Attempt, LaneBase
 from comfy_driver.pipeline.plan import Plan, PlannedStep
 from comfy_driver.pipeline.progress import Progress
@@ -43,7 +42,7 @@ from comfy_driver.pipeline.report import RunReport, now_iso
 from comfy_driver.pipeline.reporting import run_report
 from comfy_driver.pipeline.schedule import pick, workflow_of
 from comfy_driver.pipeline.targets import open_lanes
-from comfy_driver.pipeline.state import DONE, SUBMITTED, StateStore, StepState, open_state
+from comfy_driver.pipeline.state import StateStore, open_state
 
 
 @dataclass
@@ -115,8 +114,9 @@ class Supervisor:
         self._state, self._rebuilt = open_state(layout.state_db, self.progress.message, claimed_before=claimed_before)
         try:
             self.state.save_plan(self.plan.to_json())
-            for scene in self.plan.scenes:
-                self._classify(self.scenes[scene.key])
+            with self.state.batch():  # the first look at every step: one transaction, not one per step
+                for scene in self.plan.scenes:
+                    self._classify(self.scenes[scene.key])
             self.progress.prompts_left = sum(a.step.count - a.step.key.index for a in self._ready)
             if self._ready:
                 self._lanes, self._gone = open_lanes(self.plan, self.targets, self.options, self._inbox.put,
@@ -170,23 +170,6 @@ class Supervisor:
         return any(lane.open for lane in live) and (bool(self._ready) or any(lane.inflight for lane in live))
 
     # --------------------------------------------------------------------------------------------- resume
-    def _done(self, step: PlannedStep) -> StepState | None:
-        """The step's state if it is finished with this identity and its files are intact (a step the
-        state file does not know, but whose manifest on disk matches, is recorded as finished)."""
-        st = self.state.ensure(step.key, step.label, step.identity)
-        if st.status == DONE and intact(step.folder, st.outputs):
-            return st
-        found = read_manifest(step.folder, step.identity)
-        if found is not None:
-            clip, outputs = found
-            self.state.done(step.key, started_at=st.started_at, finished_at=st.finished_at or time.time(),
-                            server_ms=st.server_ms, cached_nodes=st.cached_nodes, clip=clip, outputs=outputs)
-            self.state.event(step.key, "recognised", "its files on disk match its manifest")
-            return self.state.step(step.key)
-        if st.status == DONE:
-            self.state.reset(step.key, "a finished output file is missing or changed on disk")
-        return None
-
     def _classify(self, run: SceneRun) -> None:
         """Kept (done before, files intact), or started at its first step not done."""
         scene = run.plan
@@ -197,7 +180,7 @@ class Supervisor:
                 (step.folder / MANIFEST).unlink(missing_ok=True)
         else:
             for i, route in enumerate(scene.routes):
-                if self._done(route.steps[-1]) is not None:
+                if recognise(self.state, route.steps[-1]) is not None:
                     run.status, run.route = "skipped", i
                     self.progress.scene_done(None)
                     self.progress.message(f"scene {scene.index}/{len(self.scenes)} {scene.key}: already done, kept")
@@ -213,25 +196,16 @@ class Supervisor:
             self.progress.message(f"scene {run.plan.key}: {route.note}")
         clip = None
         for step in route.steps:
-            st = self._done(step)
+            st = recognise(self.state, step)
             if st is None:
                 self._schedule(step, clip)
                 return
             clip = step.folder / st.clip if st.clip else None
 
     def _schedule(self, step: PlannedStep, clip: Any) -> None:
-        rendered = step.render(clip)
         st = self.state.ensure(step.key, step.label, step.identity)
-        series = self.plan.series
-        if st.status == SUBMITTED and st.prompt_id and st.graph_hash == rendered.graph_hash:
-            attempt = Attempt(step, rendered, st.attempts, st.prompt_id, st.server, attached=True, made=st.server_outputs)
-        else:
-            number = st.attempts + 1
-            attempt = Attempt(step, rendered, number, step.prompt_id(series, rendered.graph_hash, number))
-            if self._rebuilt and st.attempts == 0:
-                attempt.candidates = [(n, step.prompt_id(series, rendered.graph_hash, n))
-                                      for n in range(1, self.options.max_lost_resubmits + 3)]
-        self._ready.append(attempt)
+        self._ready.append(Attempt.next(step, step.render(clip), st, look_up=self.options.max_lost_resubmits + 2
+                                        if self._rebuilt else 0))
 
     # --------------------------------------------------------------------------------------------- dispatch
     def _dispatch(self) -> None:
@@ -276,6 +250,9 @@ class Supervisor:
     def _handle(self, item: Any) -> None:
         try:
             self._on(item)
+        except HALTING as exc:  # the disk is full (or read-only) under the state file: stop, keep what is done
+            self._halted = self._halted or exc
+            self._begin_stop(exc.message)
         except DriveError as exc:
             if not isinstance(item, _Result):
                 raise
@@ -421,9 +398,8 @@ class Supervisor:
         if isinstance(error, PromptLost) and a.number <= self.options.max_lost_resubmits and self._stopping is None:
             self.progress.message(f"{step.name}: {error}; submitting it again")
             self.state.event(step.key, "lost", str(error))
-            number = a.number + 1
-            self._ready.appendleft(Attempt(step, a.rendered, number,
-                                           step.prompt_id(self.plan.series, a.rendered.graph_hash, number)))
+            a.renumber(a.number + 1)
+            self._ready.appendleft(a)
             self._dispatch()
             return
         if isinstance(error, Interrupted) and self._stopping is not None:
@@ -435,7 +411,6 @@ class Supervisor:
             return
         result = outcome.result
         assert result is not None
-        self.state.ended(step.key, result.outputs, outcome.started_at)
         if isinstance(outcome.download_error, HALTING):  # nothing more can be written: stop, keep what is done
             self._halted = self._halted or outcome.download_error
             self._begin_stop(outcome.download_error.message)
@@ -445,6 +420,7 @@ class Supervisor:
             self._dispatch()
             return
         if outcome.download_error is not None:  # the outputs are still on the server: the next run fetches them
+            self.state.ended(step.key, result.outputs, outcome.started_at)
             self.state.event(step.key, "download failed", str(outcome.download_error))
             self.progress.message(f"{step.name}: {outcome.download_error} (the next run downloads it again, "
                                   "without rendering)")
@@ -455,7 +431,7 @@ class Supervisor:
         self.progress.prompt_done(outcome.finished_at - outcome.started_at if outcome.started_at else None)
         self.state.done(step.key, started_at=outcome.started_at or outcome.finished_at,
                         finished_at=outcome.finished_at, server_ms=server_ms, cached_nodes=result.cached_nodes,
-                        clip=outcome.clip, outputs=outcome.outputs)
+                        clip=outcome.clip, outputs=outcome.outputs, server_outputs=result.outputs)
         where = f"scene {run.plan.index}/{len(self.scenes)} {step.name}"
         route = run.plan.routes[run.route]
         if not step.last:
@@ -508,18 +484,10 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
-        clips, digests, backends = [], [], []
-        for key in episode.scenes:
-            run = self.scenes[key]
-            if run.status not in ("done", "skipped"):
-                return
-            backends.append(run.plan.routes[run.route].backend)
-            last = run.plan.routes[run.route].steps[-1]
-            st = self.state.step(last.key)
-            if st is None or not st.clip:
-                return
-            clips.append(last.folder / st.clip)
-            digests.append(next(o["sha256"] for o in st.outputs if o["file"] == st.clip))
+        found = [self.scenes[key].clip(self.state) for key in episode.scenes]
+        if any(f is None for f in found):
+            return
+        clips, digests, backends = (list(column) for column in zip(*found))
         _, sha, known = self.state.episode(episode_id)
         fps = episode_fps({self.scenes[k].plan.spec.fps for k in episode.scenes})
         self._spawn(f"episode {episode_id}: joining its clips", stitch,

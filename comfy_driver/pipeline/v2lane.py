@@ -36,17 +36,12 @@ from comfy_driver.comfy.v2download import fetch_resumable
 from comfy_driver.comfy.v2http import Busy, InsufficientCredits, V2Error, WorkflowRefused
 from comfy_driver.errors import DriveError, JobTimeout
 from comfy_driver.pipeline.finish import Outcome, download
-from comfy_driver.pipeline.messages import (Attempt, Crashed, Ended, LaneBase, LaneGone, Refusing, Rejected, Requeue,
-                                            Say, Seen, ServerGone, Stalled, Submitted, Unqueued)
+from comfy_driver.pipeline.messages import (Attempt, Closing, Crashed, Ended, LaneBase, LaneGone, Refusing, Rejected,
+                                            Requeue, Say, Seen, ServerGone, Submitted, Unqueued)
 from comfy_driver.pipeline.plan import Plan
 from comfy_driver.pipeline.preflight import preflight
-from comfy_driver.units import fmt_seconds
 
 T = TypeVar("T")
-
-
-class _Closing(Exception):
-    pass
 
 
 @dataclass(eq=False)
@@ -62,17 +57,13 @@ class Running:
 class V2Lane(LaneBase):
     def __init__(self, target: Target, post: Callable[[object], None], *, capacity: int, server_timeout: float,
                  move_after: float, settings: Settings) -> None:
-        super().__init__(target, capacity)
+        super().__init__(target, capacity, post, server_timeout=server_timeout, move_after=move_after)
         self.client = V2Client(target, settings=settings)
-        self.post = post
-        self.server_timeout, self.move_after = server_timeout, move_after
         self._lock = threading.Lock()  # guards _jobs, _threads and _gave_up
         self._jobs: dict[Attempt, Running] = {}
         self._threads: list[threading.Thread] = []
         self._gave_up = False
         self._down = threading.Lock()  # held by the one thread waiting for an unreachable endpoint
-        self._closing = threading.Event()
-        self._abandon = threading.Event()
 
     # --------------------------------------------------------------------------------------------- supervisor side
     def check(self, plan: Plan) -> None:
@@ -102,9 +93,6 @@ class V2Lane(LaneBase):
         with self._lock:
             jobs = [r.job for r in self._jobs.values()]
         self._in_background(lambda: self._cancel(jobs, only_queued=False))
-
-    def abandon(self) -> None:
-        self._abandon.set()
 
     def close(self) -> None:
         self._closing.set()
@@ -167,7 +155,7 @@ class V2Lane(LaneBase):
         def guarded() -> None:
             try:
                 fn()
-            except (DriveError, _Closing):
+            except (DriveError, Closing):
                 pass  # a cancel that did not get through: the job ends as it would have
 
         threading.Thread(target=guarded, daemon=True, name=f"{self.name}: cancel").start()
@@ -188,7 +176,7 @@ class V2Lane(LaneBase):
             with self._lock:
                 self._jobs.pop(attempt, None)
             self.post(Ended(self, attempt, running))
-        except _Closing:
+        except Closing:
             pass
         except ServerGone as exc:
             with self._lock:
@@ -268,7 +256,7 @@ class V2Lane(LaneBase):
         job, node, step = running.job, "", None
         while not job.done and running.lost is None:
             if self._closing.is_set() or self._gave_up:
-                raise _Closing
+                raise Closing
             try:
                 for event in job.events(timeout=2.0):  # then a look at whether the run closes
                     if isinstance(event, Started):
@@ -295,7 +283,7 @@ class V2Lane(LaneBase):
         """`call`, again after the endpoint comes back or a full queue has room."""
         while True:
             if self._closing.is_set() or self._gave_up:
-                raise _Closing
+                raise Closing
             try:
                 return call()
             except ServerUnreachable:
@@ -303,35 +291,13 @@ class V2Lane(LaneBase):
             except Busy as exc:
                 self.post(Say(f"{self.name} is busy ({exc.code or 'queue full'}); trying again"))
                 if self._closing.wait(5.0):
-                    raise _Closing from None
+                    raise Closing from None
 
     def _wait_for_target(self) -> None:
-        """The endpoint stopped answering: one thread waits for it, visibly; the others queue behind."""
+        """The endpoint stopped answering: one thread waits for it, the others queue behind and go on."""
         with self._down:
-            since, shown, stalled = time.monotonic(), -5.0, False
-            while True:
-                if self._gave_up:
-                    raise _Closing
-                try:
-                    self.client.check()
-                    if time.monotonic() - since > 1:
-                        self.post(Say(f"{self.name} is back after {fmt_seconds(time.monotonic() - since)}"))
-                    return
-                except ServerUnreachable:
-                    down = time.monotonic() - since
-                if self._abandon.is_set():
-                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; its work moves to the "
-                                     "other targets")
-                if down >= self.move_after and not stalled:
-                    stalled = True
-                    self.post(Stalled(self))
-                if down > self.server_timeout:
-                    raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
-                                     "jobs still submitted there; finished scenes are kept",
-                                     hint="run the same command again to resume (it re-attaches to those jobs)")
-                if down - shown >= 5:
-                    shown = down
-                    self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
-                                  f"{fmt_seconds(self.server_timeout)})"))
-                if self._closing.wait(min(0.5, self.move_after / 4)):
-                    raise _Closing
+            if self._gave_up:
+                raise Closing
+            with self._lock:
+                holding = f"{len(self._jobs)} job(s)"
+            self._wait_until_back(self.client.check, holding)

@@ -13,8 +13,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from comfy_driver import jsontext
 from comfy_driver.comfy.outputs import VIDEO_SUFFIXES
 from comfy_driver.errors import BadInputFile, UserError
@@ -37,6 +35,8 @@ def read_embedded(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: no such file")
     if suffix in VIDEO_SUFFIXES:
         return _from_video(path)
+    from PIL import Image, UnidentifiedImageError  # here: a run that replays nothing never loads Pillow
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only its text is read
