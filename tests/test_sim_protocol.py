@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -184,3 +185,45 @@ def test_misc_routes_answer(sim: SimServer) -> None:
         assert requests.get(sim.url + route, timeout=5).status_code == 200, route
     assert requests.get(f"{sim.url}/models/checkpoints", timeout=5).json() == sorted(
         ["sd_xl_turbo_1.0_fp16.safetensors", "svd_xt.safetensors"])
+
+
+def test_model_loads_are_counted_as_the_server_pays_them(sim: SimServer) -> None:
+    # A checkpoint is loaded when the previous prompt had not loaded it: A, A (loaded), B, A -> 3 loads.
+    def graph(ckpt: str, width: int) -> dict[str, Any]:
+        return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+                "2": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": 64, "batch_size": 1}},
+                "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
+                "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "loads/img"}}}
+
+    turbo, svd = "sd_xl_turbo_1.0_fp16.safetensors", "svd_xt.safetensors"
+    posts = [{"prompt": graph(turbo, 64)}, {"prompt": graph(turbo, 72)}, {"prompt": graph(svd, 64)},
+             {"prompt": graph(turbo, 64)}]
+    collect(sim, posts, until_done=4)
+    assert all(entry["status"]["status_str"] == "success" for entry in sim.history.values())
+    assert requests.get(f"{sim.url}/sim/stats", timeout=5).json()["model_loads"] == 3
+
+
+def test_late_wake_ups_do_not_add_up_over_a_samplers_steps(sim_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a busy machine every sleep wakes late: here by 30 ms each. Ten steps of 20 ms still take about
+    # 200 ms (plus one late wake-up), not ten times 50 ms.
+    from comfy_driver.sim import execution
+
+    async def late(delay: float) -> None:
+        await asyncio.sleep(delay + 0.03)
+
+    monkeypatch.setattr(execution, "_sleep", late)
+    sim = sim_factory(timing=Timing(step=0.02))
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}},
+             "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a fox", "clip": ["1", 1]}},
+             "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+             "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+                                                        "latent_image": ["3", 0], "seed": 1, "steps": 10, "cfg": 1.0,
+                                                        "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+             "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+             "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "late/img"}}}
+    pid = requests.post(f"{sim.url}/prompt", json={"prompt": graph}, timeout=10).json()["prompt_id"]
+    deadline = time.time() + 10
+    while pid not in sim.history and time.time() < deadline:
+        time.sleep(0.02)
+    stamps = dict((kind, data["timestamp"]) for kind, data in sim.history[pid]["status"]["messages"])
+    assert 200 <= stamps["execution_success"] - stamps["execution_start"] < 400

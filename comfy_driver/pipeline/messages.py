@@ -89,6 +89,7 @@ class LaneBase(ABC):
         self.gone = False  # the supervisor's: it went away (or was given up); its work moved
         self.refusing: DriveError | None = None  # the supervisor's: it takes no new work (no credits left)
         self.warm: str | None = None  # the supervisor's: the workflow it was last given (its models are loaded)
+        self.pooled = False  # one target of several: after move_after its work moves to the others
 
     @property
     def inflight(self) -> int:
@@ -150,8 +151,9 @@ class LaneBase(ABC):
                                       "resume: what is left there is re-attached")
             if down - shown >= 5:
                 shown = down
-                self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
-                              f"{fmt_seconds(self.server_timeout)})"))
+                then = (f"its work moves to the other targets after {fmt_seconds(self.move_after)}"
+                        if self.pooled and not stalled else f"giving up after {fmt_seconds(self.server_timeout)}")
+                self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; {then})"))
             if self._closing.wait(min(0.5, self.move_after / 4)):
                 raise Closing
 

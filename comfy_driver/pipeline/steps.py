@@ -199,8 +199,10 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
         done = window
         while done < spec.frames:
             length = min(window, spec.frames - done + carry)
+            # The offset is the frames made so far, as the previous window's video_frame_offset output
+            # would say: the node steps back over the carried frames itself (reads from done - carry).
             steps.append(Step(extend, f"{base} window {len(steps) + 1}",
-                              {"frames": length, "video_frame_offset": done - carry}, True))
+                              {"frames": length, "video_frame_offset": done}, True))
             done += length - carry
     for stage in stages:
         steps.append(Step(backends.stages[stage].workflow, stage, {}, True, stage))

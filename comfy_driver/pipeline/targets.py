@@ -55,5 +55,6 @@ def open_lanes(plan: Plan, targets: Sequence[Target], options: RunOptions, post:
     if not lanes:
         raise gone[0]
     for lane in lanes:
+        lane.pooled = len(lanes) > 1
         lane.start()
     return lanes, gone

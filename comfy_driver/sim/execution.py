@@ -75,6 +75,7 @@ class Execution:
     counters: Counters
     last_end: float | None
     idle_gaps: list[float]
+    model_loads: int
     finished_log: list[dict[str, Any]]
     executions: list[str]
     _wake: asyncio.Event | None
@@ -229,9 +230,13 @@ class Execution:
         t = self.timing
         seconds = t.per_class.get(class_type, t.node)
         fresh = [m for m in model_files(inputs) if m not in self.loaded_models]
+        self.model_loads += len(fresh)
         seconds += t.model_load * len(fresh)
+        # Durations are slept to deadlines from the node's start, so on a busy machine the late wake-ups
+        # of a sampler's steps do not add up: a node takes its simulated time, late by one wake-up at most.
+        clock = asyncio.get_running_loop().time() + seconds
         if seconds:
-            await asyncio.sleep(seconds)
+            await _until(clock)
         if class_type in SAMPLERS:
             steps = int(inputs.get("steps", 1)) if isinstance(inputs.get("steps"), (int, float)) else 1
             start = int(inputs.get("start_at_step", 0) or 0) if class_type == "KSamplerAdvanced" else 0
@@ -242,7 +247,8 @@ class Execution:
                 if self.interrupt_flag:
                     raise _Interrupted
                 if t.step:
-                    await asyncio.sleep(t.step)
+                    clock += t.step
+                    await _until(clock)
                 await state(node_id, float(k), float(total), "running")
                 # A latent preview per step: after `progress` in the legacy format (type 1), before it
                 # as type 4 with its JSON header to a client that negotiated preview metadata.
@@ -328,6 +334,15 @@ class Execution:
             return {"gifs": [{"filename": name, "subfolder": sub, "type": kind, "format": "video/h264-mp4",
                               "frame_rate": fps, "workflow": png, "fullpath": str(folder / name)}]}
         return {}
+
+
+async def _until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await _sleep(delay)
+
+
+_sleep = asyncio.sleep  # the one way simulated time passes
 
 
 def _ms() -> int:

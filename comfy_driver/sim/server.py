@@ -57,6 +57,7 @@ class SimServer(Execution):
         self.finished_log: list[dict[str, Any]] = []  # {prompt_id, graph, status, t}
         self.executions: list[str] = []  # prompt ids whose run started
         self.idle_gaps: list[float] = []
+        self.model_loads = 0  # model files loaded because the previous prompt had not loaded them (survives crashes)
         self._reset_state()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -186,7 +187,8 @@ class SimServer(Execution):
 
     async def sim_stats(self, request: web.Request) -> web.Response:
         return web.json_response({"submissions": self.submission_log, "finished": self.finished_log,
-                                  "idle_gaps": self.idle_gaps})
+                                  "idle_gaps": self.idle_gaps,
+                                  "model_loads": self.model_loads})
 
     async def sim_faults(self, request: web.Request) -> web.Response:
         self.faults = Faults(**(await request.json()))
