@@ -55,7 +55,10 @@ class Target(BaseModel):
     def _plain_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value if "://" in value else "http://" + value)
+        try:
+            parts = urlsplit(value if "://" in value else "http://" + value)
+        except ValueError:  # a malformed host ("[::zz]"): ServerAddress below says so in its words
+            parts = urlsplit("")
         if parts.username is not None or parts.password is not None:
             raise ValueError(f"{redact(value)!r}: no user:password in a target URL; keys come from key_env or "
                              "comfy-drive login")
