@@ -241,3 +241,21 @@ def test_waiting_for_an_unreachable_target_says_what_happens_next(pooled: bool, 
     finally:
         lane.close()
     assert [s.text for s in said if isinstance(s, Say)] == [f"waiting for http://gpu0:8188 (unreachable for 0:00; {then})"]
+
+
+def test_a_silent_target_gives_its_work_up_early_when_the_others_have_nothing_to_do(tmp_path: Path, sim: Any) -> None:
+    slow = SimProcess(tmp_path / "slow", time_scale=3.0)  # its scene runs for many seconds: killed mid-way
+    path = many_scenes(tmp_path, 1, 2)
+    threading.Thread(target=lambda: (slow.wait_until_running(), time.sleep(0.3), slow.proc.kill()),
+                     daemon=True).start()
+    started = time.monotonic()
+    try:
+        report = run_series(path, servers=[slow.url, sim.url],
+                            options=RunOptions(depth=1, move_after=60, server_timeout=120))
+    finally:
+        slow.proc.kill()
+        slow.proc.wait(10)
+    took = time.monotonic() - started
+    assert report.complete and [t.status for t in report.targets] == ["gone", "open"]
+    assert all(s.server == sim.url for s in report.scenes)
+    assert took < 30, took  # moved once the idle target had waited ~5 s, not after move_after (60 s)

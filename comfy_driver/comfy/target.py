@@ -57,9 +57,9 @@ class Target(BaseModel):
             return None
         try:
             parts = urlsplit(value if "://" in value else "http://" + value)
-        except ValueError:  # a malformed host ("[::zz]"): ServerAddress below says so in its words
-            parts = urlsplit("")
-        if parts.username is not None or parts.password is not None:
+        except ValueError:  # a malformed address: ServerAddress.parse below says what is wrong with it
+            parts = None
+        if parts is not None and (parts.username is not None or parts.password is not None):
             raise ValueError(f"{redact(value)!r}: no user:password in a target URL; keys come from key_env or "
                              "comfy-drive login")
         try:
