@@ -21,25 +21,22 @@ from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import PromptRejected
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Watch
-from comfy_driver.comfy.job import Job, JobEvent, job_event
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.target import Target, parse_target
 from comfy_driver.config.series import LoadedSeries, load_series
 from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.pipeline.progress import Progress
-from comfy_driver.models.in_workflow import rewrite_model_names
-from comfy_driver.pipeline.replay import Replayable, apply_sets, load_replayable, upload_files
+# (what only `Client` needs, replaying and converting workflows, is imported by it: not on a run's path)
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.models.needs import read_servers
 from comfy_driver.pipeline.choose import uses_auto
 from comfy_driver.pipeline.plan import build_plan
 from comfy_driver.pipeline.control import RunControl, RunOptions
 from comfy_driver.pipeline.supervisor import execute
-from comfy_driver.workflow.convert import ui_to_api
-from comfy_driver.workflow.files import detect_format
-from comfy_driver.workflow.layout import with_values
 
 if TYPE_CHECKING:
+    from comfy_driver.comfy.job import Job, JobEvent
+    from comfy_driver.pipeline.replay import Replayable
     from comfy_driver.sim.server import SimServer
 
 Source = Mapping[str, Any] | str | Path
@@ -72,6 +69,11 @@ class Client:
         sub-folder) take the server's. The graph is validated against the server's catalogue first, so
         a mistake raises PromptRejected naming every node at fault, before anything is queued.
         """
+        from comfy_driver.comfy.job import Job
+        from comfy_driver.models.in_workflow import rewrite_model_names
+        from comfy_driver.pipeline.replay import apply_sets, upload_files
+        from comfy_driver.workflow.layout import with_values
+
         catalog = self.catalog()
         item = self._load(source, catalog)
         local: dict[tuple[str, str], Path] = {}
@@ -88,6 +90,10 @@ class Client:
 
     @staticmethod
     def _load(source: Source, catalog: Catalog) -> Replayable:
+        from comfy_driver.pipeline.replay import Replayable, load_replayable
+        from comfy_driver.workflow.convert import ui_to_api
+        from comfy_driver.workflow.files import detect_format
+
         if isinstance(source, (str, Path)):
             return load_replayable(Path(source), catalog)
         data = json.loads(json.dumps(source))  # a private copy the caller's later edits cannot change
@@ -130,8 +136,12 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
     facts = read_servers(natives, options.settings) if uses_auto(loaded.scenes, backend) else None
     plan = build_plan(loaded, backend, target_catalog(targets[0], options.settings), servers=facts)
 
+    if on_event is None:
+        return execute(plan, targets, options, progress=progress, control=control)
+    from comfy_driver.comfy.job import job_event
+
     def forward(client_id: str, watch: Watch | None, event: Event) -> None:
-        if on_event is not None and watch is not None:
+        if watch is not None:
             public = job_event(watch, event)
             if public is not None:
                 on_event(watch.label, public)

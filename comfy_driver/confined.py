@@ -99,9 +99,13 @@ def _refuse_link(root: Path, parts: tuple[str, ...], upto: int) -> UnsafePath:
 
 def _open_dir(root: Path, parts: tuple[str, ...], *, create: bool) -> int:
     """A descriptor of root/parts..., each part opened without following links (made if missing)."""
-    if create:
-        root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            raise
+        root.mkdir(parents=True, exist_ok=True)  # (only when missing: a mkdir that finds it costs more)
+        fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
     try:
         for i, part in enumerate(parts):
             flags = os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC

@@ -21,7 +21,7 @@ from comfy_driver.comfy.address import ServerAddress, save_headers
 from comfy_driver.comfy.client import ComfyClient, canonical_prompt_id, file_sha256
 from comfy_driver.comfy.errors import (ExecutionFailed, Interrupted, NotComfyUI, PromptLost, PromptRejected,
                                        ServerUnreachable)
-from comfy_driver.comfy.events import Disconnected, parse_binary
+from comfy_driver.comfy.events import Disconnected, parse_binary, text_kind
 from comfy_driver.comfy.follow import Follower
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
 from comfy_driver.comfy.settings import Settings
@@ -319,3 +319,17 @@ def test_binary_preview_frames_parse() -> None:
     assert event.image_format == "jpeg" and event.prompt_id == "p1" and event.image == b"\xff\xd8"
     text = parse_binary(struct.pack(">II", 3, 2) + b"12hello")
     assert (text.node_id, text.text) == ("12", "hello")
+
+
+def test_a_stream_drops_the_kinds_its_reader_never_looks_at_unparsed(client: ComfyClient) -> None:
+    assert (text_kind(b'{"type": "progress_state", "data": {}}'), text_kind('{"type":"status"}'),
+            text_kind(b'{"data": {}, "type": "executing"}')) == ("progress_state", "status", None)
+    with EventStream(client.address, "skipper", skip=frozenset({"status", "progress_state"})) as stream:
+        follower = Follower(client, stream)
+        graph = {**IMAGE_GRAPH, "1": {**IMAGE_GRAPH["1"], "inputs": {**IMAGE_GRAPH["1"]["inputs"], "color": 4242}}}
+        sub = client.queue_prompt(graph, client_id="skipper")
+        follower.watch(sub.prompt_id, graph)
+        seen: list[str] = []
+        result = follower.wait(sub.prompt_id, timeout=30, on_event=lambda w, e: seen.append(type(e).__name__))
+    assert result.files and "Executing" in seen and "ExecutionSuccess" in seen
+    assert "Status" not in seen and "ProgressState" not in seen

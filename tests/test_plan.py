@@ -148,25 +148,6 @@ def test_ctrl_c_on_a_chained_scene_then_the_rerun_finishes(tmp_path: Path) -> No
         server.stop()
 
 
-def test_a_driving_video_shorter_than_the_scene_is_said_before_submitting(sim: Any, tmp_path: Path) -> None:
-    path = wan_example(tmp_path)  # assets/dance.mp4: 2.0 s (24 frames at 12 fps); the scene runs at 16 fps
-    text = path.read_text()
-    path.write_text(text.replace("driving_video: assets/dance.mp4", "driving_video: assets/dance.mp4\n"
-                                 "        frames: 40"))
-    plan = build_plan(load_series(path))
-    note = "driving video dance.mp4 lasts 2.00 s, the scene 2.50 s: its last 8 frame(s) follow no driving motion"
-    assert plan.scenes[0].notes == [note]
-    dry = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
-    assert dry.exit_code == 0 and note in dry.output
-    path.write_text(text.replace("driving_video: assets/dance.mp4", "driving_video: assets/dance.mp4\n"
-                                 "        frames: 100"))
-    result = CliRunner().invoke(main, ["run", str(path), "--server", sim.url])
-    assert result.exit_code == 2
-    assert "driving video dance.mp4 lasts 2.00 s (24 frames at 12 fps), but wan22_animate window 2 of this " \
-           "scene would start at 4.50 s" in result.output
-    assert "make the scene at most 32 frames long" in result.output and sim.submissions == []
-
-
 def test_a_wrong_backend_name_is_one_message_at_its_line_with_a_suggestion(tmp_path: Path) -> None:
     path = tmp_path / "series.yaml"
     path.write_text("title: Names\nbackend: wan22_animat\noutput: out\n"

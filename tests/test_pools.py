@@ -212,3 +212,50 @@ def test_a_dry_run_validates_for_a_v2_target(tmp_path: Path, behind_proxy: Any) 
     assert result.exit_code == 0, result.output
     assert "2 scene(s) valid; nothing submitted" in result.output
     assert requests.get(f"{proxy.url}/api/v2/jobs", timeout=5).json()["jobs"] == []
+
+
+@pytest.mark.parametrize("pooled, then", [(True, "its work moves to the other targets after 1:00"),
+                                          (False, "giving up after 10:00")])
+def test_waiting_for_an_unreachable_target_says_what_happens_next(pooled: bool, then: str) -> None:
+    # In a pool the work of a silent target moves after move_after; only a target alone waits out
+    # server_timeout, so only then is "giving up after" what the user is told.
+    from comfy_driver.comfy.errors import ServerUnreachable
+    from comfy_driver.comfy.settings import Settings
+    from comfy_driver.comfy.target import Target
+    from comfy_driver.pipeline.lane import Lane
+    from comfy_driver.pipeline.messages import Say, ServerGone
+
+    said: list[Any] = []
+    lane = Lane(Target(url="http://gpu0:8188"), "client", said.append, capacity=1, server_timeout=600, move_after=60,
+                settings=Settings())
+    lane.pooled = pooled
+
+    def ping() -> None:
+        if said:
+            lane.abandon()
+        raise ServerUnreachable("no answer")
+
+    try:
+        with pytest.raises(ServerGone):
+            lane._wait_until_back(ping, "1 prompt")
+    finally:
+        lane.close()
+    assert [s.text for s in said if isinstance(s, Say)] == [f"waiting for http://gpu0:8188 (unreachable for 0:00; {then})"]
+
+
+def test_a_silent_target_gives_its_work_up_early_when_the_others_have_nothing_to_do(tmp_path: Path, sim: Any) -> None:
+    slow = SimProcess(tmp_path / "slow", time_scale=3.0)  # its scene runs for many seconds: killed mid-way
+    path = many_scenes(tmp_path, 1, 2)
+    threading.Thread(target=lambda: (slow.wait_until_running(), time.sleep(0.3), slow.proc.kill()),
+                     daemon=True).start()
+    started = time.monotonic()
+    try:
+        report = run_series(path, servers=[slow.url, sim.url],
+                            options=RunOptions(depth=1, move_after=60, server_timeout=120))
+    finally:
+        slow.proc.kill()
+        slow.proc.wait(10)
+    took = time.monotonic() - started
+    assert report.complete and [t.status for t in report.targets] == ["gone", "open"]
+    assert all(s.server == sim.url for s in report.scenes)
+    assert took < 30, took  # moved once the idle target had waited ~5 s, not after move_after (60 s)

@@ -119,3 +119,23 @@ def test_a_dry_run_of_a_hostile_series_runs_no_code(tmp_path: Path, monkeypatch:
     assert "template refused" in result.output or "undefined template variable 'cycler'" in result.output
     assert "Traceback" not in result.output
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ["", "a prompt", "line\n", "two\n\n", "a\r\nb\rc\n", "100% sure #} %} }}", "x" * 100_000,
+                                  "\n", "tail\r"])
+def test_a_string_without_a_template_renders_as_jinja_would_without_loading_it(text: str) -> None:
+    from comfy_driver.config import sandbox
+
+    assert render(text, CTX, where="w", field="f") == sandbox.render(text, CTX, where="w", field="f")
+
+
+def test_a_series_without_templates_never_loads_jinja(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    series = tmp_path / "series.yaml"
+    series.write_text("title: Plain\nbackend: svd\nepisodes:\n  - id: e\n    scenes:\n      - {id: a, prompt: a plain prompt}\n")
+    code = ("import sys; from pathlib import Path; from comfy_driver.config.series import load_series; "
+            "load_series(Path(sys.argv[1])); print('jinja2' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code, str(series)], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import requests
 from PIL import Image
 
 from comfy_driver.comfy.job import Cancelled, Finished, Started, StepProgress
+from comfy_driver.comfy.target import Target
 from comfy_driver.comfy.v2 import V2Client
 from comfy_driver.comfy.v2http import V2Error, WorkflowRefused
 from comfy_driver.models.catalog import bundled_catalog
@@ -77,6 +79,24 @@ def test_cancel_through_the_proxy(behind_proxy: Any) -> None:
     assert not any(entry["status"]["status_str"] == "success" for entry in sim.history.values())
 
 
+def test_cancel_through_a_proxy_in_front_of_comfyui_without_per_job_cancel(behind_proxy: Any) -> None:
+    # ComfyUI 0.3.64 has no /api/jobs/{id}/cancel: the proxy answers 200 and the job runs on. With the
+    # ComfyUI behind the proxy named (`native`), the job is cancelled there (its id is the prompt id).
+    sim, proxy = behind_proxy(Timing(node=0.5), catalog=bundled_catalog(load_lock(MODELS_LOCK), "0.3.64"))
+    assert not sim.versions.has("jobs_api")
+    with V2Client(Target(url=proxy.url, api="v2", native=sim.url), poll=0.05) as client:
+        running = client.submit(IMAGE_GRAPH)
+        waiting = client.submit(IMAGE_GRAPH)
+        while running.refresh()["status"] != "running":
+            time.sleep(0.05)
+        waiting.cancel()
+        running.cancel()
+        for job in (running, waiting):
+            with pytest.raises(Cancelled):
+                job.result(timeout=30)
+    assert not any(entry["status"]["status_str"] == "success" for entry in sim.history.values())
+
+
 DRIVER = textwrap.dedent("""
     import json, sys, time
     from comfy_driver.comfy.v2 import V2Client
@@ -123,6 +143,20 @@ def test_a_bad_graph_is_refused_with_the_endpoint_reason(behind_proxy: Any) -> N
             client.submit(broken)
         assert err.value.code == "invalid_workflow"
         assert requests.get(proxy.url + "/api/v2/jobs", timeout=5).json()["jobs"] == []
+
+
+def test_a_refused_graph_names_each_node_error_the_endpoint_sent(behind_proxy: Any) -> None:
+    # The proxy passes ComfyUI's node_errors on in the 422's details: the message names node and input
+    # (as a native server's rejection does), not only "Prompt outputs failed validation".
+    _, proxy = behind_proxy()
+    broken = json.loads(json.dumps(IMAGE_GRAPH))
+    broken["1"]["inputs"]["width"] = "wide"
+    with V2Client(f"v2+{proxy.url}") as client:
+        with pytest.raises(WorkflowRefused) as err:
+            client.submit(broken)
+    assert err.value.code == "invalid_workflow"
+    lines = err.value.message.splitlines()
+    assert len(lines) == 2 and lines[1].startswith('  node 1 "Blank" (EmptyImage) input \'width\': ')
 
 
 def test_replay_a_gui_workflow_through_the_proxy(behind_proxy: Any, tmp_path: Path) -> None:

@@ -177,6 +177,9 @@ def publish(series_file: Path, episodes: tuple[str, ...], dry_run: bool, republi
     if unknown:
         raise UserError(f"--episode {unknown[0]}: no such episode", hint=f"episodes: {', '.join(known)}")
     rendered = [e.id for e in report.episodes if e.status == "done"]
+    stills = [e.id for e in report.episodes if e.status == "no video" and e.id in episodes]
+    if stills:
+        raise UserError(f"--episode {stills[0]}: its scenes make still images; there is no video to publish")
     waiting = [e for e in episodes if e not in rendered]
     if waiting:
         raise UserError(f"--episode {waiting[0]}: not rendered yet", hint=f"run: comfy-drive run {series_file}")

@@ -1,6 +1,7 @@
 """HTTP side of a ComfyUI server: submit, history, queue, uploads, downloads, control.
 
-Requests go through one keep-alive session. Idempotent reads are retried with backoff (tenacity);
+Requests go through one `Transport` (keep-alive connections, http.py). Idempotent reads are retried
+with backoff (tenacity);
 POST /prompt is never retried blindly: the caller chooses the prompt_id, so after a lost reply it
 looks in /queue and /history before posting again.
 """
@@ -8,21 +9,20 @@ looks in /queue and /history before posting again.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from comfy_driver import confined, jsontext
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import (AccessRefused, NotComfyUI, OutputsDropped, PromptRejected, ServerProtocolError,
                                       ServerUnreachable)
+from comfy_driver.comfy.http import Reply, TLSFailure, Transport, TransportError
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.versions import ServerVersions
@@ -30,6 +30,7 @@ from comfy_driver.errors import RunError, UserError
 
 UPLOAD_SUBFOLDER = "comfy_drive"
 _CHUNK = 1 << 20
+_FIRST_WAIT = 0.2  # seconds before the second try of an idempotent request
 
 
 @dataclass(frozen=True)
@@ -87,51 +88,46 @@ class ComfyClient:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
         self.settings = settings = settings or Settings()
         self.timeout = (settings.connect_timeout, settings.timeout)
-        self._retrying = Retrying(stop=stop_after_attempt(settings.retries),
-                                  wait=wait_exponential(multiplier=0.2, max=3),
-                                  retry=retry_if_exception_type(_Transient), reraise=True)
-        self.session = requests.Session()
-        # The environment (proxies, REQUESTS_CA_BUNDLE) is read once here, not on every request (that
-        # costs more than a loopback round trip): Settings reads the CA bundle variables.
-        self.session.proxies.update(requests.utils.get_environ_proxies(self.address.http))
-        self.session.trust_env = False
-        self.session.verify = settings.requests_verify
+        # The environment (proxies, the CA bundle variables) is read once here, not on every request.
+        self.transport = Transport(self.address.http, settings)
+        self.headers = {**self.address.headers, "User-Agent": "comfy-drive"}
         self._object_info: dict[str, Any] | None = None
         self._object_info_lock = threading.Lock()
-        self.session.headers.update(self.address.headers)
-        self.session.headers["User-Agent"] = "comfy-drive"
         self._known_uploads: set[str] = set()
         self._versions: ServerVersions | None = None
         self._jobs_api: bool | None = None
 
     # ---------------------------------------------------------------------------------------------
-    def _url(self, path: str) -> str:
-        return self.address.http + path
-
     def _send(self, method: str, path: str, *, timeout: Any = None, stream: bool = False,
-              headers: dict[str, str] | None = None, **body: Any) -> requests.Response:
-        # Prepared here and sent with Session.send: Session.request would merge the session's settings
-        # into every request again, which costs more CPU than the loopback round trip itself.
-        request = requests.Request(method, self._url(path), headers={**self.session.headers, **(headers or {})},
-                                   cookies=self.session.cookies, **body)
+              headers: dict[str, str] | None = None, **body: Any) -> Reply:
+        """One request; its answer read whole unless `stream` (then the caller reads or closes it)."""
         try:
-            return self.session.send(request.prepare(), timeout=timeout or self.timeout, stream=stream,
-                                     verify=self.session.verify)
-        except requests.exceptions.SSLError as exc:
+            reply = self.transport.request(method, path, timeout=timeout or self.timeout,
+                                           headers={**self.headers, **(headers or {})}, **body)
+            if not stream:
+                reply.content  # noqa: B018 - read now, so the connection is free for the next request
+            return reply
+        except TLSFailure as exc:
             raise ServerUnreachable(f"TLS failed talking to {self.address.display}: {exc}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise _Transient(f"{self.address.display} did not answer ({type(exc).__name__})") from exc
+        except TransportError as exc:
+            raise _Transient(f"{self.address.display} did not answer ({exc})") from exc
 
-    def _checked(self, method: str, path: str, **kw: Any) -> requests.Response:
+    def _checked(self, method: str, path: str, **kw: Any) -> Reply:
         response = self._send(method, path, **kw)
         if response.status_code in (502, 503, 504):
             raise _Transient(f"{self.address.display} answered {response.status_code}")
         return response
 
-    def _request(self, method: str, path: str, *, retry_ok: bool = True, **kw: Any) -> requests.Response:
+    def _request(self, method: str, path: str, *, retry_ok: bool = True, **kw: Any) -> Reply:
         try:
             if retry_ok:
-                response = self._retrying(self._checked, method, path, **kw)
+                try:
+                    response = self._checked(method, path, **kw)
+                except _Transient:
+                    if self.settings.retries == 1:
+                        raise
+                    time.sleep(_FIRST_WAIT)
+                    response = self._retries()(self._checked, method, path, **kw)
             else:
                 response = self._send(method, path, **kw)
         except _Transient as exc:
@@ -141,12 +137,21 @@ class ComfyClient:
                                 hint=CREDENTIALS_HINT)
         return response
 
+    def _retries(self) -> Any:
+        """The tries after a failed first one, waiting 0.2, 0.4, 0.8 ... (at most 3) s before each.
+        Made (and tenacity loaded) only when a first try failed: most requests never need it."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        return Retrying(stop=stop_after_attempt(self.settings.retries - 1),
+                        wait=wait_exponential(multiplier=2 * _FIRST_WAIT, max=3),
+                        retry=retry_if_exception_type(_Transient), reraise=True)
+
     def _not_comfyui(self, path: str, what: str) -> NotComfyUI:
         """The one message for an address where something answers, but not ComfyUI."""
         return NotComfyUI(f"{self.address.display}{path} {what}: this is not a ComfyUI server",
                           hint="check the URL (host, port and any path prefix of a reverse proxy)")
 
-    def _checked_status(self, path: str, response: requests.Response) -> None:
+    def _checked_status(self, path: str, response: Reply) -> None:
         # Every route asked here is one each ComfyUI has: no such route means no ComfyUI.
         if response.status_code in (404, 405, 501):
             raise self._not_comfyui(path, f"answered {response.status_code}")
@@ -163,7 +168,7 @@ class ComfyClient:
 
     def _control(self, path: str, body: dict[str, Any]) -> None:
         """POST a control request (queue, interrupt, free); an answer other than 200 is an error."""
-        self._checked_status(path, self._request("POST", path, json=body))
+        self._checked_status(path, self._request("POST", path, json_body=body))
 
     # --------------------------------------------------------------------------------------------- info
     def system_stats(self) -> dict[str, Any]:
@@ -229,8 +234,7 @@ class ComfyClient:
             body["front"] = True
         if partial_targets:
             body["partial_execution_targets"] = partial_targets
-        response = self._request("POST", "/prompt", retry_ok=False, data=json.dumps(body),
-                                 headers={"Content-Type": "application/json"})
+        response = self._request("POST", "/prompt", retry_ok=False, json_body=body)
         try:
             reply = jsontext.loads(response.content, finite=False)
         except ValueError:
@@ -311,7 +315,7 @@ class ComfyClient:
             return value
         with open(path, "rb") as fh:
             response = self._request("POST", "/upload/image", files={"image": (name, fh)},
-                                     data={"subfolder": subfolder, "type": "input", "overwrite": "true"})
+                                     form={"subfolder": subfolder, "type": "input", "overwrite": "true"})
         if response.status_code == 413:
             raise UserError(f"{path}: too large for the server's upload limit",
                             hint="raise ComfyUI's --max-upload-size or use a smaller file")
@@ -361,9 +365,9 @@ class ComfyClient:
                 expected = response.headers.get("Content-Length")
                 if expected is not None and int(expected) != size:
                     raise RunError(f"download of {file.filename!r} was cut short ({size} of {expected} bytes)")
-        except requests.exceptions.RequestException as exc:
+        except TransportError as exc:
             raise RunError(f"download of {file.filename!r} failed: {exc}") from None
         return Downloaded(target, digest.hexdigest(), size)
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any, Literal, Union, cast
 
@@ -11,7 +12,7 @@ from comfy_driver import jsontext
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
     @property
     def prompt_id(self) -> str | None:  # overridden by events that carry one
@@ -151,6 +152,16 @@ _TEXT_TYPES: dict[str, type[_Event]] = {cls.model_fields["type"].default: cls fo
     ExecutionError, ExecutionInterrupted)}
 
 _IMAGE_FORMATS = {1: "jpeg", 2: "png"}
+
+
+_KIND = re.compile(rb'\{\s*"type"\s*:\s*"([a-z_]+)"')
+
+
+def text_kind(raw: str | bytes) -> str | None:
+    """The type of a text frame, read from its first bytes without parsing it (servers write "type"
+    first); None when it does not start so (then only parsing it tells)."""
+    found = _KIND.match(raw[:64].encode() if isinstance(raw, str) else raw[:64])
+    return found.group(1).decode() if found else None
 
 
 def parse_text(raw: str | bytes) -> Event:

@@ -22,7 +22,7 @@ import websocket
 
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.errors import AccessRefused, ServerUnreachable
-from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text
+from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text, text_kind
 from comfy_driver.comfy.settings import Settings
 
 
@@ -31,8 +31,11 @@ _NEGOTIATE = json.dumps({"type": "feature_flags", "data": CLIENT_FEATURES})
 
 
 class EventStream:
-    def __init__(self, address: ServerAddress, client_id: str, *, settings: Settings | None = None) -> None:
+    def __init__(self, address: ServerAddress, client_id: str, *, settings: Settings | None = None,
+                 skip: frozenset[str] = frozenset()) -> None:
+        """`skip`: text event types the reader drops unparsed (ones its consumer never looks at)."""
         settings = settings or Settings()
+        self.skip = skip
         self.address = address
         self.client_id = client_id
         self.ping_interval = settings.keepalive
@@ -127,7 +130,8 @@ class EventStream:
                 continue
             last_heard = time.monotonic()
             if opcode == websocket.ABNF.OPCODE_TEXT:
-                self.events.put(parse_text(frame.data))
+                if not self.skip or text_kind(frame.data) not in self.skip:
+                    self.events.put(parse_text(frame.data))
             elif opcode == websocket.ABNF.OPCODE_BINARY:
                 self.events.put(parse_binary(frame.data))
             elif opcode == websocket.ABNF.OPCODE_CLOSE:

@@ -55,8 +55,11 @@ class Target(BaseModel):
     def _plain_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value if "://" in value else "http://" + value)
-        if parts.username is not None or parts.password is not None:
+        try:
+            parts = urlsplit(value if "://" in value else "http://" + value)
+        except ValueError:  # a malformed address: ServerAddress.parse below says what is wrong with it
+            parts = None
+        if parts is not None and (parts.username is not None or parts.password is not None):
             raise ValueError(f"{redact(value)!r}: no user:password in a target URL; keys come from key_env or "
                              "comfy-drive login")
         try:

@@ -33,7 +33,8 @@ import requests
 
 from comfy_driver.comfy.client import ComfyClient, Downloaded
 from comfy_driver.comfy.catalog import Catalog
-from comfy_driver.comfy.errors import PromptLost, ServerUnreachable, describe_node, execution_error
+from comfy_driver.comfy.errors import (PromptLost, ServerUnreachable, describe_node, execution_error,
+                                       format_node_errors)
 from comfy_driver.comfy.job import Cancelled, Finished, JobEvent, NodeStarted, Started, StepProgress
 from comfy_driver.comfy.outputs import OutputFile, collect_outputs
 from comfy_driver.comfy.settings import Settings
@@ -139,7 +140,7 @@ class V2Client:
             job = self.http.json("POST", "/jobs", json=body, headers={"Idempotency-Key": key})
         except WorkflowRefused as exc:
             if not exc.code.startswith("metadata") or not self._labels:
-                raise
+                raise _naming_nodes(exc, sent) from None
             self._labels = False  # an endpoint without job labels: submit without (no re-attach by key)
             return self.submit(sent, on_key=on_key)
         except (ServerUnreachable, V2Error) as exc:
@@ -374,11 +375,19 @@ class V2Job:
         return got
 
     def cancel(self) -> None:
-        """Take the job off the queue or stop it (on ComfyUI without per-job cancel, the proxy cannot)."""
+        """Take the job off the queue or stop it. The proxy cannot on a ComfyUI without per-job cancel
+        (0.3.64: it answers 200 and the job runs on), so where the ComfyUI behind it is named
+        (`native`), the job is cancelled there as well: its id is the prompt id there."""
         if self.done:
             return
         self._cancelled = True
         self.job = self.client.http.json("POST", f"/jobs/{self.id}/cancel")
+        if self.client.target.native:
+            comfy = ComfyClient(self.client.target.native, settings=self.client.http.settings)
+            try:
+                comfy.cancel(self.id)  # never another prompt; a no-op where the proxy's cancel took
+            finally:
+                comfy.close()
 
     def close(self) -> None:
         if self._stream is not None:
@@ -389,6 +398,17 @@ class V2Job:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _naming_nodes(refused: WorkflowRefused, graph: dict[str, Any]) -> WorkflowRefused:
+    """The refusal with a line per node error the endpoint passed on (comfy-api-proxy sends ComfyUI's
+    `node_errors` in the details), each naming node, title, type and input as a native rejection does."""
+    errors = refused.details.get("node_errors") if isinstance(refused.details, dict) else None
+    if not errors or not isinstance(errors, dict):
+        return refused
+    lines = [refused.message] + ["  " + line for line in format_node_errors(errors, graph)]
+    return WorkflowRefused("\n".join(lines), code=refused.code, status=refused.status, details=refused.details,
+                           hint=refused.hint)
 
 
 def _outputs(job: dict[str, Any]) -> list[V2Output]:

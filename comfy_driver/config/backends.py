@@ -19,7 +19,7 @@ class Needs(BaseModel):
     """What a server must offer beyond what the backend's workflows and models.lock already say
     (their node classes give the packs, models.lock's `backends:` the model files)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     vram_gb: float | None = Field(default=None, gt=0, le=1024)  # the GPU memory its defaults run in
     comfyui: str | None = None  # the oldest ComfyUI release that has its core nodes
@@ -33,7 +33,7 @@ class Needs(BaseModel):
 
 
 class Backend(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     workflow: str
     without_driving_video: str | None = None  # the workflow for scenes without a driving video
@@ -53,13 +53,13 @@ class Backend(BaseModel):
 
 
 class Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     workflow: str
 
 
 class Backends(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     backends: dict[str, Backend] = {}
     stages: dict[str, Stage] = {}

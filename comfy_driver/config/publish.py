@@ -43,7 +43,7 @@ Zone = Annotated[str, AfterValidator(_zone)]  # an IANA time zone name
 class Schedule(BaseModel):
     """A cadence: the n-th episode of the series goes public `every_days` * (n-1) days after `start`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     start: date
     at: str = Field(description="local time of day, HH:MM")
@@ -67,7 +67,7 @@ class Schedule(BaseModel):
 class Thumbnail(BaseModel):
     """A frame of the episode (`at` seconds into `scene`, or into the episode) or an image file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     file: str | None = None
     scene: str | None = None
@@ -83,7 +83,7 @@ class Thumbnail(BaseModel):
 
 
 class PublishSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     account: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     title: str = "{{ episode.title }}"

@@ -43,7 +43,7 @@ def _check_id(v: str | None) -> str | None:
 class SceneSettings(BaseModel):
     """What a scene can set; `defaults:` sets the same fields for every scene."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -70,7 +70,7 @@ class Scene(SceneSettings):
 
 
 class Episode(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str | None = None
     title: str | None = None
@@ -83,7 +83,7 @@ class Episode(BaseModel):
 
 
 class Character(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(min_length=1)
     reference_image: str | None = None
@@ -93,7 +93,7 @@ class Character(BaseModel):
 class OnOutOfMemory(BaseModel):
     """Tried once when a scene runs out of GPU memory: another backend and/or smaller settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     backend: str | None = None
     width: int | None = Field(default=None, ge=16, le=8192)
@@ -103,7 +103,7 @@ class OnOutOfMemory(BaseModel):
 
 
 class Series(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     title: str = Field(min_length=1)
     server: str | None = None

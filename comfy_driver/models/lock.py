@@ -24,7 +24,7 @@ class ModelEntry(BaseModel):
     (`lock pin`, shown to the user) before it is downloaded. revision and size, when null, are read
     from the Hub at the first download and written back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(description="file name as ComfyUI lists it in its folder")
     repo: str = Field(description="Hugging Face repo id, owner/name")
@@ -116,7 +116,7 @@ def relative_name(value: str, what: str = "name") -> str:
 
 
 class ModelsLock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     version: int = 1
     models: list[ModelEntry] = []

@@ -23,7 +23,7 @@ _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 class PackEntry(BaseModel):
     """One custom node pack: cloned into `custom_nodes/<name>` at `commit`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(description="its folder under ComfyUI's custom_nodes/")
     url: str = Field(description="git repository")

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from comfy_driver.comfy.errors import ExecutionFailed, Interrupted, PromptLost, PromptRejected
 from comfy_driver.comfy.settings import Settings
-from comfy_driver.comfy.v2http import WorkflowRefused
 from comfy_driver.errors import RunError
 from comfy_driver.pipeline.episodes import Stitched
 from comfy_driver.pipeline.plan import ScenePlan
@@ -83,7 +82,11 @@ def error_kind(error: BaseException) -> str:
         return "oom" if error.is_oom else "execution"
     if isinstance(error, Interrupted):
         return "interrupted"
-    if isinstance(error, PromptRejected | WorkflowRefused):
+    if isinstance(error, PromptRejected):
+        return "validation"
+    from comfy_driver.comfy.v2http import WorkflowRefused  # here: a run on native servers never loads requests
+
+    if isinstance(error, WorkflowRefused):
         return "validation"
     return "lost" if isinstance(error, PromptLost) else "server"
 

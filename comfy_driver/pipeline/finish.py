@@ -115,7 +115,9 @@ def _download_one(fetch: Fetch, f: OutputFile, folder: Path, name: str | None, r
 
 
 def write_manifest(folder: Path, identity: str, clip: str | None, outputs: list[dict[str, Any]]) -> None:
-    confined.write_text(folder, MANIFEST, json.dumps({"identity": identity, "clip": clip, "outputs": outputs}, indent=1))
+    # Compact: with an indent, the json module writes in Python instead of C, for every step.
+    confined.write_text(folder, MANIFEST, json.dumps({"identity": identity, "clip": clip, "outputs": outputs},
+                                                     separators=(",", ":")))
 
 
 def read_manifest(folder: Path, identity: str) -> tuple[str | None, list[dict[str, Any]]] | None:

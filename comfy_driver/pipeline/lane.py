@@ -62,11 +62,14 @@ class Lane(LaneBase):
         self.client = ComfyClient(target.url, settings=settings)
         self.name = self.client.address.display
         self.on_event = on_event  # called on this lane's thread, which owns the watch it is given
-        self.stream = EventStream(self.client.address, client_id, settings=settings)
+        # Without a listener, the queue and node-state summaries are read by nobody: dropped unparsed.
+        self.stream = EventStream(self.client.address, client_id, settings=settings,
+                                  skip=frozenset() if on_event else frozenset({"status", "progress_state"}))
         self.follower = Follower(self.client, self.stream)
         self._inbox: queue.Queue[Any] = self.stream.events  # the socket's events and our commands: one wait
         self._attempts: dict[str, Attempt] = {}
         self._shown: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {}  # last Seen, per prompt
+        self._unshown: dict[str, tuple[Attempt, tuple[str, tuple[float, float] | None, float | None]]] = {}
         self._current: str = f"following prompts on {self.name}"
         self._thread = threading.Thread(target=self._run, name=f"lane {self.name}", daemon=True)
 
@@ -163,11 +166,16 @@ class Lane(LaneBase):
                     shown = (watch.node_title, watch.step, watch.started_at)
                     if self._shown.get(watch.prompt_id) != shown:
                         self._shown[watch.prompt_id] = shown
-                        self.post(Seen(self, attempt, *shown))
+                        self._unshown[watch.prompt_id] = (attempt, shown)
             for w in ended:
                 self.follower.forget(w.prompt_id)
                 self._shown.pop(w.prompt_id, None)
+                self._unshown.pop(w.prompt_id, None)
                 self.post(Ended(self, self._attempts.pop(w.prompt_id), w))
+            if self._unshown and self._inbox.empty():  # of a burst of events, the state after the last
+                for attempt, shown in self._unshown.values():
+                    self.post(Seen(self, attempt, *shown))
+                self._unshown.clear()
             if isinstance(item, Disconnected) and self._attempts:
                 self._wait_for_server()  # gone for good (a timeout) or back: then recover what was missed
                 self.follower.recover()
@@ -240,6 +248,7 @@ class Lane(LaneBase):
         for pid in ours:
             self.follower.forget(pid)
             self._shown.pop(pid, None)
+            self._unshown.pop(pid, None)
             removed.append(self._attempts.pop(pid))
         self.post(Unqueued(self, removed))
 

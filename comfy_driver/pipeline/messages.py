@@ -89,6 +89,7 @@ class LaneBase(ABC):
         self.gone = False  # the supervisor's: it went away (or was given up); its work moved
         self.refusing: DriveError | None = None  # the supervisor's: it takes no new work (no credits left)
         self.warm: str | None = None  # the supervisor's: the workflow it was last given (its models are loaded)
+        self.pooled = False  # one target of several: after move_after its work moves to the others
 
     @property
     def inflight(self) -> int:
@@ -126,7 +127,8 @@ class LaneBase(ABC):
 
     def _wait_until_back(self, ping: Callable[[], object], holding: str) -> None:
         """The target stopped answering: `ping` it until it answers, saying so every 5 s. After
-        `move_after` the supervisor hears `Stalled` (and may `abandon` the lane); after `server_timeout`,
+        `move_after` (and every 5 s before, for a supervisor whose other targets are idle) the supervisor
+        hears `Stalled`, and may `abandon` the lane; after `server_timeout`,
         or once abandoned, `ServerGone` ends the lane. `holding` says what is left on the target."""
         since, shown, stalled = time.monotonic(), -5.0, False
         while True:
@@ -142,7 +144,7 @@ class LaneBase(ABC):
                                  "other targets")
             if down >= self.move_after and not stalled:
                 stalled = True
-                self.post(Stalled(self))
+                self.post(Stalled(self, down))
             if down > self.server_timeout:
                 raise ServerGone(f"{self.name} has not answered for {fmt_seconds(down)}; the run stopped with "
                                  f"{holding} still there; finished scenes are kept",
@@ -150,8 +152,10 @@ class LaneBase(ABC):
                                       "resume: what is left there is re-attached")
             if down - shown >= 5:
                 shown = down
-                self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; giving up after "
-                              f"{fmt_seconds(self.server_timeout)})"))
+                then = (f"its work moves to the other targets after {fmt_seconds(self.move_after)}"
+                        if self.pooled and not stalled else f"giving up after {fmt_seconds(self.server_timeout)}")
+                self.post(Say(f"waiting for {self.name} (unreachable for {fmt_seconds(down)}; {then})"))
+                self.post(Stalled(self, down))
             if self._closing.wait(min(0.5, self.move_after / 4)):
                 raise Closing
 
@@ -227,9 +231,10 @@ class Say:
 
 @dataclass
 class Stalled:
-    """The target has not answered for `RunOptions.move_after` seconds (it keeps waiting unless abandoned)."""
+    """The target has not answered for `down` seconds (it keeps waiting unless abandoned)."""
 
     lane: LaneBase
+    down: float
 
 
 @dataclass

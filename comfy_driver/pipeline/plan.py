@@ -15,6 +15,7 @@ renders it again; editing nothing keeps it.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import uuid
@@ -30,12 +31,15 @@ from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import VideoInfo
 from comfy_driver.media.inputs import check_image, check_video
 from comfy_driver.models.catalog import bundled_catalog
-from comfy_driver.models.lock import load_lock
+from comfy_driver.models.lock import ModelsLock, load_lock
 from comfy_driver.models.needs import ServerFacts
 from comfy_driver.paths import BACKENDS, models_lock
 from comfy_driver.pipeline.choose import AUTO, check_version, choose
 from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step, scope_params
 
+# The nodes that read a driving video and, where it ends within a window, pad the pose with its last
+# frame (ComfyUI's comfy_extras/nodes_wan.py); other readers are only said to follow no motion there.
+HOLD_LAST_FRAME = frozenset({"WanAnimateToVideo", "WanAnimate2ToVideo"})
 _NAMESPACE = uuid.UUID("6c1f0c1e-3a5e-4d59-9b43-9a3c2f6d1e20")
 
 
@@ -234,6 +238,11 @@ class Plan:
             for s in self.scenes]}
 
 
+def _default(param: Any) -> Any:
+    """A template parameter's default (None when the template has no such parameter or no default)."""
+    return param.default if param is not None else None
+
+
 def _chain(previous: str, backend: str, rendered: Rendered) -> str:
     text = json.dumps([previous, backend, rendered.template.name, rendered.graph_hash])
     return hashlib.sha256(text.encode()).hexdigest()
@@ -243,7 +252,6 @@ class _Planner:
     def __init__(self, loaded: LoadedSeries, catalog: Catalog | None,
                  servers: list[ServerFacts] | None = None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-        self.lock = load_lock(models_lock())
         self.templates = TemplateCache(catalog or bundled_catalog(self.lock), series_dir)
         self.target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
         self.servers = servers or []  # what the run's servers offer, for backend auto
@@ -252,6 +260,11 @@ class _Planner:
         self.loaded = loaded
         self._videos: dict[Path, VideoInfo] = {}  # driving videos probed, each once
         self._images: set[Path] = set()  # reference images checked
+
+    @functools.cached_property
+    def lock(self) -> ModelsLock:
+        """The shipped models.lock: read for the bundled catalogue or `backend: auto`, else never."""
+        return load_lock(models_lock())
 
     def check_inputs(self, spec: SceneSpec) -> None:
         """The reference image and the driving video are what they claim, read from their content (each
@@ -301,27 +314,38 @@ class _Planner:
         return Route(backend, planned, skipped=tuple(skipped))
 
     def driving_video_fits(self, spec: SceneSpec, route: Route) -> list[str]:
-        """A driving video shorter than the scene: a window that would start past its end is refused;
-        a shortfall within the last window is said before anything is submitted."""
+        """What a driving video shorter than the scene does, said before anything is submitted.
+
+        The Animate workflows read its frames one for one (LoadVideo keeps the file's own rate), each
+        window from where the scene has got to (`video_frame_offset`). A window that would start at or
+        past its end is refused: there ComfyUI's WanAnimateToVideo drops the pose altogether and
+        WanAnimate2ToVideo fails. A shortfall within a window (the only one, or the last) is said, with
+        what the node does about it: the core Animate nodes hold the last frame (nothing loops).
+        """
         assert spec.driving_video is not None
         info = self._videos[spec.driving_video]  # probed by check_inputs
-        default = self.templates.get(route.steps[0].step.workflow).params.get("fps")
-        fps = spec.fps or (float(default.default) if default is not None and default.default else info.fps)
-        length = info.frames / info.fps if info.fps else 0.0
-        name = spec.driving_video.name
+        name = self._shown(spec.driving_video)
         for step in route.steps:
-            offset = step.step.values.get("video_frame_offset")
-            if offset is not None and offset / fps >= length:
-                raise UserError(f"{spec.where}: driving video {name} lasts {length:.2f} s ({info.frames} frames at "
-                                f"{info.fps:g} fps), but {step.label} of this scene would start at {offset / fps:.2f} s",
-                                hint=f"make the scene at most {int(length * fps)} frames long, or use a longer "
-                                     "driving video")
-        frames = spec.frames or 0
-        short = frames - int(length * fps + 1e-9)
-        if short > 0:
-            return [f"driving video {name} lasts {length:.2f} s, the scene {frames / fps:.2f} s: its last {short} "
-                    "frame(s) follow no driving motion"]
-        return []
+            start = step.step.values.get("video_frame_offset")
+            if start is not None and start >= info.frames:
+                raise UserError(f"{spec.where}: driving video {name} has {info.frames} frames, but {step.label} of "
+                                f"this scene would start at its frame {start}, past its end",
+                                hint=f"make the scene at most {info.frames} frames long, or use a longer driving "
+                                     "video")
+        params = self.templates.get(route.steps[0].step.workflow).params
+        frames = spec.frames or _default(params.get("frames"))
+        fps = spec.fps or _default(params.get("fps"))
+        notes = []
+        if frames and frames > info.frames:
+            readers = {node.get("class_type") for step in route.steps for node in step.first.graph.values()}
+            what = ("hold its last frame (the video is not looped)" if readers & HOLD_LAST_FRAME
+                    else "follow no driving motion")
+            notes.append(f"driving video {name} has {info.frames} frames, the scene {frames}: its last "
+                         f"{frames - info.frames} frame(s) {what}")
+        if fps and info.fps and abs(fps - info.fps) > 0.01:
+            notes.append(f"driving video {name} runs at {info.fps:g} fps, the scene at {fps:g}: its frames are taken "
+                         f"one for one, so its motion plays {fps / info.fps:.2f}x as fast")
+        return notes
 
     def fallback(self, scene: ScenePlan, spec: SceneSpec, base: str, stages: list[str]) -> Route | None:
         """The route of a fallback backend; its own limits apply (frames it can take, no driving video).

@@ -11,6 +11,7 @@ would then leave a line behind.
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import sys
@@ -32,7 +33,7 @@ class Progress:
         self.finished = 0
         self.scene_seconds: list[float] = []
         self.prompts_left = 0  # prompts still to render (every window, stage and step), when known
-        self.prompt_seconds: list[float] = []
+        self.prompt_seconds: list[float] = []  # sorted
         self._lock = threading.Lock()
         self._last_line = ""
         self._last_key: tuple[str, str] | None = None
@@ -42,7 +43,7 @@ class Progress:
         """The time left: prompts left (windows and stages included) times a prompt's median time; or,
         when prompts are not counted, scenes left times a scene's median time."""
         if self.prompt_seconds:
-            median = sorted(self.prompt_seconds)[len(self.prompt_seconds) // 2]
+            median = self.prompt_seconds[len(self.prompt_seconds) // 2]
             return max(0.0, (self.prompts_left - running_fraction) * median)
         if not self.scene_seconds:
             return None
@@ -53,12 +54,14 @@ class Progress:
         with self._lock:
             self.prompts_left = max(0, self.prompts_left - 1)
             if seconds is not None:
-                self.prompt_seconds.append(seconds)
+                bisect.insort(self.prompt_seconds, seconds)  # kept sorted: the ETA reads its median
 
     def update(self, index: int, key: str, node: str, step: tuple[float, float] | None, scene_start: float | None) -> None:
         if not self.enabled:
             return
         self._last_update = (index, key, node, step, scene_start)
+        if not self.tty and (key, node) == self._last_key:  # a log gets a line per node, not per event
+            return
         now = time.monotonic()
         parts = [f"scene {index}/{self.total} {key}"]
         if node:

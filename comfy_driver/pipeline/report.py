@@ -69,9 +69,13 @@ class SceneRecord(BaseModel):
 
 
 class EpisodeRecord(BaseModel):
+    """An episode: "done" (joined into `path`), "no video" (every scene finished, none made a video:
+    stills are not joined), "incomplete" or "failed"; `note` says why when it is not done."""
+
     id: str
     title: str
-    status: Literal["done", "incomplete", "failed"]
+    status: Literal["done", "no video", "incomplete", "failed"]
+    note: str | None = None
     path: str | None = None
     sha256: str | None = None
     scenes: list[str]
@@ -96,9 +100,9 @@ class RunReport(BaseModel):
 
     @property
     def complete(self) -> bool:
-        """Every scene has its clip and every episode is joined."""
+        """Every scene is finished and every episode is joined, or has no video to join (still images)."""
         return all(s.status in ("done", "skipped") for s in self.scenes) and \
-            all(e.status == "done" for e in self.episodes)
+            all(e.status in ("done", "no video") for e in self.episodes)
 
     def write(self, folder: Path) -> Path:
         return confined.write_text(folder, "report.json", self.model_dump_json(indent=2) + "\n")
@@ -126,7 +130,8 @@ class RunReport(BaseModel):
                                                                           else f" ({target.status})"))
         for e in self.episodes:
             lines.append(f"  episode {e.id}: {e.status}" + (f"  {e.path}" if e.path else "")
-                         + (f"  (converted to {e.format}: {', '.join(e.converted)})" if e.converted else ""))
+                         + (f"  (converted to {e.format}: {', '.join(e.converted)})" if e.converted else "")
+                         + (f" ({e.note})" if e.note else ""))
             if e.published is not None:
                 lines.append(f"      YouTube: {e.published.line()}")
         return "\n".join(lines)

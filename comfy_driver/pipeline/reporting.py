@@ -72,8 +72,23 @@ def episode_record(plan: Plan, state: StateStore, episode: EpisodePlan, runs: di
         return EpisodeRecord(id=episode.id, title=episode.title, status="done", path=path, sha256=sha, scenes=keys,
                              format=stitched.format if stitched else None,
                              converted=stitched.converted if stitched else [])
+    if all(s in ("done", "skipped") for s in statuses):
+        stills = [str(k) for k in episode.scenes if not _made_video(state, runs[k])]
+        if stills and len(stills) == len(keys):  # nothing to join: the run made all it was asked
+            return EpisodeRecord(id=episode.id, title=episode.title, status="no video", scenes=keys,
+                                 note="its scenes make still images, not video: there is nothing to join")
+        if stills:
+            return EpisodeRecord(id=episode.id, title=episode.title, status="incomplete", scenes=keys,
+                                 note=f"{', '.join(stills)} made still images, not video: an episode joins a video "
+                                      "clip of each of its scenes")
     status: Literal["failed", "incomplete"] = "failed" if all(s == "failed" for s in statuses) else "incomplete"
     return EpisodeRecord(id=episode.id, title=episode.title, status=status, scenes=keys)
+
+
+def _made_video(state: StateStore, run: SceneRun) -> bool:
+    """Whether the route that finished a scene ended with a video clip (not only still images)."""
+    last = state.step(run.plan.routes[run.route].steps[-1].key)
+    return last is not None and bool(last.clip)
 
 
 def target_records(state: StateStore, lanes: list[LaneBase], runs: Iterable[SceneRun]) -> list[TargetRecord]:

@@ -45,10 +45,14 @@ class TemplateCache:
         self.catalog = catalog
         self.dirs = [d for d in (series_dir, WORKFLOWS) if d is not None]
         self._loaded: dict[str, Template] = {}
+        self._exists: dict[str, bool] = {}
 
     def has(self, name: str) -> bool:
-        """Whether a workflow of this name exists (the series' own folder, then the shipped one)."""
-        return name.endswith(".json") or any((d / f"{name}.json").is_file() for d in self.dirs)
+        """Whether a workflow of this name exists (the series' own folder, then the shipped one; looked
+        up once per name, not once per scene)."""
+        if name not in self._exists:
+            self._exists[name] = name.endswith(".json") or any((d / f"{name}.json").is_file() for d in self.dirs)
+        return self._exists[name]
 
     def params(self, name: str) -> dict[str, Param]:
         """A workflow's declared parameters, also where this catalogue cannot convert its graph (a
@@ -195,8 +199,10 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
         done = window
         while done < spec.frames:
             length = min(window, spec.frames - done + carry)
+            # The offset is the frames made so far, as the previous window's video_frame_offset output
+            # would say: the node steps back over the carried frames itself (reads from done - carry).
             steps.append(Step(extend, f"{base} window {len(steps) + 1}",
-                              {"frames": length, "video_frame_offset": done - carry}, True))
+                              {"frames": length, "video_frame_offset": done}, True))
             done += length - carry
     for stage in stages:
         steps.append(Step(backends.stages[stage].workflow, stage, {}, True, stage))

@@ -302,8 +302,10 @@ class Supervisor:
         elif isinstance(item, msg.Say):
             self.progress.message(item.text)
         elif isinstance(item, msg.Stalled):
-            if any(lane.open for lane in self._lanes if lane is not item.lane):
-                item.lane.abandon()  # others can take its work
+            others = [lane for lane in self._lanes if lane is not item.lane and lane.open]
+            idle = not self._ready and not any(lane.inflight for lane in others)
+            if others and (item.down >= self.options.move_after or (idle and item.down >= 5)):
+                item.lane.abandon()  # others can take its work (at once when they have nothing else to do)
         elif isinstance(item, msg.LaneGone):
             self._lane_gone(item.lane, item.error)
         elif isinstance(item, msg.Crashed):
@@ -484,6 +486,8 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
+        if any(self.scenes[key].status not in ("done", "skipped") for key in episode.scenes):
+            return  # (before reading any state: a long episode is not read over at each scene's end)
         found = [self.scenes[key].clip(self.state) for key in episode.scenes]
         if any(f is None for f in found):
             return

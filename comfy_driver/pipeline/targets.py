@@ -13,7 +13,6 @@ from comfy_driver.pipeline.control import RunOptions
 from comfy_driver.pipeline.lane import Lane
 from comfy_driver.pipeline.messages import LaneBase
 from comfy_driver.pipeline.plan import Plan
-from comfy_driver.pipeline.v2lane import V2Lane
 
 
 def open_lanes(plan: Plan, targets: Sequence[Target], options: RunOptions, post: Callable[[object], None], *,
@@ -32,6 +31,8 @@ def open_lanes(plan: Plan, targets: Sequence[Target], options: RunOptions, post:
     o = options
     for target in targets:
         capacity = target.max_jobs or o.depth
+        if target.is_v2:
+            from comfy_driver.pipeline.v2lane import V2Lane  # here: a run on native servers never loads requests
         lane: LaneBase = V2Lane(target, post, capacity=capacity, server_timeout=o.server_timeout,
                                 move_after=o.move_after, settings=o.settings) if target.is_v2 else \
             Lane(target, client_id, post, capacity=capacity, server_timeout=o.server_timeout, move_after=o.move_after,
@@ -54,5 +55,6 @@ def open_lanes(plan: Plan, targets: Sequence[Target], options: RunOptions, post:
     if not lanes:
         raise gone[0]
     for lane in lanes:
+        lane.pooled = len(lanes) > 1
         lane.start()
     return lanes, gone

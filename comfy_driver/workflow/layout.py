@@ -6,7 +6,6 @@ written the way the frontend saves them, so `ui_to_api` gives the same graph bac
 
 from __future__ import annotations
 
-import copy
 import uuid
 from typing import Any
 
@@ -129,17 +128,24 @@ def _slot(name: str, input_type: Any, optional: bool, link: int | None) -> dict[
 
 
 def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-    """A copy of a GUI workflow whose top-level widgets hold the values of a rendered graph.
+    """A GUI workflow whose top-level widgets hold the values of a rendered graph.
 
-    Embedded in the outputs, it opens in the GUI showing what this scene really ran with.
+    Embedded in the outputs, it opens in the GUI showing what this scene really ran with. It is made
+    for sending: the nodes and the values it changes are its own, the rest (links, groups, positions)
+    is shared with `workflow` rather than copied for every scene; neither is changed afterwards.
     """
-    out = copy.deepcopy(workflow)
     fe = for_catalog(catalog)
-    for node in out.get("nodes") or []:
+    nodes = []
+    for node in workflow.get("nodes") or []:
         api = graph.get(str(node.get("id")))
         values = node.get("widgets_values")
         if api is None or not isinstance(values, list) or api.get("class_type") != node.get("type"):
+            nodes.append(node)
             continue
+        node = {**node, "widgets_values": list(values)}
+        values = node["widgets_values"]
+        if isinstance(node.get("widgets_values_named"), dict):
+            node["widgets_values_named"] = dict(node["widgets_values_named"])
         widgets = assign(widget_defs(catalog, node["type"], fe), values)
         for i, (widget, _) in enumerate(widgets):
             value = api["inputs"].get(widget.name)
@@ -147,4 +153,5 @@ def with_values(workflow: dict[str, Any], graph: dict[str, Any], catalog: Catalo
                 values[i] = value
                 if isinstance(node.get("widgets_values_named"), dict):
                     node["widgets_values_named"][widget.name] = value
-    return out
+        nodes.append(node)
+    return {**workflow, "nodes": nodes} if "nodes" in workflow else dict(workflow)

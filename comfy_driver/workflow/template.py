@@ -25,7 +25,7 @@ FILE_TYPES = ("image", "video")
 
 
 class Param(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: ParamType
     targets: list[str] = Field(min_length=1)
@@ -53,7 +53,7 @@ class Param(BaseModel):
 
 
 class ParamFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     description: str = ""
     clip: str | None = None  # title of the output node whose file is the scene's clip
