@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.config.backends import Backends
@@ -21,8 +22,8 @@ from comfy_driver.workflow.files import workflow_class_types
 def pack_of(class_type: str) -> str:
     """The custom node pack that provides a node class (from the catalogues comfy-drive ships: a node
     only a newer ComfyUI has is ComfyUI's own)."""
-    node = next((found for release in SIM_RELEASES if (found := bundled_catalog(release=release).nodes.get(class_type))),
-                {})
+    node: dict[str, Any] = next((found for release in SIM_RELEASES
+                                 if (found := bundled_catalog(release=release).nodes.get(class_type))), {})
     module = str(node.get("python_module") or "")
     if module.startswith("custom_nodes."):
         return module.split(".", 1)[1]
