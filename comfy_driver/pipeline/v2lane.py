@@ -263,8 +263,8 @@ class V2Lane(LaneBase):
                         running.started_at = running.started_at or time.time()
                     elif isinstance(event, NodeStarted):
                         node, step = event.name, None
-                    elif isinstance(event, StepProgress):
-                        step = (event.value, event.max)
+                    elif isinstance(event, StepProgress) and event.node:  # a sampler's steps; a graph-level
+                        step = (event.value, event.max)  # node count is not (the proxy counts started nodes only)
                     else:
                         continue
                     self.post(Seen(self, attempt, node, step, running.started_at))
