@@ -134,10 +134,12 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
     options = options or RunOptions()
     natives = [t.url for t in targets if not t.is_v2]
     facts = read_servers(natives, options.settings) if uses_auto(loaded.scenes, backend) else None
-    plan = build_plan(loaded, backend, target_catalog(targets[0], options.settings), servers=facts)
+    first = target_catalog(targets[0], options.settings)
+    plan = build_plan(loaded, backend, first, servers=facts)
+    known = {targets[0]: first} if first is not None else None  # read once: the lane does not ask again
 
     if on_event is None:
-        return execute(plan, targets, options, progress=progress, control=control)
+        return execute(plan, targets, options, progress=progress, control=control, catalogs=known)
     from comfy_driver.comfy.job import job_event
 
     def forward(client_id: str, watch: Watch | None, event: Event) -> None:
@@ -146,7 +148,7 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
             if public is not None:
                 on_event(watch.label, public)
 
-    return execute(plan, targets, options, progress=progress, on_event=forward, control=control)
+    return execute(plan, targets, options, progress=progress, on_event=forward, control=control, catalogs=known)
 
 
 def target_catalog(target: Target, settings: Settings) -> Catalog | None:

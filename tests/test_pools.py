@@ -259,3 +259,29 @@ def test_a_silent_target_gives_its_work_up_early_when_the_others_have_nothing_to
     assert report.complete and [t.status for t in report.targets] == ["gone", "open"]
     assert all(s.server == sim.url for s in report.scenes)
     assert took < 30, took  # moved once the idle target had waited ~5 s, not after move_after (60 s)
+
+
+def test_every_target_is_validated_and_alike_ones_once(tmp_path: Path, sim_factory: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from comfy_driver.comfy.catalog import Catalog
+    from comfy_driver.errors import UserError
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.pipeline import targets
+
+    from .conftest import MODELS_LOCK
+
+    calls: list[str] = []
+    real = targets.preflight
+    monkeypatch.setattr(targets, "preflight", lambda plan, catalog, server: (calls.append(server),
+                                                                            real(plan, catalog, server=server)))
+    alike = [sim_factory(), sim_factory()]
+    path = many_scenes(tmp_path, 1, 2)
+    assert run_series(path, servers=[s.url for s in alike]).complete
+    assert calls == [alike[0].url]  # the second serves the same catalogue: validated once
+    full = bundled_catalog(load_lock(MODELS_LOCK))
+    lacking = sim_factory(catalog=Catalog({k: v for k, v in full.nodes.items() if k != "SVD_img2vid_Conditioning"},
+                                          version=full.version))
+    with pytest.raises(UserError, match=f"{lacking.url} lacks the node types these workflows use"):
+        run_series(path, servers=[alike[0].url, lacking.url], options=RunOptions(force={"all"}))
+    assert lacking.submission_log == [] and len(alike[0].submission_log) == 1  # nothing sent this time

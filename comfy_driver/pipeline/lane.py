@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.comfy.errors import PromptRejected, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event
@@ -27,8 +28,6 @@ from comfy_driver.errors import DriveError, RunError
 from comfy_driver.pipeline.finish import Outcome, finish
 from comfy_driver.pipeline.messages import (Attempt, Closing, Crashed, Ended, LaneBase, LaneGone, Rejected, Requeue,
                                             Seen, Submitted, Unqueued)
-from comfy_driver.pipeline.plan import Plan
-from comfy_driver.pipeline.preflight import preflight
 
 
 # ------------------------------------------------------------------------------------------------- commands
@@ -74,9 +73,9 @@ class Lane(LaneBase):
         self._thread = threading.Thread(target=self._run, name=f"lane {self.name}", daemon=True)
 
     # --------------------------------------------------------------------------------------------- supervisor side
-    def check(self, plan: Plan) -> None:
+    def check(self, known: Catalog | None = None) -> Catalog:
         self.client.system_stats()
-        preflight(plan, self.client.catalog(), server=self.name)
+        return known or self.client.catalog()
 
     def start(self) -> None:
         self._thread.start()

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import ServerUnreachable
 from comfy_driver.comfy.target import Target
 from comfy_driver.errors import DriveError, RunError
-from comfy_driver.pipeline.plan import Plan, PlannedStep
+from comfy_driver.pipeline.plan import PlannedStep
 from comfy_driver.pipeline.state import SUBMITTED, StepState
 from comfy_driver.pipeline.steps import Rendered
 from comfy_driver.units import fmt_seconds
@@ -101,8 +102,10 @@ class LaneBase(ABC):
         return not self.gone and self.refusing is None
 
     @abstractmethod
-    def check(self, plan: Plan) -> None:
-        """Before the run: the target answers, and every prompt of the plan is valid on it (or why not)."""
+    def check(self, known: Catalog | None = None) -> Catalog | None:
+        """Before the run: the target answers (or raises why not); its node catalogue, which the plan's
+        prompts are validated against (`known` when the caller read it already; None: it has none, and
+        has said validation is skipped)."""
 
     def start(self) -> None:
         """Start the lane's threads (after every lane passed `check`)."""

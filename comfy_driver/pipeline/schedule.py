@@ -4,10 +4,11 @@ Decisions:
 - A target is given work while it holds fewer attempts than its capacity (queue-ahead on a native
   server, concurrent jobs on an API v2 target), so every GPU has its next prompt waiting; whichever
   target frees first takes the next attempt.
-- Model affinity: loading a video model is seconds to minutes of multi-GB reads, so a target with
-  room first takes a ready attempt of the workflow it last ran (its models are still loaded); when
-  none is ready, the first attempt goes to the free target whose loaded workflow the fewest ready
-  attempts want (an idle one first). Ready attempts are looked at a window ahead, so no scene waits
+- Model affinity: loading a video model is seconds to minutes of multi-GB reads, so of the targets
+  with the most room, one takes a ready attempt of the workflow it last ran (its models are still
+  loaded) first; when none is ready, the first attempt goes to the one whose loaded workflow the
+  fewest ready attempts want (a fresh one first). Room comes first: an idle GPU loading a model is
+  better than a scene waiting in another's queue. Ready attempts are looked at a window ahead, so no scene waits
   behind the whole series.
 - Without affinity (`RunOptions.affinity = False`) the first ready attempt goes to the least loaded
   target: round-robin, the baseline the benchmark compares with.
@@ -50,14 +51,15 @@ def pick(ready: Sequence[Attempt], lanes: Sequence[LaneBase], *, affinity: bool)
         return None
     window = [(i, a) for i, a in enumerate(islice(ready, LOOKAHEAD)) if home(a) is None]
     if affinity:
+        least = min(_load(lane) for lane in free)
+        free = [lane for lane in free if _load(lane) == least]  # an idle target before a busy one's queue
         for i, attempt in window:
             warm = [lane for lane in free if lane.warm == workflow_of(attempt)]
             if warm:
-                return i, min(warm, key=_load)
+                return i, warm[0]
         wanted = Counter(workflow_of(a) for _, a in window)
         if window:
-            return window[0][0], min(free, key=lambda lane: (wanted[lane.warm or ""], lane.warm is not None,
-                                                              _load(lane)))
+            return window[0][0], min(free, key=lambda lane: (wanted[lane.warm or ""], lane.warm is not None))
         return None
     for i, attempt in enumerate(ready):
         if home(attempt) is None:

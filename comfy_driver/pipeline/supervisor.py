@@ -19,11 +19,12 @@ from __future__ import annotations
 import queue
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import Interrupted, PromptLost, ServerUnreachable
 from comfy_driver.comfy.events import Event
 from comfy_driver.comfy.follow import Watch
@@ -61,12 +62,13 @@ class _Result:
 class Supervisor:
     def __init__(self, plan: Plan, targets: Sequence[str | Target], options: RunOptions | None = None, *,
                  progress: Progress | None = None, on_event: Callable[[str, Watch | None, Event], None] | None = None,
-                 control: RunControl | None = None) -> None:
+                 control: RunControl | None = None, catalogs: Mapping[Target, Catalog] | None = None) -> None:
         if not targets:
             raise UserError(f"{plan.source}: no server to run on",
                             hint="add server: http://host:8188 to the series (or give the servers to run on)")
         self.plan = plan
         self.targets = [parse_target(t) for t in targets]
+        self.catalogs = catalogs  # node catalogues already read (the plan was built with one), by target
         self.options = options or RunOptions()
         self.force = plan.scene_keys(sorted(self.options.force))
         self.progress = progress or Progress(len(plan.scenes), enabled=False)
@@ -121,7 +123,7 @@ class Supervisor:
             if self._ready:
                 self._lanes, self._gone = open_lanes(self.plan, self.targets, self.options, self._inbox.put,
                                                      client_id=self.client_id, say=self.progress.message,
-                                                     on_event=self.on_event)
+                                                     known=self.catalogs, on_event=self.on_event)
             self._pool = ThreadPoolExecutor(max(1, self.options.finishers), thread_name_prefix="finish")
             for episode in self.plan.episodes:
                 self._stitch_if_complete(episode.id)
@@ -513,11 +515,13 @@ class Supervisor:
 def execute(plan: Plan, targets: Sequence[str | Target], options: RunOptions | None = None, *,
             progress: Progress | None = None,
             on_event: Callable[[str, Watch | None, Event], None] | None = None,
-            control: RunControl | None = None) -> RunReport:
+            control: RunControl | None = None, catalogs: Mapping[Target, Catalog] | None = None) -> RunReport:
     """Run a plan to its end on these targets (ComfyUI URLs, `v2+URL`s or `Target`s) and return the
     report (see `Supervisor`).
 
-    `on_event(client_id, watch, event)` sees every websocket event, on the thread of its server's lane.
+    `on_event(client_id, watch, event)` sees every websocket event, on the thread of its server's lane;
+    `catalogs` are node catalogues already read, by target (not asked for again).
     Raises RunStopped (with the report) when `control` stopped it, RunFailed when a task failed.
     """
-    return Supervisor(plan, targets, options, progress=progress, on_event=on_event, control=control).run()
+    return Supervisor(plan, targets, options, progress=progress, on_event=on_event, control=control,
+                      catalogs=catalogs).run()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.client import ComfyClient, Downloaded
 from comfy_driver.comfy.errors import PromptLost, ServerUnreachable
 from comfy_driver.comfy.follow import PromptResult
@@ -38,8 +39,6 @@ from comfy_driver.errors import DriveError, JobTimeout
 from comfy_driver.pipeline.finish import Outcome, download
 from comfy_driver.pipeline.messages import (Attempt, Closing, Crashed, Ended, LaneBase, LaneGone, Refusing, Rejected,
                                             Requeue, Say, Seen, ServerGone, Submitted, Unqueued)
-from comfy_driver.pipeline.plan import Plan
-from comfy_driver.pipeline.preflight import preflight
 
 T = TypeVar("T")
 
@@ -66,13 +65,14 @@ class V2Lane(LaneBase):
         self._down = threading.Lock()  # held by the one thread waiting for an unreachable endpoint
 
     # --------------------------------------------------------------------------------------------- supervisor side
-    def check(self, plan: Plan) -> None:
+    def check(self, known: Catalog | None = None) -> Catalog | None:
         self.client.check()
+        if known is not None:
+            return known
         catalog, source = self.client.catalog()
         if catalog is None:
             self.post(Say(source))
-        else:
-            preflight(plan, catalog, server=self.name)
+        return catalog
 
     def submit(self, attempt: Attempt) -> None:
         self._spawn(attempt, None)
