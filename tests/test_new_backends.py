@@ -82,7 +82,8 @@ def test_runs_on_the_simulator_with_windows_and_stages(sim_factory: Any, tmp_pat
     assert scene.status == "done", scene.error
     info = probe(tmp_path / "out" / "new" / scene.clip)
     scale = 2 if "upscale" in stages else 1
-    assert (info.frames, info.width, info.height) == (100, 64 * scale, 64 * scale)
+    assert (info.frames, info.width, info.height) == (101, 64 * scale, 64 * scale)  # Wan makes 4·k+1 frames
+    assert any("the clip has 101 frames (100 asked)" in note for note in scene.notes)
     submitted = [h for h in scene.history if h.startswith("submitted")]
     windows = 1 if backend == "wan22_animate_kj" else 2  # the wrapper renders its windows in one prompt
     assert len(submitted) == windows + stages.count("+"), scene.history

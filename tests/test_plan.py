@@ -176,3 +176,31 @@ def test_the_eta_counts_every_window_and_stage_left() -> None:
     assert progress.eta() == 60.0  # six prompts left at 10 s each, not one scene at the first one's pace
     progress.prompt_done(20.0)
     assert progress.eta(0.5) == 4.5 * 20.0
+
+
+def test_wan_scenes_and_windows_are_as_long_as_the_model_makes_them(tmp_path: Path) -> None:
+    """Wan decodes 4·k+1 frames; Animate 2 carries one frame into the next window, Animate five."""
+    from comfy_driver.errors import UserError
+    from comfy_driver.models.catalog import bundled_catalog
+    from comfy_driver.models.lock import load_lock
+    from comfy_driver.paths import MODELS_LOCK
+
+    path = wan_example(tmp_path)
+    path.write_text(path.read_text().replace("frames: 97", "frames: 160"))
+    wave = build_plan(load_series(path)).scenes[1]
+    assert wave.spec.frames == 161 and "wan22_animate makes 4·k+1 frames: the clip has 161 frames (160 asked)" in \
+        wave.notes
+    windows = [s.step.values for s in wave.routes[0].steps[:3]]
+    assert windows == [{"frames": 77}, {"frames": 77, "video_frame_offset": 77},
+                       {"frames": 17, "video_frame_offset": 149}]  # 77 + 72 + 12 = 161, carrying 5
+    assert wave.routes[1].note == "svd takes at most 128 frames: its clip has 128 of 160"  # the series' 160, not 161
+    newer = bundled_catalog(load_lock(MODELS_LOCK), "0.33.0")
+    two = build_plan(load_series(path), backend="wan_animate2", catalog=newer).scenes[1]
+    assert [s.step.values.get("frames") for s in two.routes[0].steps[:3]] == [77, 77, 9]  # 77 + 76 + 8, carrying 1
+    path.write_text(path.read_text().replace("    steps: 4\n", "    steps: 4\n    continue_motion_frames: 4\n"))
+    try:
+        build_plan(load_series(path))
+    except UserError as exc:
+        assert "continue_motion_frames: 4 would cut a window short" in exc.message and "1, 5, 9, 13" in exc.message
+    else:
+        raise AssertionError("a carry that is not 4·k+1 was taken")

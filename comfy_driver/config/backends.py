@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from comfy_driver.errors import UserError
 from comfy_driver.yamltext import load_yaml, validate
@@ -41,9 +41,20 @@ class Backend(BaseModel):
     extend: str | None = None  # the workflow of each further window of a long scene
     extend_without_driving_video: str | None = None
     window_frames: int | None = Field(default=None, ge=8, le=1000)
+    frame_step: int | None = Field(default=None, ge=2, le=16)  # its model makes frame_step·k+1 frames (Wan: 4)
+    carry_frames: int | None = Field(default=None, ge=0, le=64)  # frames a further window repeats, fixed by
+    # its node (WanAnimate2ToVideo: 1); unset: the continue_motion_frames parameter (5 by default)
     takes_driving_video: bool = False
     fallback: str | None = None
     needs: Needs = Needs()
+
+    @model_validator(mode="after")
+    def _whole_windows(self) -> Backend:
+        if self.frame_step and self.window_frames and (self.window_frames - 1) % self.frame_step:
+            raise ValueError(f"window_frames {self.window_frames}: this model makes {self.frame_step}·k+1 frames, "
+                             f"so a window is one of {fitted(self.window_frames, self.frame_step) - self.frame_step}, "
+                             f"{fitted(self.window_frames, self.frame_step)}")
+        return self
 
     def workflows(self) -> list[str]:
         """Every workflow this backend may run, its variants and further windows included."""
@@ -113,3 +124,8 @@ class Backends(BaseModel):
 
 def load_backends(path: Path) -> Backends:
     return validate(Backends, load_yaml(path, what="backends file"))
+
+
+def fitted(frames: int, step: int | None) -> int:
+    """`frames` rounded up to what a model making step·k+1 frames gives (itself without a step)."""
+    return frames if not step or frames < 1 else -(-(frames - 1) // step) * step + 1

@@ -25,7 +25,7 @@ from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.outputs import safe_component
-from comfy_driver.config.backends import load_backends
+from comfy_driver.config.backends import fitted, load_backends
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
 from comfy_driver.media.ffmpeg import VideoInfo
@@ -382,17 +382,21 @@ class _Planner:
         else:
             check_version(base, self.backends, self.templates.catalog.version, self.target)
         self.check_backend(spec, chosen, None if backend else spec.wheres.get("backend", spec.where))
+        asked, step = spec.frames, self.backends.backend(base).frame_step if base in self.backends.backends else None
         dropped: tuple[str, ...] = ()
         if (backend or why) and spec.driving_video is not None and base in self.backends.backends \
                 and not self.backends.backend(base).takes_driving_video:  # the series was written for another
             spec, dropped = replace(spec, driving_video=None), (f"driving_video ({base} takes none)",)
-        first = self.route(spec, chosen, 0)
+        own = replace(spec, frames=fitted(asked, step)) if asked else spec  # as its model makes them (fallbacks: theirs)
+        first = self.route(own, chosen, 0)
         first.skipped = dropped + first.skipped
-        scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), spec, index, [first])
+        scene = ScenePlan(SceneKey(spec.episode_id, spec.scene_id), own, index, [first])
         if why:
             scene.notes.append(why)
-        if spec.driving_video is not None:
-            scene.notes += self.driving_video_fits(spec, first)
+        if asked != own.frames:
+            scene.notes.append(f"{base} makes {step}·k+1 frames: the clip has {own.frames} frames ({asked} asked)")
+        if own.driving_video is not None:
+            scene.notes += self.driving_video_fits(own, first)
         on_oom = self.loaded.series.on_oom
         tried = [base]
         following: str | None = self.backends.backend(base).fallback

@@ -191,10 +191,17 @@ def plan_steps(spec: SceneSpec, backends: Backends, backend: str) -> list[Step]:
     steps = [Step(workflow, base, {}, False)]
     window = spec_backend.window_frames
     if extend and window and spec.frames and spec.frames > window:
-        carry = spec.params.get(f"{base}.continue_motion_frames", spec.params.get("continue_motion_frames", 5))
-        if isinstance(carry, bool) or not isinstance(carry, int) or not 0 <= carry < window:
-            raise UserError(f"{spec.where}: params.continue_motion_frames: {carry!r} must be a whole number from 0 "
-                            f"to {window - 1} (the frames each window repeats from the one before)")
+        carry = spec_backend.carry_frames
+        if carry is None:
+            carry = spec.params.get(f"{base}.continue_motion_frames", spec.params.get("continue_motion_frames", 5))
+            if isinstance(carry, bool) or not isinstance(carry, int) or not 0 <= carry < window:
+                raise UserError(f"{spec.where}: params.continue_motion_frames: {carry!r} must be a whole number "
+                                f"from 0 to {window - 1} (the frames each window repeats from the one before)")
+            step = spec_backend.frame_step
+            if step and (carry - 1) % step:
+                raise UserError(f"{spec.where}: params.continue_motion_frames: {carry} would cut a window short: "
+                                f"{base} makes {step}·k+1 frames, so carry one of "
+                                f"{', '.join(str(n) for n in range(1, window, step)[:4])}")
         steps = [Step(workflow, base, {"frames": window}, False)]
         done = window
         while done < spec.frames:

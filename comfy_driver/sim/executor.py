@@ -192,8 +192,8 @@ def evaluate(class_type: str, values: dict[str, Any], catalog: Catalog,
         frames = base.frames + values["image2"].frames
     if class_type in ("WanAnimateToVideo", "WanAnimate2ToVideo"):  # continued frames are generated again, trimmed
         motion = values.get("continue_motion")
-        carried = min(int(number(values.get("continue_motion_max_frames")) or 5), motion.frames) \
-            if isinstance(motion, Value) else 0
+        most = 1 if class_type == "WanAnimate2ToVideo" else int(number(values.get("continue_motion_max_frames")) or 5)
+        carried = min(most, motion.frames) if isinstance(motion, Value) else 0  # Animate 2 carries one frame, always
         offset = int(number(values.get("video_frame_offset")) or 0)
         numbers = {3: 0, 4: carried, 5: offset + (frames or 0) - carried}
     if class_type in SAMPLERS or class_type in ("VAEDecode", "VAEEncode", "VAEDecodeTiled", "TrimVideoLatent",
