@@ -28,7 +28,6 @@ from comfy_driver.errors import BadInputFile, UserError
 from comfy_driver.pipeline.progress import Progress
 # (what only `Client` needs, replaying and converting workflows, is imported by it: not on a run's path)
 from comfy_driver.pipeline.report import RunReport
-from comfy_driver.models.needs import read_servers
 from comfy_driver.pipeline.choose import uses_auto
 from comfy_driver.pipeline.plan import build_plan
 from comfy_driver.pipeline.control import RunControl, RunOptions
@@ -133,7 +132,10 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
         raise UserError(f"{loaded.path}: no server to run on", hint="add server: http://host:8188 to the series")
     options = options or RunOptions()
     natives = [t.url for t in targets if not t.is_v2]
-    facts = read_servers(natives, options.settings) if uses_auto(loaded.scenes, backend) else None
+    facts = None
+    if uses_auto(loaded.scenes, backend):  # what the servers offer: asked for `backend: auto` only
+        from comfy_driver.models.needs import read_servers
+        facts = read_servers(natives, options.settings)
     first = target_catalog(targets[0], options.settings)
     plan = build_plan(loaded, backend, first, servers=facts)
     known = {targets[0]: first} if first is not None else None  # read once: the lane does not ask again

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from comfy_driver.comfy.versions import Version
 from comfy_driver.config.backends import Backends
 from comfy_driver.config.series import SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.models.lock import ModelsLock
-from comfy_driver.models.needs import ServerFacts, needs_of, unmet
 from comfy_driver.workflow.template import Param
+
+if TYPE_CHECKING:  # models.needs (and the lock, the packs, the workflow reader) load when a scene is `auto`
+    from comfy_driver.models.lock import ModelsLock
+    from comfy_driver.models.needs import ServerFacts
 
 AUTO = "auto"
 ParamsOf = Callable[[str], Mapping[str, Param]]
@@ -58,6 +61,8 @@ def choose(scene: SceneSpec, backends: Backends, servers: list[ServerFacts], loc
 
     `params_of(workflow)`: the parameters a workflow declares (whether it takes a reference image).
     """
+    from comfy_driver.models.needs import needs_of, unmet
+
     if not backends.auto:
         raise UserError(f"{scene.where}: backend auto: backends.yaml has no auto: list to choose from")
     if not servers:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
-from comfy_driver.media import stitch as media
 from comfy_driver.pipeline.plan import EpisodePlan
 
 
@@ -31,6 +30,7 @@ class Stitched:
 def stitch(root: Path, episode: EpisodePlan, clips: list[Path], digests: list[str], fps: float | None,
            known: tuple[str | None, str | None], backends: list[str]) -> Stitched:
     """Join the clips unless the episode file on disk is exactly the join recorded for these clips."""
+    from comfy_driver.media import stitch as media  # ffmpeg's side: loaded by the first episode of clips
     planned = media.plan(clips, fps)
     fmt, converted = planned.format, [str(episode.scenes[n]) for n in planned.converted]
     wanted = hashlib.sha256("\n".join([*digests, str(fmt)]).encode()).hexdigest()

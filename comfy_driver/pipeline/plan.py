@@ -21,21 +21,21 @@ import json
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.outputs import safe_component
 from comfy_driver.config.backends import fitted, load_backends
 from comfy_driver.config.series import LoadedSeries, SceneSpec
 from comfy_driver.errors import UserError
-from comfy_driver.media.ffmpeg import VideoInfo
-from comfy_driver.media.inputs import check_image, check_video
-from comfy_driver.models.catalog import bundled_catalog
-from comfy_driver.models.lock import ModelsLock, load_lock
-from comfy_driver.models.needs import ServerFacts
 from comfy_driver.paths import BACKENDS, models_lock
 from comfy_driver.pipeline.choose import AUTO, check_version, choose
 from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step, scope_params
+
+if TYPE_CHECKING:  # models.lock and models.needs load for the bundled catalogue or `backend: auto` only
+    from comfy_driver.media.ffmpeg import VideoInfo
+    from comfy_driver.models.lock import ModelsLock
+    from comfy_driver.models.needs import ServerFacts
 
 # The nodes that read a driving video and, where it ends within a window, pad the pose with its last
 # frame (ComfyUI's comfy_extras/nodes_wan.py); other readers are only said to follow no motion there.
@@ -252,8 +252,11 @@ class _Planner:
     def __init__(self, loaded: LoadedSeries, catalog: Catalog | None,
                  servers: list[ServerFacts] | None = None) -> None:
         series_dir = loaded.path.parent / loaded.series.workflows if loaded.series.workflows else None
-        self.templates = TemplateCache(catalog or bundled_catalog(self.lock), series_dir)
         self.target = "the server" if catalog is not None else "the bundled catalogue (no --server given)"
+        if catalog is None:
+            from comfy_driver.models.catalog import bundled_catalog
+            catalog = bundled_catalog(self.lock)
+        self.templates = TemplateCache(catalog, series_dir)
         self.servers = servers or []  # what the run's servers offer, for backend auto
         self.backends = load_backends(BACKENDS).merged(loaded.series.backends)
         self.layout = Layout(loaded.output_dir / loaded.slug)
@@ -264,11 +267,15 @@ class _Planner:
     @functools.cached_property
     def lock(self) -> ModelsLock:
         """The shipped models.lock: read for the bundled catalogue or `backend: auto`, else never."""
+        from comfy_driver.models.lock import load_lock
         return load_lock(models_lock())
 
     def check_inputs(self, spec: SceneSpec) -> None:
         """The reference image and the driving video are what they claim, read from their content (each
         file once, however many scenes use it)."""
+        if spec.reference_image is None and spec.driving_video is None:
+            return
+        from comfy_driver.media.inputs import check_image, check_video  # ffmpeg's probe: for a scene with inputs
         if spec.reference_image is not None and spec.reference_image not in self._images:
             check_image(spec.reference_image, spec.wheres.get("reference_image", spec.where),
                         self._shown(spec.reference_image))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import format_node_errors
 from comfy_driver.errors import UserError
-from comfy_driver.models.doctor import pack_of
 from comfy_driver.pipeline.plan import Plan
 
 
@@ -15,12 +14,13 @@ def preflight(plan: Plan, catalog: Catalog, *, server: str = "") -> None:
     steps = [step for scene in plan.scenes for step in scene.steps]
     inputs = catalog.input_files()
     problems: list[str] = []
-    missing: dict[str, set[str]] = {}
-    for step in steps:
-        for node in step.first.graph.values():
-            if node["class_type"] not in catalog:
-                missing.setdefault(pack_of(node["class_type"]), set()).add(node["class_type"])
-    if missing:
+    absent = {node["class_type"] for step in steps for node in step.first.graph.values()
+              if node["class_type"] not in catalog}
+    if absent:
+        from comfy_driver.models.doctor import pack_of  # the shipped catalogues: read only to name a lacking pack
+        missing: dict[str, set[str]] = {}
+        for class_type in absent:
+            missing.setdefault(pack_of(class_type), set()).add(class_type)
         packs = "; ".join(f"{pack} ({', '.join(sorted(classes))})" for pack, classes in sorted(missing.items()))
         raise UserError(f"{server or 'the server'} lacks the node types these workflows use: {packs}",
                         hint="install those custom node packs (ComfyUI-Manager, or git clone into custom_nodes/) "

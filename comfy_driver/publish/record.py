@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
-from comfy_driver.publish.ledger import Upload
+if TYPE_CHECKING:  # the ledger (sqlite3) loads where uploads are, not with every run's report
+    from comfy_driver.publish.ledger import Upload
 
 Outcome = Literal["published", "already published", "changed", "failed", "stopped"]
 

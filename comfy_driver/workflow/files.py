@@ -8,7 +8,6 @@ from typing import Any
 from comfy_driver import jsontext
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.errors import BadInputFile, UserError
-from comfy_driver.workflow.convert import ui_to_api
 
 
 def detect_format(data: Any) -> str:
@@ -52,6 +51,7 @@ def load_workflow(path: Path, catalog: Catalog) -> tuple[dict[str, Any], dict[st
     if kind == "api":
         return data, None
     if kind == "ui":
+        from comfy_driver.workflow.convert import ui_to_api  # the GUI's conversion: loaded for a GUI-saved file only
         try:
             return ui_to_api(data, catalog), data
         except UserError as exc:
