@@ -1,9 +1,11 @@
 """Where comfy-drive's files are: what it ships (read-only) and what belongs to the user.
 
-Shipped, read with importlib.resources from the package `comfy_driver.data`: the node catalogues,
-`workflows/`, `backends.yaml`, `models.lock` and `examples/`. In the repository the last four stay at
-the top level; `comfy_driver/data` holds symbolic links to them, which a wheel build copies in as
-plain files, so a checkout (`pip install -e .`) and an installed wheel read the same names.
+Shipped, read from the package `comfy_driver.data`, the folder beside this module (the folder
+importlib.resources names for an installed or editable package, without its 10 ms of imports at every
+start): the node catalogues, `workflows/`, `backends.yaml`, `models.lock` and `examples/`. In the
+repository the last four stay at the top level; `comfy_driver/data` holds symbolic links to them,
+which a wheel build copies in as plain files, so a checkout (`pip install -e .`) and an installed
+wheel read the same names.
 
 Nothing is ever written into the installed package. The user's own files live in the user config
 folder (`$XDG_CONFIG_HOME/comfy-drive`, else `~/.config/comfy-drive`; `COMFY_DRIVE_CONFIG` overrides):
@@ -14,10 +16,9 @@ every command reads unless `--lock` names another.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
-DATA = Path(str(resources.files("comfy_driver.data")))
+DATA = Path(__file__).parent / "data"
 WORKFLOWS = DATA / "workflows"
 MODELS_LOCK = DATA / "models.lock"  # the shipped one
 BACKENDS = DATA / "backends.yaml"

@@ -12,7 +12,6 @@ YAML this way, and the lower rooms must not import the higher ones.
 from __future__ import annotations
 
 import datetime
-import difflib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -183,6 +182,7 @@ def render_errors(exc: ValidationError, located: Located, model: type[BaseModel]
         if err["type"] == "extra_forbidden":
             name = str(loc[-1])
             allowed = _allowed_keys(model, loc[:-1])
+            import difflib  # a suggestion for a bad name: the error path only
             guess = difflib.get_close_matches(name, allowed, n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else (
                 f"; allowed: {', '.join(sorted(allowed))}" if allowed else "")

@@ -1,4 +1,4 @@
-"""The installed package: its shipped files are read through importlib.resources and never written."""
+"""The installed package: its shipped files are read from the package's data folder and never written."""
 
 from __future__ import annotations
 

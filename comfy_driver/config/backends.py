@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Literal
@@ -94,6 +93,7 @@ class Backends(BaseModel):
         unknown = [s for s in stages if s not in self.stages]
         if not base or unknown:
             bad = unknown[0] if unknown else text
+            import difflib  # a suggestion for a bad name: the error path only
             guess = difflib.get_close_matches(bad, list(self.stages), n=1)
             raise UserError(f"backend {text!r}: unknown stage {bad!r}"
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (stages: {', '.join(self.stages)})"))

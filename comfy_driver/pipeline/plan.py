@@ -14,7 +14,6 @@ renders it again; editing nothing keeps it.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -296,6 +295,7 @@ class _Planner:
         if base in self.backends.backends or self.templates.has(base):
             return
         known = sorted(self.backends.backends)
+        import difflib  # a suggestion for a bad name: the error path only
         guess = difflib.get_close_matches(base, known, n=1)
         raise UserError(f"{where + ': ' if where else ''}unknown backend {base!r}"
                         + (f"; did you mean {guess[0]!r}?" if guess else ""),

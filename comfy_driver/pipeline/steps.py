@@ -9,7 +9,6 @@ step's clip is rendered with a placeholder name until that clip exists.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -147,6 +146,7 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
             owned = [steps[0].workflow]
         if owned is None:
             known = sorted({*backends.backends, *backends.stages})
+            import difflib  # a suggestion for a bad name: the error path only
             guess = difflib.get_close_matches(owner, known, n=1)
             problems.append(f"parameter {name!r}: no backend or stage {owner!r}"
                             + (f"; did you mean {guess[0]!r}?" if guess else f" (known: {', '.join(known)})"))
@@ -161,6 +161,7 @@ def scope_params(spec: SceneSpec, steps: list[Step], base: str, backends: Backen
             skipped.append(f"{name} ({why})")
         elif dot:
             names = sorted({p for w in owned for p in templates.params(w)})
+            import difflib  # a suggestion for a bad name: the error path only
             guess = difflib.get_close_matches(param, names, n=1)
             problems.append(f"unknown parameter {name!r} for {owner!r}"
                             + (f"; did you mean '{owner}.{guess[0]}'?" if guess else f" (it takes: {', '.join(names)})"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +78,7 @@ class Template:
                 title, _, input_name = target.rpartition(".")
                 ids = titles.get(title, [])
                 if not ids:
+                    import difflib  # a suggestion for a bad name: the error path only
                     guess = difflib.get_close_matches(title, list(titles), n=1)
                     raise UserError(f"{source}: parameter {pname!r} targets node title {title!r}, "
                                     f"which no node of the workflow has"
@@ -127,6 +127,7 @@ class Template:
 
         for name in values:
             if name not in self.params:
+                import difflib  # a suggestion for a bad name: the error path only
                 guess = difflib.get_close_matches(name, list(self.params), n=1)
                 errors.append(f"{at(name)}unknown parameter {name!r} for workflow {self.name!r}"
                               + (f"; did you mean {guess[0]!r}?" if guess else
