@@ -71,6 +71,7 @@ class _Builder:
         self.lines = lines
         self.count = 0
         self.open: set[int] = set()  # nodes being built: meeting one again is a recursive alias
+        self.constructor = yaml.SafeLoader("")  # one for every scalar of the file (each is a node of its own)
 
     def fail(self, node: yaml.Node, message: str) -> UserError:
         return UserError(f"{self.path}:{node.start_mark.line + 1}: {message}")
@@ -126,7 +127,7 @@ class _Builder:
 
     def scalar(self, node: yaml.Node) -> Any:
         try:
-            value = yaml.SafeLoader("").construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:
             raise self.fail(node, f"unknown tag {node.tag!r}; tags are not supported here") from None
         except ValueError as exc:  # a malformed !!binary, !!timestamp ...
