@@ -127,7 +127,7 @@ class Lane(LaneBase):
         except DriveError as exc:
             self.post(LaneGone(self, exc))
         except Exception as exc:  # noqa: BLE001 - any surprise stops the run cleanly, named
-            self.post(Crashed(self._current, exc))
+            self.post(Crashed(self._current, exc, self))
         finally:
             self.stream.close()
             self.client.close()
