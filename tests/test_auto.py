@@ -97,7 +97,7 @@ def test_a_16gb_series_with_driving_videos_runs_on_auto(sim_factory: Any, tmp_pa
     assert [s.status for s in report.scenes] == ["done", "done"]
     assert {s.backend for s in report.scenes} == {"wan22_animate_kj"}  # a 14B Animate model, driving video used
     assert all(any("follows the driving video" in n for n in s.notes) for s in report.scenes)
-    assert probe(tmp_path / "out" / "auto" / report.scenes[1].clip).frames == 16
+    assert probe(tmp_path / "out" / "auto" / report.scenes[1].clip).frames == 17  # 16 asked: Wan makes 4·k+1
     saved = json.loads((tmp_path / "out" / "auto" / "report.json").read_text())
     assert any(n.startswith("auto chose wan22_animate_kj") for n in saved["scenes"][0]["notes"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,15 @@ def test_the_wan_example_runs(tmp_path: Path) -> None:
     again = CliRunner().invoke(main, ["run", str(path), "--simulate", "instant", "--json", "--force", "ep01/dance"])
     assert again.exit_code == 0, again.output
     assert [s["status"] for s in json.loads(again.stdout)["scenes"]] == ["done", "skipped"]
+
+
+def test_a_window_carry_that_cannot_work_is_refused_in_backends_yaml() -> None:
+    from pydantic import ValidationError
+
+    from comfy_driver.config.backends import Backend
+
+    for fields, message in [({"carry_frames": 9}, "carry_frames 9: a window repeats fewer frames than it has (9)"),
+                            ({"carry_frames": 2}, "carry_frames 2: this model makes 4·k+1 frames"),
+                            ({"window_frames": 10, "carry_frames": 1}, "window_frames 10: this model makes 4·k+1")]:
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            Backend.model_validate({"workflow": "w", "window_frames": 9, "frame_step": 4, **fields})

@@ -69,16 +69,16 @@ def test_a_shortfall_in_the_only_window_is_said_before_submitting(sim: Any, tmp_
 
 
 def test_a_shortfall_only_in_the_last_window_is_said(tmp_path: Path) -> None:
-    """120 frames: window 1 takes frames 0-76, window 2 starts at 77 (reading from 72, the five frames
+    """121 frames: window 1 takes frames 0-76, window 2 starts at 77 (reading from 72, the five frames
     it carries over) and runs past the 90 frames the video has."""
-    path = write_series(tmp_path, video_frames=90, frames=120)
+    path = write_series(tmp_path, video_frames=90, frames=121)  # Wan makes 4·k+1 frames: 121, not 120
     scene = build_plan(load_series(path)).scenes[0]
     steps = scene.routes[0].steps
     assert [s.label for s in steps] == ["wan22_animate", "wan22_animate window 2"]
-    assert steps[1].step.values == {"frames": 48, "video_frame_offset": 77}
-    assert scene.notes == ["driving video motion.mp4 has 90 frames, the scene 120: its last 30 frame(s) hold its "
+    assert steps[1].step.values == {"frames": 49, "video_frame_offset": 77}
+    assert scene.notes == ["driving video motion.mp4 has 90 frames, the scene 121: its last 31 frame(s) hold its "
                            "last frame (the video is not looped)"]
-    exact = write_series(tmp_path / "exact", video_frames=120, frames=120)
+    exact = write_series(tmp_path / "exact", video_frames=121, frames=121)
     assert build_plan(load_series(exact)).scenes[0].notes == []  # long enough: nothing to say
 
 

@@ -285,3 +285,31 @@ def test_every_target_is_validated_and_alike_ones_once(tmp_path: Path, sim_facto
     with pytest.raises(UserError, match=f"{lacking.url} lacks the node types these workflows use"):
         run_series(path, servers=[alike[0].url, lacking.url], options=RunOptions(force={"all"}))
     assert lacking.submission_log == [] and len(alike[0].submission_log) == 1  # nothing sent this time
+
+
+def test_a_stop_while_a_target_of_the_pool_is_down_ends_the_run(tmp_path: Path, sim: Any) -> None:
+    """The silent target never answers the stop's unqueue; once it is given up, the run ends (it hung)."""
+    from comfy_driver.pipeline.control import RunControl, RunStopped
+
+    slow = SimProcess(tmp_path / "slow", time_scale=3.0)
+    control = RunControl()
+
+    def kill_then_stop() -> None:
+        slow.wait_until_running()
+        slow.proc.kill()
+        time.sleep(1.0)
+        control.stop()
+
+    threading.Thread(target=kill_then_stop, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(RunStopped) as stopped:
+            run_series(many_scenes(tmp_path, 1, 2), servers=[slow.url, sim.url],
+                       options=RunOptions(depth=1, move_after=60, server_timeout=60), control=control)
+    finally:
+        slow.proc.kill()
+        slow.proc.wait(10)
+    assert time.monotonic() - started < 30
+    report = stopped.value.report
+    assert report is not None and [t.status for t in report.targets] == ["gone", "open"]
+    assert any(s.status == "done" for s in report.scenes)  # the other target's scene is kept

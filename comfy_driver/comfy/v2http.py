@@ -3,6 +3,7 @@
 Decisions:
 - Every request goes through `V2Http.request`: 429 (`queue_full`, `deployment_not_ready`,
   `too_many_streams`) is waited out as Retry-After says, within a budget, then raised as `Busy`;
+  502, 503 and 504 are `ServerUnreachable`, as a silence is (the caller waits for the endpoint);
   402 is `InsufficientCredits`, so a caller stops submitting to that target and nothing else.
 - The key (`Authorization`) is sent only to the target's own origin. Redirects are never followed
   by the session: a redirect to another origin (Cloud's signed download URLs) is fetched without
@@ -142,6 +143,8 @@ class V2Http:
                 self._sleep(pause)
                 waited += pause
                 continue
+            if status in (502, 503, 504):  # a gateway or the endpoint itself, passing: wait for it like a silence
+                raise ServerUnreachable(f"{where}: {status} {code or 'unavailable'}: {message}".rstrip(": "))
             if status == 402:
                 raise InsufficientCredits(f"{self.target.display}: insufficient credits ({message or code})",
                                           code=code or "insufficient_credits", status=status,

@@ -49,6 +49,12 @@ class Backend(BaseModel):
 
     @model_validator(mode="after")
     def _whole_windows(self) -> Backend:
+        if self.carry_frames is not None and self.window_frames and self.carry_frames >= self.window_frames:
+            raise ValueError(f"carry_frames {self.carry_frames}: a window repeats fewer frames than it has "
+                             f"({self.window_frames})")
+        if self.frame_step and self.carry_frames is not None and (self.carry_frames - 1) % self.frame_step:
+            raise ValueError(f"carry_frames {self.carry_frames}: this model makes {self.frame_step}·k+1 frames, "
+                             f"so a window carries 1, {1 + self.frame_step}, {1 + 2 * self.frame_step} ... of them")
         if self.frame_step and self.window_frames and (self.window_frames - 1) % self.frame_step:
             raise ValueError(f"window_frames {self.window_frames}: this model makes {self.frame_step}·k+1 frames, "
                              f"so a window is one of {fitted(self.window_frames, self.frame_step) - self.frame_step}, "

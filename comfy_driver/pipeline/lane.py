@@ -127,7 +127,7 @@ class Lane(LaneBase):
         except DriveError as exc:
             self.post(LaneGone(self, exc))
         except Exception as exc:  # noqa: BLE001 - any surprise stops the run cleanly, named
-            self.post(Crashed(self._current, exc))
+            self.post(Crashed(self._current, exc, self))
         finally:
             self.stream.close()
             self.client.close()
@@ -190,11 +190,15 @@ class Lane(LaneBase):
 
     def _submit(self, attempt: Attempt) -> None:
         self._current = f"{attempt.step.name}: queueing it on {self.name}"
-        if attempt.attached or self._found(attempt):
+        found = "attached" if attempt.attached else self._found(attempt)
+        if found in ("attached", "found"):
             self._watch(attempt)
             self.post(Submitted(self, attempt, found=not attempt.attached))
             self.follower.recover(attempt.prompt_id)
             self._handle(None)
+            return
+        if found == "renumbered":  # past a failed earlier one: its new id is recorded before it is sent
+            self.post(Requeue(self, attempt))
             return
         try:
             for name, path in attempt.rendered.uploads.items():
@@ -214,11 +218,12 @@ class Lane(LaneBase):
             raise
         self._watch(attempt)  # (nothing to tell: the supervisor recorded it as submitted before handing it over)
 
-    def _found(self, attempt: Attempt) -> bool:
+    def _found(self, attempt: Attempt) -> str:
         """State rebuilt: is one of this step's deterministic prompt ids still queued, running or in the
-        history? The latest one that did not fail is followed; after a failed one, the next is posted."""
+        history? The latest one that did not fail is followed ("found"); after a failed one, the attempt
+        becomes the next ("renumbered"); else "none"."""
         if not attempt.candidates:
-            return False
+            return "none"
         running, pending = self.client.queued_ids()
         for number, prompt_id in reversed(attempt.candidates):
             entry = None if prompt_id in running or prompt_id in pending else \
@@ -226,13 +231,11 @@ class Lane(LaneBase):
             if prompt_id in running or prompt_id in pending or entry is not None:
                 failed = entry is not None and (entry.get("status") or {}).get("status_str") == "error"
                 if failed:
-                    attempt.number = number + 1
-                    attempt.prompt_id = attempt.step.prompt_id(attempt.step.spec.series, attempt.rendered.graph_hash,
-                                                               attempt.number)
-                    return False
+                    attempt.renumber(number + 1)
+                    return "renumbered"
                 attempt.number, attempt.prompt_id = number, prompt_id
-                return True
-        return False
+                return "found"
+        return "none"
 
     def _unqueue(self) -> None:
         """Take this run's prompts that have not started off the server's queue."""

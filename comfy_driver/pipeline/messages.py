@@ -134,6 +134,7 @@ class LaneBase(ABC):
         hears `Stalled`, and may `abandon` the lane; after `server_timeout`,
         or once abandoned, `ServerGone` ends the lane. `holding` says what is left on the target."""
         since, shown, stalled = time.monotonic(), -5.0, False
+        self._abandon.clear()  # an abandon meant for an earlier outage, which ended meanwhile, does not count
         while True:
             try:
                 ping()
@@ -252,3 +253,4 @@ class Crashed:
 
     where: str
     error: BaseException
+    lane: LaneBase | None = None  # the lane whose thread it was: it takes no more work

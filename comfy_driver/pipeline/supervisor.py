@@ -80,7 +80,7 @@ class Supervisor:
         self._lanes: list[LaneBase] = []
         self._pool: ThreadPoolExecutor | None = None
         self._tasks = 0
-        self._awaiting_unqueue = 0
+        self._unqueueing: set[LaneBase] = set()  # lanes asked to unqueue that have not answered (nor gone)
         self._stopping: str | None = None
         self._user_stop = False
         self._stops = 0
@@ -162,7 +162,7 @@ class Supervisor:
         return self._user_stop
 
     def _busy(self) -> bool:
-        if self._tasks or self._awaiting_unqueue:
+        if self._tasks or self._unqueueing:
             return True
         live = [lane for lane in self._lanes if not lane.gone]
         if self._crash is not None:
@@ -298,7 +298,7 @@ class Supervisor:
                         lambda o: self._finished(ended.lane, o))
         elif isinstance(item, msg.Unqueued):
             item.lane.held.difference_update(item.attempts)
-            self._awaiting_unqueue -= 1
+            self._unqueueing.discard(item.lane)
             for a in item.attempts:
                 self.state.unsubmitted(a.step.key, f"the run stopped ({self._stopping}) before it started")
         elif isinstance(item, msg.Say):
@@ -311,10 +311,10 @@ class Supervisor:
         elif isinstance(item, msg.LaneGone):
             self._lane_gone(item.lane, item.error)
         elif isinstance(item, msg.Crashed):
-            for lane in self._lanes:
-                if item.where.endswith(lane.name):
-                    lane.gone = True
-                    lane.held.clear()
+            if item.lane is not None:
+                item.lane.gone = True
+                item.lane.held.clear()
+                self._unqueueing.discard(item.lane)
             self._crashed(item.where, item.error)
         elif isinstance(item, _Result):
             self._tasks -= 1
@@ -327,9 +327,12 @@ class Supervisor:
         """A target went away: its work moves to the targets still open; with none left, the run stops
         (what was on it is re-attached by the next run)."""
         lane.gone = True
+        self._unqueueing.discard(lane)  # it will not answer an unqueue now
         self._gone.append(error)
         self.progress.message(error.message if lane.name in error.message else f"{lane.name}: {error.message}")
         held, lane.held = list(lane.held), set()
+        if self._stopping is not None:  # what it held stays recorded as submitted: the next run re-attaches
+            return
         if not any(other.open for other in self._lanes):
             self._begin_stop(error.message)
             return
@@ -371,7 +374,7 @@ class Supervisor:
         self._ready.clear()
         for lane in self._lanes:
             if not lane.gone:
-                self._awaiting_unqueue += 1
+                self._unqueueing.add(lane)
                 lane.unqueue()
 
     def _crashed(self, where: str, error: BaseException) -> None:

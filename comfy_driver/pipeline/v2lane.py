@@ -43,6 +43,9 @@ from comfy_driver.pipeline.messages import (Attempt, Closing, Crashed, Ended, La
 T = TypeVar("T")
 
 
+_UNDONE = ("canceling", "canceled")  # a job an earlier run took back on its way out: rendered again
+
+
 @dataclass(eq=False)
 class Running:
     """A job this lane follows, with what the driver saw of it (v2 jobs carry no timestamps)."""
@@ -63,6 +66,7 @@ class V2Lane(LaneBase):
         self._threads: list[threading.Thread] = []
         self._gave_up = False
         self._down = threading.Lock()  # held by the one thread waiting for an unreachable endpoint
+        self._unqueued = threading.Event()  # the run stops: nothing more is submitted here
 
     # --------------------------------------------------------------------------------------------- supervisor side
     def check(self, known: Catalog | None = None) -> Catalog | None:
@@ -84,6 +88,7 @@ class V2Lane(LaneBase):
 
     def unqueue(self) -> None:
         """Cancel the jobs that have not started; they end as cancelled (the supervisor unrecords them)."""
+        self._unqueued.set()  # a job thread still uploading or waiting for room submits nothing now
         with self._lock:
             waiting = [r.job for r in self._jobs.values() if r.started_at is None]
         self._in_background(lambda: self._cancel(waiting, only_queued=True))
@@ -162,9 +167,12 @@ class V2Lane(LaneBase):
 
     def _cancel(self, jobs: list[V2Job], *, only_queued: bool) -> None:
         for job in jobs:
-            if only_queued and job.refresh().get("status") != "queued":
-                continue
-            job.cancel()
+            try:
+                if only_queued and job.refresh().get("status") != "queued":
+                    continue
+                job.cancel()
+            except DriveError:
+                continue  # that one ends as it would have; the others are still cancelled
 
     def _work(self, attempt: Attempt, running: Running | None) -> None:
         try:
@@ -184,7 +192,7 @@ class V2Lane(LaneBase):
             if first:
                 self.post(LaneGone(self, exc))
         except Exception as exc:  # noqa: BLE001 - any surprise stops the run cleanly, named
-            self.post(Crashed(f"{attempt.step.name}: on {self.name}", exc))
+            self.post(Crashed(f"{attempt.step.name}: on {self.name}", exc, self))
 
     def _start(self, attempt: Attempt) -> Running | None:
         """Find the job an earlier run may have made, else submit; None when the attempt went back."""
@@ -199,6 +207,9 @@ class V2Lane(LaneBase):
                 self.post(Requeue(self, attempt))
                 return None
             attempt.candidates = []  # none was sent: the key recorded for this attempt goes now
+        if self._unqueued.is_set():  # the run stopped before this one was sent
+            self.post(Unqueued(self, [attempt]))
+            return None
         try:
             job = self._retrying(lambda: self.client.submit(attempt.rendered.graph, files=self._files(attempt),
                                                             key=attempt.prompt_id))
@@ -209,24 +220,29 @@ class V2Lane(LaneBase):
             self.post(Rejected(self, attempt, exc))
             return None
         except V2Error as exc:
-            if exc.code != "idempotency_key_reuse":
-                raise
+            if exc.code != "idempotency_key_reuse":  # the endpoint's answer to this prompt: its own failure
+                self.post(Rejected(self, attempt, exc))
+                return None
             attempt.renumber(attempt.number + 1)  # the key was used, and no job of it is listed
             self.post(Requeue(self, attempt))
             return None
         self.post(Submitted(self, attempt, job=job.id))
-        return self._track(attempt, job)
+        running = self._track(attempt, job)
+        if self._unqueued.is_set():  # the run stopped while it was being sent: take it back
+            self._cancel([job], only_queued=True)
+        return running
 
     def _earlier(self, attempt: Attempt) -> V2Job | None:
         """The job of a re-attached attempt; or, the state rebuilt, the latest job of its candidates that
         did not fail (after a failed one, the attempt is renumbered past it)."""
         if attempt.attached:
-            return self._retrying(lambda: self.client.find(attempt.prompt_id))
+            job = self._retrying(lambda: self.client.find(attempt.prompt_id))
+            return None if job is None or job.status in _UNDONE else job
         for number, key in reversed(attempt.candidates):
             job = self._retrying(lambda: self.client.find(key))
             if job is None:
                 continue
-            if job.status == "failed":
+            if job.status == "failed" or job.status in _UNDONE:
                 attempt.renumber(number + 1)
                 return None
             attempt.number, attempt.prompt_id = number, key
@@ -253,7 +269,7 @@ class V2Lane(LaneBase):
         return running
 
     def _follow(self, attempt: Attempt, running: Running) -> None:
-        job, node, step = running.job, "", None
+        job, node, step, refused = running.job, "", None, 0
         while not job.done and running.lost is None:
             if self._closing.is_set() or self._gave_up:
                 raise Closing
@@ -273,9 +289,15 @@ class V2Lane(LaneBase):
             except ServerUnreachable:
                 self._wait_for_target()
             except V2Error as exc:
-                if exc.status != 404:
+                if exc.status == 404:
+                    running.lost = PromptLost(f"job {job.id} is no longer known to {self.name}")
+                    continue
+                refused += 1  # busy, or an answer it should not give: asked again a few times, then the run's error
+                if refused > 5:
                     raise
-                running.lost = PromptLost(f"job {job.id} is no longer known to {self.name}")
+                self.post(Say(f"{self.name}: {exc.message}; asking again about job {job.id}"))
+                if self._closing.wait(5.0):
+                    raise Closing from None
         running.ended_at = time.time()
         running.started_at = running.started_at or running.ended_at
 
@@ -296,7 +318,7 @@ class V2Lane(LaneBase):
     def _wait_for_target(self) -> None:
         """The endpoint stopped answering: one thread waits for it, the others queue behind and go on."""
         with self._down:
-            if self._gave_up:
+            if self._gave_up or self._closing.is_set():
                 raise Closing
             with self._lock:
                 holding = f"{len(self._jobs)} job(s)"
