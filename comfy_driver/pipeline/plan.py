@@ -31,7 +31,7 @@ from comfy_driver.paths import BACKENDS, models_lock
 from comfy_driver.pipeline.choose import AUTO, check_version, choose
 from comfy_driver.pipeline.steps import Rendered, Step, TemplateCache, plan_steps, render_step, scope_params
 
-if TYPE_CHECKING:  # models.lock and models.needs load for the bundled catalogue or `backend: auto` only
+if TYPE_CHECKING:  # loaded for the bundled catalogue or `backend: auto` (lock, needs), a scene's inputs (ffmpeg)
     from comfy_driver.media.ffmpeg import VideoInfo
     from comfy_driver.models.lock import ModelsLock
     from comfy_driver.models.needs import ServerFacts
