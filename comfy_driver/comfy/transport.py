@@ -17,6 +17,7 @@ and cookies are not kept (ComfyUI sets none).
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import select
@@ -129,16 +130,10 @@ class Transport:
             send_headers.update(self._proxy[1])
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         conn = self._take(connect)
-        try:
+        with _failing(conn):
             conn.sock.settimeout(read)  # type: ignore[union-attr]
             conn.request(method, target, body=body, headers=send_headers)
             response = conn.getresponse()
-        except ssl.SSLError as exc:
-            conn.close()
-            raise TLSFailure(str(exc)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
         return Reply(self, conn, response)
 
     def close(self) -> None:
@@ -175,16 +170,26 @@ class Transport:
                 conn.set_tunnel(self.host, self.port, headers=self._proxy[1])
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
+        with _failing(conn):
             conn.connect()
-        except ssl.SSLError as exc:
-            conn.close()
-            raise TLSFailure(str(exc)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         return conn
+
+
+@contextlib.contextmanager
+def _failing(conn: http.client.HTTPConnection) -> Iterator[None]:
+    """A failure on `conn` closes it and becomes the transport's own error (a bad value: closed, re-raised)."""
+    try:
+        yield
+    except ssl.SSLError as exc:
+        conn.close()
+        raise TLSFailure(str(exc)) from None
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        raise TransportError(f"{type(exc).__name__}: {exc}") from None
+    except ValueError:
+        conn.close()
+        raise
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
