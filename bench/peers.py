@@ -11,11 +11,12 @@ served from cache) and downloads every output, from a fresh process: interpreter
 
 The peers are installed in the bench's own virtual environment (`--venv`, made on first use with
 pip), never as dependencies of comfy-drive: comfy-toolkit (its websocket tracker, `[ws]`) and
-comfy-api-simplified. pip byte-compiles what it installs; comfy-drive's own modules are byte-compiled
-first in the same way, so that a checkout run where PYTHONDONTWRITEBYTECODE is set does not compile
-its sources in every run while the peers load theirs compiled. A peer pip cannot install is reported and left out. The peers submit one
-prompt at a time, as their documentation shows; comfy-drive keeps the next prompt queued
-(`--depth`, queue-ahead).
+comfy-api-simplified; a peer pip cannot install is reported and left out. pip byte-compiles what it
+installs; comfy-drive's own modules are byte-compiled first in the same way, so that a checkout run
+where PYTHONDONTWRITEBYTECODE is set does not compile its sources in every run while the peers load
+theirs compiled. The peers submit one prompt at a time, as their documentation shows; comfy-drive
+keeps the next prompt queued (`--depth`, queue-ahead). A last row, the bare protocol with queue-ahead
+and nothing else, is the yardstick: about what the simulator on this machine allows any client.
 
     python bench/peers.py [--prompts 200] [--repeats 5] [--venv bench/.peers-venv]
 """
@@ -42,6 +43,11 @@ from throughput import start_sim  # noqa: E402 - the simulator in its own proces
 import comfy_driver  # noqa: E402
 
 PEERS = {"comfy-toolkit": "comfy-toolkit[ws]", "comfy-api-simplified": "comfy-api-simplified"}
+# Not a peer but a yardstick: the protocol alone (one thread, one keep-alive connection, one websocket, the
+# next prompt queued before the last one's download), no client library, no state, no files but the
+# outputs: about what this simulator on this machine allows a client that does nothing else.
+BARE = "bare protocol"
+REQUIREMENTS = {**PEERS, BARE: "websocket-client"}
 
 # Each peer as its documentation shows it: submit, follow to the end, download the outputs.
 SCRIPTS = {
@@ -69,6 +75,43 @@ for i in range(count):
     for name, data in api.queue_and_wait_images(ComfyWorkflowWrapper(graph), "Save").items():
         (out / f"{offset + i}-{name}").write_bytes(data)
 """,
+    BARE: """
+import http.client, json, sys, uuid
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+import websocket
+url, count, offset, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+where = urlsplit(url)
+http_conn = http.client.HTTPConnection(where.hostname, where.port)
+client_id = uuid.uuid4().hex
+ws = websocket.create_connection(f"ws://{where.hostname}:{where.port}/ws?clientId={client_id}")
+
+def submit(i):
+    graph = {GRAPH}
+    graph["1"]["inputs"]["color"] = offset + i
+    body = json.dumps({"prompt": graph, "client_id": client_id})
+    http_conn.request("POST", "/prompt", body, {"Content-Type": "application/json"})
+    return json.loads(http_conn.getresponse().read())["prompt_id"]
+
+queued = [submit(i) for i in range(min(2, count))]
+files, done = {}, 0
+while done < count:
+    message = ws.recv()
+    if not isinstance(message, str):
+        continue
+    message = json.loads(message)
+    data = message.get("data") or {}
+    if message["type"] == "executed" and data.get("prompt_id") in queued:
+        files[data["prompt_id"]] = data["output"]["images"]
+    elif message["type"] == "executing" and data.get("node") is None and data.get("prompt_id") in queued:
+        queued.remove(data["prompt_id"])
+        if done + len(queued) + 1 < count:
+            queued.append(submit(done + len(queued) + 1))
+        done += 1
+        for image in files.pop(data["prompt_id"]):
+            http_conn.request("GET", "/view?" + urlencode({**image, "type": image.get("type", "output")}))
+            (out / f"{done}-{image['filename']}").write_bytes(http_conn.getresponse().read())
+""",
 }
 
 GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
@@ -85,7 +128,7 @@ def peers_venv(venv: Path) -> tuple[Path, dict[str, str]]:
     missing = {}
     marker = venv / "installed-peers.json"
     installed = json.loads(marker.read_text()) if marker.exists() else {}
-    for name, requirement in PEERS.items():
+    for name, requirement in REQUIREMENTS.items():
         if installed.get(name) == requirement:
             continue
         got = subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], capture_output=True, text=True)
@@ -149,7 +192,7 @@ def main() -> None:
     args = ap.parse_args()
     python, missing = peers_venv(args.venv)
     compileall.compile_dir(Path(comfy_driver.__file__).parent, quiet=1)  # as pip does for an installed package
-    clients = ["comfy-drive"] + [p for p in PEERS if p not in missing]
+    clients = ["comfy-drive"] + [p for p in REQUIREMENTS if p not in missing]
     results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_sim(Path(tmp) / "sim")
@@ -180,7 +223,10 @@ def main() -> None:
         print(f"{client:<22} {m['prompts_per_s']:>10.1f} {m['cpu_ms_per_prompt']:>14.2f} {m['gap_ms_median']:>21.1f}")
     for name, why in missing.items():
         print(f"{name:<22} not installable here: {why}")
-    peers = [c for c in clients if c != "comfy-drive"]
+    peers = [c for c in clients if c in PEERS]
+    if BARE in med:
+        print(f"{BARE}: the protocol alone, about what this simulator allows a client here "
+              f"({med[BARE]['prompts_per_s']:.1f} prompts/s, {med[BARE]['cpu_ms_per_prompt']:.2f} ms CPU each)")
     if peers:
         ours = med["comfy-drive"]
         best = max(peers, key=lambda c: med[c]["prompts_per_s"])

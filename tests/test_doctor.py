@@ -77,3 +77,11 @@ def test_a_model_missing_on_the_server_is_reported_once(sim_factory: Any) -> Non
     assert "model upscale_models/RealESRGAN_x4plus.safetensors: NOT on the server" in result.output
     assert "workflow upscale: passes this server's validation once the model files above are there" in result.output
     assert result.output.rstrip().endswith("1 problem(s) found") and result.exit_code == 1
+
+
+def test_a_missing_node_is_named_by_its_pack_or_as_comfyuis_own() -> None:
+    from comfy_driver.models.doctor import pack_of
+
+    assert pack_of("WanAnimate2ToVideo") == "ComfyUI itself (update ComfyUI)"  # only 0.33.0 has it
+    assert pack_of("UnetLoaderGGUF") == "ComfyUI-GGUF"
+    assert pack_of("NoSuchNode") == "an unknown pack"

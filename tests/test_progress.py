@@ -196,3 +196,25 @@ def test_ctrl_c_twice_on_a_terminal_prints_the_stop_on_its_own_line(tmp_path: Pa
     finally:
         os.close(master)
         server.stop()
+
+
+def test_the_upload_bar_never_wraps_in_a_narrow_terminal(monkeypatch: Any) -> None:
+    from comfy_driver.cli.publish import UploadBar
+
+    master, slave = pty.openpty()
+    set_width(slave, 40)
+    stream = os.fdopen(slave, "w", encoding="utf-8", closefd=True)
+    try:
+        monkeypatch.setattr(sys, "stderr", stream)
+        bar = UploadBar()
+        assert bar.tty
+        total = 3_000_000_000
+        for sent in (0, 1_000_000, 1_500_000_000, total):
+            bar("episode-with-a-long-id", sent, total)
+        stream.flush()
+        rows, wraps, widest = screen(read_all(master), 40)
+        assert wraps == 0 and widest <= 39, rows
+        assert len(rows) == 2 and rows[0].startswith("episode episode-with-a-long-id: upl") and rows[1] == "", rows
+    finally:
+        stream.close()
+        os.close(master)

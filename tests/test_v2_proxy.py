@@ -218,3 +218,6 @@ def test_doctor_reports_on_a_v2_target(behind_proxy: Any, monkeypatch: pytest.Mo
     assert f"node catalogue: the node catalogue of {partial.url}" in report
     assert "workflow svd: passes this server's validation" in report
     assert f"node pack missing on the target: {pack_of(gone)} ({gone})" in report and problems == 1
+    # a self-hosted proxy: the packs go into the ComfyUI behind it (no deployment, no Cloud)
+    assert f"fix: on the ComfyUI behind the proxy ({partial.url}), install the packs" in report
+    assert "serverless" not in report

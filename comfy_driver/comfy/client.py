@@ -1,6 +1,6 @@
 """HTTP side of a ComfyUI server: submit, history, queue, uploads, downloads, control.
 
-Requests go through one `Transport` (keep-alive connections, http.py). Idempotent reads are retried
+Requests go through one `Transport` (keep-alive connections, transport.py). Idempotent reads are retried
 with backoff (tenacity);
 POST /prompt is never retried blindly: the caller chooses the prompt_id, so after a lost reply it
 looks in /queue and /history before posting again.
@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from comfy_driver import confined, jsontext
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.errors import (AccessRefused, NotComfyUI, OutputsDropped, PromptRejected, ServerProtocolError,
                                       ServerUnreachable)
-from comfy_driver.comfy.http import Reply, TLSFailure, Transport, TransportError
+from comfy_driver.comfy.transport import Reply, TLSFailure, Transport, TransportError
 from comfy_driver.comfy.outputs import OutputFile, safe_destination
 from comfy_driver.comfy.settings import Settings
 from comfy_driver.comfy.versions import ServerVersions

@@ -63,9 +63,13 @@ def diagnose_v2(target: V2Endpoint, echo: Callable[[str], None], config: Backend
         for pack, classes in missing.items():
             echo(f"  node pack missing on the target: {pack} ({', '.join(classes)})")
             problems += len(classes)
-        if missing:
+        if missing and target.target.native:
+            echo(f"  fix: on the ComfyUI behind the proxy ({target.target.native}), install the packs (ComfyUI-Manager "
+                 "or git clone into custom_nodes/) or update it for ComfyUI's own nodes, then restart it")
+        elif missing:
             echo("  fix: a serverless deployment is built from your ComfyUI: install the packs there and deploy "
                  "again; Comfy Cloud has a fixed set of packs (use another target for this backend)")
+        if missing:
             continue
         for name in config.owner_workflows(backend) or ([backend] if workflow.is_file() else []):
             if name not in checks:

@@ -213,8 +213,7 @@ class Lane(LaneBase):
         except ServerUnreachable:
             self.post(Requeue(self, attempt))
             raise
-        self._watch(attempt)
-        self.post(Submitted(self, attempt))
+        self._watch(attempt)  # (nothing to tell: the supervisor recorded it as submitted before handing it over)
 
     def _found(self, attempt: Attempt) -> bool:
         """State rebuilt: is one of this step's deterministic prompt ids still queued, running or in the

@@ -88,12 +88,7 @@ class Progress:
                 self.stream.flush()
 
     def _room(self) -> int:
-        """The cells a status line may take: the terminal's width less one (the last column wraps)."""
-        try:
-            columns = os.get_terminal_size(self.stream.fileno()).columns
-        except (AttributeError, OSError, ValueError):  # no file descriptor (a wrapper), or not a terminal
-            columns = shutil.get_terminal_size().columns
-        return max(1, columns - 1)
+        return room(self.stream)
 
     def _clear(self) -> None:
         if self.tty and self._last_line:
@@ -125,6 +120,16 @@ class Progress:
             self.finished += 1
             if seconds is not None:
                 self.scene_seconds.append(seconds)
+
+
+def room(stream: TextIO) -> int:
+    """The cells a status line on `stream` may take: its terminal's width less one (the last column
+    wraps); asked at each redraw, since a window can be narrowed while a run goes on."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a wrapper), or not a terminal
+        columns = shutil.get_terminal_size().columns
+    return max(1, columns - 1)
 
 
 def cells(text: str) -> int:

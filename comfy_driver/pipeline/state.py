@@ -2,9 +2,9 @@
 
 The plan, every step's identity, prompt id, server, status, timings, attempts, errors and outputs
 (with sha256), and every episode, are recorded as they change, one transaction per change (or per
-batch of changes that come together). Keys
-are typed: a step is (episode, scene, route, index) in columns of their own, never a string parsed
-back. An output is identified by its node, subfolder and file name, as the server names it.
+`batch` of changes that come together). Keys are typed: a step is (episode, scene, route, index) in
+columns of their own, never a string parsed back. An output is identified by its node, subfolder and
+file name, as the server names it.
 
 The store is a record, not the only truth: each finished step also leaves a manifest beside its
 files, and prompt ids are deterministic, so a lost or damaged state file is rebuilt from the disk
@@ -136,8 +136,8 @@ class StateStore:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """The changes made inside, in one transaction: for changes that come together (a run's first look
-        at every step; a prompt's outputs and its being done). Each change is complete in itself, so what
-        was written before an error is committed; a commit costs more than the statements of a change."""
+        at every step). Each change is complete in itself, so what was written before an error is
+        committed; a commit costs more than the statements of a change."""
         if self._batched:
             yield
             return

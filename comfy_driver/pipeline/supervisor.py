@@ -486,8 +486,10 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
-        if any(self.scenes[key].status not in ("done", "skipped") for key in episode.scenes):
-            return  # (before reading any state: a long episode is not read over at each scene's end)
+        # Before reading any state (a long episode is not read over at each scene's end); from its last
+        # scene, as scenes mostly end in order.
+        if any(self.scenes[key].status not in ("done", "skipped") for key in reversed(episode.scenes)):
+            return
         found = [self.scenes[key].clip(self.state) for key in episode.scenes]
         if any(f is None for f in found):
             return
