@@ -27,10 +27,11 @@ Part 1: a series of `--scenes` svd scenes (SDXL-Turbo keyframe -> SVD), each its
   driver, simulators and proxies used and their CPU per scene.
 Part 2: `--mixed` scenes alternating svd and wan22_5b (different model files) on 2, 3 and 4 native
 targets, model affinity (the default) against round-robin (`RunOptions(affinity=False)`): model
-loads as the simulators count them (/sim/stats) and makespan.
+files loaded, as the simulators count them (/sim/stats), and makespan. (On 2 targets round-robin
+can fall into the same split by itself, as the scenes alternate; on 3 it cannot.)
 
 Medians of `--repeats` runs, each configuration interleaved with the others (the 1-target run, long
-and steady, once). About 4 minutes with the defaults on 2 cores.
+and steady, once). About 5 minutes with the defaults on 2 cores.
 
     python bench/makespan.py [--scenes 60] [--targets 1,2,4,8] [--repeats 3] [--time-scale 0.2]
                              [--steps 20] [--mixed 24] [--mixed-targets 2,3,4]
@@ -115,12 +116,12 @@ def start_nodes(count: int, root: Path, scale: float, proxies: bool) -> list[Nod
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float:
-    """User + system CPU of a process so far (Linux /proc)."""
+    """User + system CPU of a process and its ended children (a simulator's clip encoders) so far (Linux)."""
     if proc is None:
         return 0.0
     with open(f"/proc/{proc.pid}/stat", encoding="ascii") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def write_series(folder: Path, scenes: int, seed: int, steps: int, mixed: bool) -> Path:
@@ -262,7 +263,7 @@ def main() -> None:
     if mixed_sizes:
         print(f"\n{args.mixed} scenes alternating svd / wan22_5b (different model files), native targets, "
               f"median of {args.repeats} runs")
-        print(f"{'targets':>7} {'policy':<12} {'model loads':>11} {'makespan s':>10}")
+        print(f"{'targets':>7} {'policy':<12} {'model loads':>11} {'makespan s':>10}   (loads: model files)")
         for n in mixed_sizes:
             for affinity in (True, False):
                 m = median(loads[(n, affinity)])
