@@ -74,7 +74,7 @@ class Lane(LaneBase):
 
     # --------------------------------------------------------------------------------------------- supervisor side
     def check(self, known: Catalog | None = None) -> Catalog:
-        self.client.system_stats()
+        self.client.versions()  # it answers, as ComfyUI; kept by the client for the catalogue's rules
         return known or self.client.catalog()
 
     def start(self) -> None:
