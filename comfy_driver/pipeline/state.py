@@ -290,10 +290,14 @@ class StateStore:
     def event(self, key: StepKey | SceneKey, kind: str, detail: str | None = None) -> None:
         self._write(self._event_sql(key, kind, detail))
 
-    def events(self, key: SceneKey) -> list[tuple[float, str, str | None]]:
-        """A scene's events, those of each of its steps included, in order."""
-        return list(self.db.execute("SELECT at, kind, detail FROM events WHERE episode = ? AND scene = ? ORDER BY id",
-                                    (key.episode, key.scene)))
+    def histories(self) -> dict[tuple[str, str], list[tuple[float, str, str | None]]]:
+        """Every scene's events, those of each of its steps included, in order, by (episode, scene): one
+        read of the table for a whole report (a read per scene would read it once a scene)."""
+        found: dict[tuple[str, str], list[tuple[float, str, str | None]]] = {}
+        for episode, scene, at, kind, detail in self.db.execute(
+                "SELECT episode, scene, at, kind, detail FROM events ORDER BY id"):
+            found.setdefault((episode, scene), []).append((at, kind, detail))
+        return found
 
     # --------------------------------------------------------------------------------------------- episodes
     def episode(self, episode_id: str) -> tuple[str | None, str | None, str | None]:
