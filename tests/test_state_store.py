@@ -36,6 +36,9 @@ def test_every_change_is_read_back_as_the_file_holds_it(tmp_path: Path) -> None:
         lambda: store.ended(KEY, {"9": {"images": []}}, 5.0),
         lambda: store.done(KEY, started_at=5.0, finished_at=6.0, server_ms=7, cached_nodes=["1"], clip="clip.mp4",
                            outputs=[OUTPUT]),
+        lambda: store.done(KEY, started_at=5, finished_at=6.0, server_ms=None, cached_nodes=[], clip=None,
+                           outputs=[OUTPUT, {**OUTPUT, "file": "b.png", "filename": "b.png", "node_id": 9}],
+                           server_outputs={"9": {"images": [{"filename": "b.png"}]}, 3: None}),  # as the file keeps them
         lambda: store.reset(KEY, "changed on disk"),
         lambda: store.submitted(KEY, "p2", "http://b", 2, "g2"),
         lambda: store.failed(KEY, "out of memory", "oom"),
@@ -49,10 +52,27 @@ def test_every_change_is_read_back_as_the_file_holds_it(tmp_path: Path) -> None:
         change()
         assert store.step(KEY) == from_file(path, KEY)
         statuses.append(store.step(KEY).status)
-    assert statuses == [PENDING, SUBMITTED, SUBMITTED, DONE, PENDING, SUBMITTED, FAILED, PENDING, PENDING]
+    assert statuses == [PENDING, SUBMITTED, SUBMITTED, DONE, DONE, PENDING, SUBMITTED, FAILED, PENDING, PENDING]
     assert store.step(OTHER) == from_file(path, OTHER)
     with pytest.raises(dataclasses.FrozenInstanceError):
         store.step(KEY).status = DONE  # type: ignore[misc]
+    store.close()
+
+
+def test_the_frequent_changes_are_read_back_without_reading_the_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.ensure(KEY, "s1", "id-1")
+    store.step(KEY)
+    reads: list[str] = []
+    store.db.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
+    store.submitted(KEY, "p1", "http://a", 1, "g1")
+    assert store.step(KEY).prompt_id == "p1"
+    store.done(KEY, started_at=5.0, finished_at=6.0, server_ms=7, cached_nodes=["1"], clip="clip.mp4",
+               outputs=[OUTPUT], server_outputs={"9": {"images": []}})
+    assert store.step(KEY).outputs == [OUTPUT] and store.step(KEY).server_outputs == {"9": {"images": []}}
+    assert reads == []
+    store.db.set_trace_callback(None)
+    assert store.step(KEY) == from_file(tmp_path / "state.db", KEY)
     store.close()
 
 

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,16 @@ def _k(key: StepKey) -> tuple[str, str, int, int]:
     return (key.scene.episode, key.scene.scene, key.route, key.index)
 
 
+def _texts(*values: object) -> bool:
+    """Values a TEXT column gives back unchanged (else a kept row is forgotten, not guessed)."""
+    return all(v is None or type(v) is str for v in values)
+
+
+def _reals(*values: object) -> bool:
+    """Values a REAL column gives back unchanged."""
+    return all(v is None or type(v) is float for v in values)
+
+
 class StateStore:
     """Only the supervisor's thread writes; one transaction per change, or per `batch`.
 
@@ -128,30 +138,34 @@ class StateStore:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, *statements: tuple[str, tuple[Any, ...]], step: StepKey | None = None) -> None:
-        """Run `statements` in one transaction (or in the open batch); `step`: the step they change."""
-        forget = _k(step) if step is not None else None
+    def _write(self, *statements: tuple[str, tuple[Any, ...]], step: StepKey | None = None,
+               then: Callable[[StepState], StepState | None] | None = None) -> None:
+        """Run `statements` in one transaction (or in the open batch). `step`: the step they change; its
+        kept row is forgotten, or, with `then`, replaced by `then(row)` once they ran (None: forgotten)."""
+        k = _k(step) if step is not None else None
         with self._lock:
-            if forget is not None:
-                self._steps.pop(forget, None)
+            known = self._steps.pop(k, None) if k is not None else None
             try:
                 if self._batched:
                     for sql, args in statements:
                         self.db.execute(sql, args)
-                    return
-                self.db.execute("BEGIN IMMEDIATE")
-                for sql, args in statements:
-                    self.db.execute(sql, args)
-                self.db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+                else:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    for sql, args in statements:
+                        self.db.execute(sql, args)
+                    self.db.execute("COMMIT")
+            except sqlite3.Error as exc:  # (a constraint broken half-way is rolled back too, not left open)
                 self._steps.clear()
                 if self.db.in_transaction and not self._batched:
                     with contextlib.suppress(sqlite3.Error):
                         self.db.execute("ROLLBACK")
-                raise _write_failure(exc, self.path) from None
-            finally:
-                if forget is not None:
-                    self._steps.pop(forget, None)
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _write_failure(exc, self.path) from None
+                raise
+            if k is not None and known is not None and then is not None:
+                changed = then(known)
+                if changed is not None:
+                    self._steps[k] = changed
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -239,11 +253,20 @@ class StateStore:
 
     def submitted(self, key: StepKey, prompt_id: str, server: str, attempt: int, graph_hash: str,
                   what: str = "submitted") -> None:
+        now = time.time()
+
+        def then(st: StepState) -> StepState | None:  # the row as the file now holds it
+            if not (_texts(prompt_id, server, graph_hash) and type(attempt) is int):
+                return None
+            return replace(st, status=SUBMITTED, prompt_id=prompt_id, server=server, attempts=attempt,
+                           graph_hash=graph_hash, queued_at=now, started_at=None, finished_at=None, error=None,
+                           error_kind=None, server_outputs=None)
+
         self._write(("UPDATE steps SET status = ?, prompt_id = ?, server = ?, attempts = ?, graph_hash = ?, "
                      "queued_at = ?, started_at = NULL, finished_at = NULL, error = NULL, error_kind = NULL, "
                      "server_outputs = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
-                     (SUBMITTED, prompt_id, server, attempt, graph_hash, time.time(), time.time(), *_k(key))),
-                    self._event_sql(key, what, f"{prompt_id} on {server} (attempt {attempt})"), step=key)
+                     (SUBMITTED, prompt_id, server, attempt, graph_hash, now, now, *_k(key))),
+                    self._event_sql(key, what, f"{prompt_id} on {server} (attempt {attempt})"), step=key, then=then)
 
     def ended(self, key: StepKey, server_outputs: dict[str, Any], started_at: float | None) -> None:
         """The prompt finished on the server: what it made is known, even if its history is lost later."""
@@ -261,12 +284,25 @@ class StateStore:
                          "size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (*_k(key), o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"], o["size"]))
                        for o in outputs]
+        nodes = json.dumps(cached_nodes)
+        listed = None if server_outputs is None else json.dumps(server_outputs)
+
+        def then(st: StepState) -> StepState | None:  # the row as the file now holds it
+            if not (_reals(started_at, finished_at) and _texts(clip) and (server_ms is None or type(server_ms) is int)
+                    and all(_texts(o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"])
+                            and type(o["size"]) is int for o in outputs)):
+                return None
+            return replace(st, status=DONE, started_at=started_at, finished_at=finished_at, server_ms=server_ms,
+                           cached_nodes=json.loads(nodes), clip=clip, error=None, error_kind=None,
+                           server_outputs=st.server_outputs if listed is None else json.loads(listed),
+                           outputs=[{"file": o["file"], "sha256": o["sha256"], "size": o["size"], "node_id": o["node_id"],
+                                     "subfolder": o["subfolder"], "filename": o["filename"]} for o in outputs])
+
         self._write(("UPDATE steps SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, cached_nodes = ?, "
                      "clip = ?, error = NULL, error_kind = NULL, server_outputs = COALESCE(?, server_outputs), "
                      "updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
-                     (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip,
-                      None if server_outputs is None else json.dumps(server_outputs), time.time(), *_k(key))),
-                    *statements, self._event_sql(key, "done", clip), step=key)
+                     (DONE, started_at, finished_at, server_ms, nodes, clip, listed, time.time(), *_k(key))),
+                    *statements, self._event_sql(key, "done", clip), step=key, then=then)
 
     def failed(self, key: StepKey, error: str, kind: str, *, started_at: float | None = None) -> None:
         self._write(("UPDATE steps SET status = ?, error = ?, error_kind = ?, started_at = COALESCE(?, started_at), "
