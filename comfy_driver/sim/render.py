@@ -30,22 +30,39 @@ def _base_color(caption: str) -> tuple[int, int, int]:
     return (40 + h[0] % 120, 40 + h[1] % 120, 40 + h[2] % 120)
 
 
+@lru_cache(maxsize=512)
+def _text_mask(text: str, size: int) -> tuple[Image.Image, int, int]:
+    """A line of text as drawn at (0, 0): its coverage mask and the mask's offset. Rendering the glyphs is
+    most of a small frame's cost, and a frame's lines repeat (every frame of a clip, every prompt of a scene),
+    so each is rendered once; pasting the mask in a colour writes the pixels `ImageDraw.text` writes."""
+    font = _font(size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)))
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    return mask, left, top
+
+
+def _draw_text(img: Image.Image, x: int, y: int, text: str, size: int, color: tuple[int, int, int]) -> None:
+    mask, left, top = _text_mask(text, size)
+    img.paste(color, (x + left, y + top), mask)
+
+
 def frame(width: int, height: int, caption: str, index: int, count: int) -> Image.Image:
     """One frame: a colour keyed to the prompt, a bar that moves with time, the prompt text."""
     img = Image.new("RGB", (width, height), _base_color(caption))
-    draw = ImageDraw.Draw(img)
     if count > 1:
         x = int((width - width // 8) * index / (count - 1))
-        draw.rectangle([x, height - max(2, height // 12), x + width // 8, height], fill=(240, 240, 240))
+        ImageDraw.Draw(img).rectangle([x, height - max(2, height // 12), x + width // 8, height],
+                                      fill=(240, 240, 240))
     size = max(8, min(height // 10, 28))
     cols = max(8, int(width / (size * 0.55)))
     lines = textwrap.wrap(caption or "(no prompt)", cols)[: max(1, (height - size * 3) // (size + 2))]
     y = size // 2
     for line in lines:
-        draw.text((size // 2, y), line, fill=(255, 255, 255), font=_font(size))
+        _draw_text(img, size // 2, y, line, size, (255, 255, 255))
         y += size + 2
-    draw.text((size // 2, height - size * 2 - max(2, height // 12)), f"frame {index + 1}/{count}",
-              fill=(255, 255, 210), font=_font(size))
+    _draw_text(img, size // 2, height - size * 2 - max(2, height // 12), f"frame {index + 1}/{count}", size,
+               (255, 255, 210))
     return img
 
 
