@@ -7,6 +7,7 @@ import io
 import json
 import struct
 import textwrap
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,29 @@ def frame(width: int, height: int, caption: str, index: int, count: int) -> Imag
 
 def write_png(path: Path, width: int, height: int, caption: str, *, index: int = 0, count: int = 1,
               text: dict[str, Any] | None = None) -> None:
-    """A PNG with ComfyUI's metadata chunks ("prompt", "workflow", ... as JSON text)."""
+    """A PNG with ComfyUI's metadata chunks ("prompt", "workflow", ... as JSON text).
+
+    The bytes are Pillow's for the frame saved with that text; the frame's encoding is reused (a run saves
+    the same card again and again) and the text chunks, which Pillow writes right after the header, are
+    put there."""
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, json.dumps(value))
+    head, body = _png_parts(width, height, caption, index, count)
+    chunks = (struct.pack(">I", len(data)) + cid + data + struct.pack(">I", zlib.crc32(cid + data))
+              for cid, data, *_ in info.chunks)
+    path.write_bytes(head + b"".join(chunks) + body)
+
+
+@lru_cache(maxsize=32)
+def _png_parts(width: int, height: int, caption: str, index: int, count: int) -> tuple[bytes, bytes]:
+    """A frame as PNG without text, split after its header chunk (IHDR, 13 bytes of data)."""
     buf = io.BytesIO()
-    frame(width, height, caption, index, count).save(buf, format="PNG", pnginfo=info, compress_level=1)
-    path.write_bytes(buf.getvalue())
+    frame(width, height, caption, index, count).save(buf, format="PNG", compress_level=1)
+    data = buf.getvalue()
+    cut = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, data, crc
+    assert data[12:16] == b"IHDR"
+    return data[:cut], data[cut:]
 
 
 def write_mp4(path: Path, frames: int, width: int, height: int, fps: float, caption: str, *,
