@@ -18,7 +18,10 @@ theirs compiled. The peers submit one prompt at a time, as their documentation s
 keeps the next prompt queued (`--depth`, queue-ahead). A last row, the bare protocol with queue-ahead
 and nothing else, is the yardstick: about what the simulator on this machine allows any client.
 
-    python bench/peers.py [--prompts 200] [--repeats 5] [--venv bench/.peers-venv]
+With `--server URL` the clients drive that server instead (a real ComfyUI: the graph needs only core
+nodes), and the figures are those of the clients beside that server's own cost per prompt.
+
+    python bench/peers.py [--prompts 200] [--repeats 5] [--venv bench/.peers-venv] [--server URL]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import compileall
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -189,15 +193,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--venv", type=Path, default=HERE / ".peers-venv", help="the peers' own environment")
     ap.add_argument("--depth", type=int, default=2, help="comfy-drive's queue-ahead depth")
+    ap.add_argument("--server", help="drive this ComfyUI instead of a simulator started for the bench")
     args = ap.parse_args()
     python, missing = peers_venv(args.venv)
     compileall.compile_dir(Path(comfy_driver.__file__).parent, quiet=1)  # as pip does for an installed package
     clients = ["comfy-drive"] + [p for p in REQUIREMENTS if p not in missing]
     results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_sim(Path(tmp) / "sim")
+        proc, url = start_sim(Path(tmp) / "sim") if args.server is None else (None, args.server.rstrip("/"))
         try:
-            offset = 0
+            # colours never used before on this server, so no prompt is served from its cache
+            offset = 0 if proc is not None else random.randrange(16_000_000 - len(clients) * args.repeats * args.prompts)
             for rep in range(args.repeats):
                 for client in clients:  # interleaved, so drift of the machine hits every client alike
                     folder = Path(tmp) / f"{client}-{rep}"
@@ -214,10 +220,12 @@ def main() -> None:
                     results[client].append(measure(command, url, args.prompts, out))
                     offset += args.prompts
         finally:
-            proc.terminate()
+            if proc is not None:
+                proc.terminate()
     med = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in results.items()}
+    where = "instant simulator" if args.server is None else f"the server at {args.server}"
     print(f"{args.prompts} prompts (EmptyImage 64x64 -> SaveImage, downloaded) per run, median of "
-          f"{args.repeats} runs, instant simulator, each client a fresh process")
+          f"{args.repeats} runs, {where}, each client a fresh process")
     print(f"{'client':<22} {'prompts/s':>10} {'CPU ms/prompt':>14} {'idle gap ms (median)':>21}")
     for client, m in med.items():
         print(f"{client:<22} {m['prompts_per_s']:>10.1f} {m['cpu_ms_per_prompt']:>14.2f} {m['gap_ms_median']:>21.1f}")
@@ -225,7 +233,7 @@ def main() -> None:
         print(f"{name:<22} not installable here: {why}")
     peers = [c for c in clients if c in PEERS]
     if BARE in med:
-        print(f"{BARE}: the protocol alone, about what this simulator allows a client here "
+        print(f"{BARE}: the protocol alone, about what this server allows a client here "
               f"({med[BARE]['prompts_per_s']:.1f} prompts/s, {med[BARE]['cpu_ms_per_prompt']:.2f} ms CPU each)")
     if peers:
         ours = med["comfy-drive"]

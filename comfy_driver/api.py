@@ -31,7 +31,7 @@ from comfy_driver.pipeline.report import RunReport
 from comfy_driver.pipeline.choose import uses_auto
 from comfy_driver.pipeline.plan import build_plan
 from comfy_driver.pipeline.control import RunControl, RunOptions
-from comfy_driver.pipeline.supervisor import execute
+from comfy_driver.pipeline.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from comfy_driver.comfy.job import Job, JobEvent
@@ -141,7 +141,7 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
     known = {targets[0]: first} if first is not None else None  # read once: the lane does not ask again
 
     if on_event is None:
-        return execute(plan, targets, options, progress=progress, control=control, catalogs=known)
+        return Supervisor(plan, targets, options, progress=progress, control=control, catalogs=known).run()
     from comfy_driver.comfy.job import job_event
 
     def forward(client_id: str, watch: Watch | None, event: Event) -> None:
@@ -150,7 +150,8 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
             if public is not None:
                 on_event(watch.label, public)
 
-    return execute(plan, targets, options, progress=progress, on_event=forward, control=control, catalogs=known)
+    return Supervisor(plan, targets, options, progress=progress, on_event=forward, control=control,
+                      catalogs=known).run()
 
 
 def target_catalog(target: Target, settings: Settings) -> Catalog | None:

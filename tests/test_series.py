@@ -186,3 +186,13 @@ def test_embedded_workflow_carries_the_scene_values(tmp_path: Path) -> None:
     (job,) = firsts(load_series(write(tmp_path, GOOD)))
     sampler = next(n for n in job.workflow["nodes"] if n.get("title") == "Video Sampler")
     assert sampler["widgets_values"][0] == 5  # the scene's seed, not the template's
+
+
+
+def test_a_bound_is_named_in_full(tmp_path: Path) -> None:
+    """The tiny test workflow's seed (its colour) goes up to 16777215: said so, not "1.67772e+07"."""
+    tiny = Path(__file__).parent / "workflows"
+    text = (f"title: t\nbackend: tiny\nworkflows: {tiny}\nepisodes:\n  - scenes:\n"
+            "      - {id: a, seed: 36744455}\n")
+    message = error_of(write(tmp_path, text))
+    assert "series.yaml:6: parameter 'seed': 36744455 is above the maximum 16777215" in message

@@ -7,12 +7,19 @@ per-scene backend's) is converted to the episode's format, and the report names 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
 from comfy_driver.pipeline.plan import EpisodePlan
+
+if TYPE_CHECKING:
+    from comfy_driver.pipeline.control import SceneRun
+    from comfy_driver.pipeline.state import StateStore
 
 
 @dataclass
@@ -44,7 +51,19 @@ def stitch(root: Path, episode: EpisodePlan, clips: list[Path], digests: list[st
                     how + (f"; converted {', '.join(converted)}" if converted else ""), clips, backends)
 
 
-def episode_fps(fps: set[float | None]) -> float | None:
-    """The fps the scenes declare, if they agree; otherwise the largest clip's decides."""
-    return fps.pop() if len(fps) == 1 else None
+def joinable(root: Path, episode: EpisodePlan, runs: Sequence[SceneRun],
+             state: StateStore) -> Callable[[], Stitched] | None:
+    """The join of an episode whose every scene is done (its runs in the episode's order), or None."""
+    # Before reading any state (a long episode is not read over at each scene's end); from its last
+    # scene, as scenes mostly end in order.
+    if any(run.status not in ("done", "skipped") for run in reversed(runs)):
+        return None
+    found = [run.clip(state) for run in runs]
+    if any(f is None for f in found):
+        return None
+    clips, digests, backends = (list(column) for column in zip(*found))
+    _, sha, known = state.episode(episode.id)
+    declared = {run.plan.spec.fps for run in runs}  # when the scenes disagree, the largest clip's decides
+    fps = declared.pop() if len(declared) == 1 else None
+    return partial(stitch, root, episode, clips, digests, fps, (sha, known), backends)
 

@@ -33,7 +33,7 @@ from comfy_driver.confined import HALTING
 from comfy_driver.errors import DriveError, RunError, UserError
 from comfy_driver.pipeline import messages as msg
 from comfy_driver.pipeline.control import RunControl, RunFailed, RunOptions, RunStopped, SceneRun, error_kind
-from comfy_driver.pipeline.episodes import Stitched, episode_fps, stitch
+from comfy_driver.pipeline.episodes import Stitched, joinable
 from comfy_driver.pipeline.outlock import IDENTITY_NAME, claim_output
 from comfy_driver.pipeline.finish import MANIFEST, Outcome, recognise
 from comfy_driver.pipeline.messages import Attempt, LaneBase
@@ -60,6 +60,13 @@ class _Result:
 
 
 class Supervisor:
+    """One run of a plan on its targets (ComfyUI URLs, `v2+URL`s or `Target`s): `run()` returns the report.
+
+    `on_event(client_id, watch, event)` sees every websocket event, on the thread of its server's lane;
+    `catalogs` are node catalogues already read, by target (not asked for again). `run()` raises
+    RunStopped (with the report) when `control` stopped it, RunFailed when a task failed.
+    """
+
     def __init__(self, plan: Plan, targets: Sequence[str | Target], options: RunOptions | None = None, *,
                  progress: Progress | None = None, on_event: Callable[[str, Watch | None, Event], None] | None = None,
                  control: RunControl | None = None, catalogs: Mapping[Target, Catalog] | None = None) -> None:
@@ -491,18 +498,9 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
-        # Before reading any state (a long episode is not read over at each scene's end); from its last
-        # scene, as scenes mostly end in order.
-        if any(self.scenes[key].status not in ("done", "skipped") for key in reversed(episode.scenes)):
-            return
-        found = [self.scenes[key].clip(self.state) for key in episode.scenes]
-        if any(f is None for f in found):
-            return
-        clips, digests, backends = (list(column) for column in zip(*found))
-        _, sha, known = self.state.episode(episode_id)
-        fps = episode_fps({self.scenes[k].plan.spec.fps for k in episode.scenes})
-        self._spawn(f"episode {episode_id}: joining its clips", stitch,
-                    (self.plan.layout.root, episode, clips, digests, fps, (sha, known), backends), self._stitched)
+        join = joinable(self.plan.layout.root, episode, [self.scenes[k] for k in episode.scenes], self.state)
+        if join is not None:
+            self._spawn(f"episode {episode_id}: joining its clips", join, (), self._stitched)
 
     def _stitched(self, done: Stitched) -> None:
         episode = done.episode
@@ -514,17 +512,3 @@ class Supervisor:
             self._spawn(f"episode {episode.id}: after joining it", self.options.after_episode, (done,),
                         lambda _: None)
 
-
-def execute(plan: Plan, targets: Sequence[str | Target], options: RunOptions | None = None, *,
-            progress: Progress | None = None,
-            on_event: Callable[[str, Watch | None, Event], None] | None = None,
-            control: RunControl | None = None, catalogs: Mapping[Target, Catalog] | None = None) -> RunReport:
-    """Run a plan to its end on these targets (ComfyUI URLs, `v2+URL`s or `Target`s) and return the
-    report (see `Supervisor`).
-
-    `on_event(client_id, watch, event)` sees every websocket event, on the thread of its server's lane;
-    `catalogs` are node catalogues already read, by target (not asked for again).
-    Raises RunStopped (with the report) when `control` stopped it, RunFailed when a task failed.
-    """
-    return Supervisor(plan, targets, options, progress=progress, on_event=on_event, control=control,
-                      catalogs=catalogs).run()

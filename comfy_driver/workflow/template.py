@@ -30,8 +30,8 @@ class Param(BaseModel):
     targets: list[str] = Field(min_length=1)
     default: Any = None
     required: bool | None = None  # default: required when there is no default (files: optional)
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None  # an int stays exact (a seed's maximum is 2**64 - 1)
+    max: int | float | None = None
     multiple_of: int | None = None
     choices: list[Any] | None = None
     format: str | None = None  # the value written into the graph: format.format(value) ("Model-{}.gguf")
@@ -157,6 +157,11 @@ class Template:
         return graph
 
 
+def _number(bound: int | float) -> str:
+    """A bound as written: whole numbers in full (a seed's maximum is 16777215, not 1.67772e+07)."""
+    return str(int(bound)) if isinstance(bound, int) or bound.is_integer() else repr(bound)
+
+
 def coerce(param: Param, value: Any) -> Any:
     """Check and convert one value to the parameter's type and range."""
     t = param.type
@@ -174,9 +179,9 @@ def coerce(param: Param, value: Any) -> Any:
     elif not isinstance(value, str):
         raise ValueError(f"expected text, got {value!r}")
     if param.min is not None and value < param.min:
-        raise ValueError(f"{value} is below the minimum {param.min:g}")
+        raise ValueError(f"{value} is below the minimum {_number(param.min)}")
     if param.max is not None and value > param.max:
-        raise ValueError(f"{value} is above the maximum {param.max:g}")
+        raise ValueError(f"{value} is above the maximum {_number(param.max)}")
     if param.multiple_of and value % param.multiple_of:
         raise ValueError(f"{value} is not a multiple of {param.multiple_of}")
     if param.choices is not None and value not in param.choices:
