@@ -247,14 +247,20 @@ def test_queue_delete_names_a_prompt_that_is_not_queued(sim: Any) -> None:
 def test_every_option_of_every_command_says_what_it_does() -> None:
     import click
 
+    ctx = click.Context(main)
+
     def commands(group: click.Group, path: str) -> Any:
-        for name, command in group.commands.items():
+        for name in group.list_commands(ctx):  # the top level imports each command's module here
+            command = group.get_command(ctx, name)
+            assert command is not None, name
             if isinstance(command, click.Group):
                 yield from commands(command, f"{path} {name}")
             else:
                 yield f"{path} {name}", command
 
-    missing = [f"{path} {param.opts[0]}" for path, command in commands(main, "comfy-drive")
+    found = dict(commands(main, "comfy-drive"))
+    assert {"comfy-drive run", "comfy-drive try", "comfy-drive lock add", "comfy-drive auth youtube"} <= set(found)
+    missing = [f"{path} {param.opts[0]}" for path, command in found.items()
                for param in command.params if isinstance(param, click.Option) and not param.help]
     assert missing == []
 

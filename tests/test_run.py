@@ -168,3 +168,22 @@ def test_readme_quick_start_example(tmp_path: Path) -> None:
     episode = probe(tmp_path / "out" / "tiny-adventures" / "ep01" / "ep01.mp4")
     assert (episode.frames, episode.width, episode.height) == (32, 320, 192)
     assert "episode ep02: done" in proc.stdout
+
+
+def test_a_run_imports_only_what_it_uses(sim: Any, tmp_path: Path) -> None:
+    """A fresh `comfy-drive run` pays for its own modules only: not for the other commands' modules, the
+    simulator, or libraries other commands use (its start is a fixed cost of every run)."""
+    workflows = Path(__file__).parent / "workflows"
+    series = tmp_path / "series.yaml"
+    series.write_text(f"title: lean\nbackend: tiny\noutput: out\nworkflows: {workflows}\n"
+                      "episodes:\n  - id: e\n    scenes:\n      - {id: s, seed: 7}\n", encoding="utf-8")
+    listing = tmp_path / "modules.txt"
+    script = ("import sys\nfrom comfy_driver.cli import main\ntry:\n    main()\nfinally:\n"
+              f"    print(*sorted(sys.modules), file=open({str(listing)!r}, 'w'))\n")
+    done = subprocess.run([sys.executable, "-c", script, "run", str(series), "--server", sim.url],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert "1 scene(s) rendered" in done.stdout, done.stdout + done.stderr
+    loaded = set(listing.read_text().split())
+    unused = ["comfy_driver.cli.compare", "comfy_driver.cli.graphs", "comfy_driver.cli.models",
+              "comfy_driver.cli.servers", "comfy_driver.sim", "aiohttp", "PIL", "requests", "jinja2"]
+    assert [name for name in unused if name in loaded] == []

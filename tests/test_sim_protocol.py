@@ -227,3 +227,23 @@ def test_late_wake_ups_do_not_add_up_over_a_samplers_steps(sim_factory: Any, mon
         time.sleep(0.02)
     stamps = dict((kind, data["timestamp"]) for kind, data in sim.history[pid]["status"]["messages"])
     assert 200 <= stamps["execution_success"] - stamps["execution_start"] < 400
+
+
+def test_pngs_are_pillows_own_bytes_for_the_frame_and_its_text(tmp_path: Any) -> None:
+    """The simulator reuses a frame's encoding and puts ComfyUI's text chunks into it: the file is still
+    exactly what Pillow writes for that frame saved with that text."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from comfy_driver.sim import render
+
+    for width, height, caption in ((64, 64, ""), (320, 180, "a lighthouse in a storm ✓")):
+        for text in (None, {"prompt": {"1": {"class_type": "SaveImage"}}, "workflow": {"nodes": []}}, {"ké": "✓"}):
+            render.write_png(tmp_path / "a.png", width, height, caption, index=1, count=3, text=text)
+            info = PngInfo()
+            for key, value in (text or {}).items():
+                info.add_text(key, json.dumps(value))
+            expected = io.BytesIO()
+            render.frame(width, height, caption, 1, 3).save(expected, format="PNG", pnginfo=info, compress_level=1)
+            assert (tmp_path / "a.png").read_bytes() == expected.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import math
 import signal
 import sys
@@ -81,7 +82,32 @@ class FiniteRange(click.FloatRange):
         return number
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The module that defines each command: a command's module is imported when it runs (`--help` imports all, for
+# their descriptions), so that `comfy-drive run` does not pay for the code of the other commands.
+COMMAND_MODULES = {
+    "run": "run", "example": "run",
+    "convert": "graphs", "replay": "graphs",
+    "fetch": "models", "lock": "models", "setup": "models", "doctor": "models",
+    "sim": "servers", "login": "servers", "queue": "servers", "interrupt": "servers", "free": "servers",
+    "stats": "servers",
+    "compare": "compare", "try": "compare",
+    "auth": "publish", "publish": "publish",
+}
+
+
+class LazyGroup(click.Group):
+    """The top-level group: its commands are imported on first use (each module registers its own on `main`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"comfy_driver.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="comfy-drive")
 def main(debug: bool) -> None:

@@ -1,7 +1,4 @@
-"""The publishing commands: `auth youtube`, `publish`, and the publish step of `run --publish`.
-
-comfy_driver.cli registers these commands and wraps them in its error handling (this module never imports it).
-"""
+"""The publishing commands: `auth youtube`, `publish`, and the publish step of `run --publish`."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ from typing import Any
 
 import click
 
+from comfy_driver.cli.base import handle_errors, main
 from comfy_driver.errors import UserError
 
 ENDPOINT_HELP = "Send YouTube API calls to this address instead of Google's (a local test server)."
@@ -122,7 +120,7 @@ def publish_report(loaded: Any, report: Any, publisher: Any, episodes: tuple[str
     return all(r.status not in ("failed", "stopped") for r in records.values())
 
 
-@click.group()
+@main.group()
 def auth() -> None:
     """Sign in to the services comfy-drive publishes to."""
 
@@ -138,6 +136,7 @@ def auth() -> None:
 @click.option("--no-browser", is_flag=True, help="Print the URL instead of opening a browser (remote machines).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Local port Google's answer comes back to (forward it with ssh -L on a remote machine).")
+@handle_errors
 def auth_youtube(account: str, client_secrets: Path | None, playlists: bool, series_file: Path | None,
                  no_browser: bool, port: int) -> None:
     """Allow comfy-drive to upload to a YouTube channel (OAuth in the browser; the token is kept 0600)."""
@@ -156,13 +155,14 @@ def auth_youtube(account: str, client_secrets: Path | None, playlists: bool, ser
     click.echo(f"signed in: account {account!r}, token saved in {path} (mode 600)")
 
 
-@click.command()
+@main.command()
 @click.argument("series_file", type=click.Path(path_type=Path))
 @click.option("--episode", "episodes", multiple=True, help="Only this episode (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Check and show what would be uploaded; upload nothing.")
 @click.option("--republish", is_flag=True, help="Upload again an episode re-rendered since its upload (a new video).")
 @click.option("--youtube-endpoint", default=None, help=ENDPOINT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
+@handle_errors
 def publish(series_file: Path, episodes: tuple[str, ...], dry_run: bool, republish: bool,
             youtube_endpoint: str | None, as_json: bool) -> None:
     """Upload the rendered episodes of SERIES_FILE to YouTube; each once, resumable."""

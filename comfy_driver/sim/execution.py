@@ -24,6 +24,9 @@ from comfy_driver.sim.executor import (SAMPLERS, VISUAL, Counters, NodeFailure, 
 
 # Sent to every socket even for a prompt posted without client_id (whose other messages go nowhere).
 BROADCAST_WITHOUT_CLIENT = ("progress_state", "execution_interrupted")
+# Output nodes that write PNGs; up to this many pixels in all they are written on the event loop.
+STILL_SAVERS = ("SaveImage", "PreviewImage")
+SMALL_STILL_PIXELS = 128 * 128
 OOM_MESSAGE = ("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 15.69 GiB "
                "of which 1.12 GiB is free.")
 
@@ -50,6 +53,7 @@ class _Task:
     prompt: dict[str, Any]
     extra_data: dict[str, Any]
     outputs: list[str]
+    graph: str  # the prompt's key in the submission and finished logs (`_graph_key`), computed once
 
     def as_list(self) -> list[Any]:
         return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
@@ -78,6 +82,7 @@ class Execution:
     model_loads: int
     finished_log: list[dict[str, Any]]
     executions: list[str]
+    upload_inputs: dict[str, tuple[str, ...]]
     _wake: asyncio.Event | None
     _current_node: str | None
 
@@ -199,7 +204,7 @@ class Execution:
 
     async def _finish(self, task: _Task, outputs: dict[str, Any], messages: list[list[Any]], status: str,
                       *, completed: bool) -> None:
-        self.finished_log.append({"prompt_id": task.prompt_id, "graph": _graph_key(task.prompt), "status": status,
+        self.finished_log.append({"prompt_id": task.prompt_id, "graph": task.graph, "status": status,
                                   "t": time.time()})
         self.history[task.prompt_id] = {
             "prompt": task.as_list(), "outputs": outputs,
@@ -267,16 +272,27 @@ class Execution:
             else:
                 resolved[name] = value
         media = None
-        upload = next((n for n, _ in self.catalog().input_order(class_type)
-                       if self.catalog().upload_kind(class_type, n) and isinstance(inputs.get(n), str)), None)
+        upload = next((n for n in self._upload_inputs(class_type) if isinstance(inputs.get(n), str)), None)
         if upload is not None:
             media = await asyncio.get_running_loop().run_in_executor(None, self._media, inputs[upload])
         vals = evaluate(class_type, resolved, self.catalog(), media)
         ui = None
         if self.catalog().is_output_node(class_type):
-            ui = await asyncio.get_running_loop().run_in_executor(
-                None, self._write_outputs, task, class_type, resolved)
+            if _small_still(class_type, resolved):  # written here: a thread hop would cost more than the write
+                ui = self._write_outputs(task, class_type, resolved)
+            else:
+                ui = await asyncio.get_running_loop().run_in_executor(
+                    None, self._write_outputs, task, class_type, resolved)
         return vals, ui
+
+    def _upload_inputs(self, class_type: str) -> tuple[str, ...]:
+        """The inputs of a node class that name a file in input/, in input order (asked once per class)."""
+        names = self.upload_inputs.get(class_type)
+        if names is None:
+            catalog = self.catalog()
+            names = self.upload_inputs[class_type] = tuple(
+                n for n, _ in catalog.input_order(class_type) if catalog.upload_kind(class_type, n))
+        return names
 
     def _media(self, name: str) -> Value | None:
         """What an input file holds: an image's size, a video's frames, size and fps."""
@@ -297,7 +313,7 @@ class Execution:
 
     def _write_outputs(self, task: _Task, class_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """Real files for an output node; returns its ui output as ComfyUI reports it."""
-        source = next((v for v in inputs.values() if isinstance(v, Value) and v.type in VISUAL), None) or Value("IMAGE")
+        source = _source(inputs)
         prefix = str(inputs.get("filename_prefix", "ComfyUI"))
         sub, stem = split_prefix(prefix)
         kind = "temp" if class_type.startswith("Preview") else "output"
@@ -307,7 +323,7 @@ class Execution:
         meta = {"prompt": task.prompt, **extra}
         caption, w, h = source.caption, source.width, source.height
         fps = float(number(inputs.get("fps", inputs.get("frame_rate"))) or source.fps or 8)
-        if class_type in ("SaveImage", "PreviewImage"):
+        if class_type in STILL_SAVERS:
             images = []
             for i in range(source.frames):
                 name = self.counters.next_name(folder, stem, ".png")
@@ -334,6 +350,16 @@ class Execution:
             return {"gifs": [{"filename": name, "subfolder": sub, "type": kind, "format": "video/h264-mp4",
                               "frame_rate": fps, "workflow": png, "fullpath": str(folder / name)}]}
         return {}
+
+
+def _source(inputs: dict[str, Any]) -> Value:
+    """What an output node saves: its first visual input (a 512x512 image when it has none)."""
+    return next((v for v in inputs.values() if isinstance(v, Value) and v.type in VISUAL), None) or Value("IMAGE")
+
+
+def _small_still(class_type: str, inputs: dict[str, Any]) -> bool:
+    source = _source(inputs)
+    return class_type in STILL_SAVERS and source.frames * source.width * source.height <= SMALL_STILL_PIXELS
 
 
 async def _until(deadline: float) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import struct
 import textwrap
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,34 +31,67 @@ def _base_color(caption: str) -> tuple[int, int, int]:
     return (40 + h[0] % 120, 40 + h[1] % 120, 40 + h[2] % 120)
 
 
+@lru_cache(maxsize=512)
+def _text_mask(text: str, size: int) -> tuple[Image.Image, int, int]:
+    """A line of text as drawn at (0, 0): its coverage mask and the mask's offset. Rendering the glyphs is
+    most of a small frame's cost, and a frame's lines repeat (every frame of a clip, every prompt of a scene),
+    so each is rendered once; pasting the mask in a colour writes the pixels `ImageDraw.text` writes."""
+    font = _font(size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)))
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    return mask, left, top
+
+
+def _draw_text(img: Image.Image, x: int, y: int, text: str, size: int, color: tuple[int, int, int]) -> None:
+    mask, left, top = _text_mask(text, size)
+    img.paste(color, (x + left, y + top), mask)
+
+
 def frame(width: int, height: int, caption: str, index: int, count: int) -> Image.Image:
     """One frame: a colour keyed to the prompt, a bar that moves with time, the prompt text."""
     img = Image.new("RGB", (width, height), _base_color(caption))
-    draw = ImageDraw.Draw(img)
     if count > 1:
         x = int((width - width // 8) * index / (count - 1))
-        draw.rectangle([x, height - max(2, height // 12), x + width // 8, height], fill=(240, 240, 240))
+        ImageDraw.Draw(img).rectangle([x, height - max(2, height // 12), x + width // 8, height],
+                                      fill=(240, 240, 240))
     size = max(8, min(height // 10, 28))
     cols = max(8, int(width / (size * 0.55)))
     lines = textwrap.wrap(caption or "(no prompt)", cols)[: max(1, (height - size * 3) // (size + 2))]
     y = size // 2
     for line in lines:
-        draw.text((size // 2, y), line, fill=(255, 255, 255), font=_font(size))
+        _draw_text(img, size // 2, y, line, size, (255, 255, 255))
         y += size + 2
-    draw.text((size // 2, height - size * 2 - max(2, height // 12)), f"frame {index + 1}/{count}",
-              fill=(255, 255, 210), font=_font(size))
+    _draw_text(img, size // 2, height - size * 2 - max(2, height // 12), f"frame {index + 1}/{count}", size,
+               (255, 255, 210))
     return img
 
 
 def write_png(path: Path, width: int, height: int, caption: str, *, index: int = 0, count: int = 1,
               text: dict[str, Any] | None = None) -> None:
-    """A PNG with ComfyUI's metadata chunks ("prompt", "workflow", ... as JSON text)."""
+    """A PNG with ComfyUI's metadata chunks ("prompt", "workflow", ... as JSON text).
+
+    The bytes are Pillow's for the frame saved with that text; the frame's encoding is reused (a run saves
+    the same card again and again) and the text chunks, which Pillow writes right after the header, are
+    put there."""
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, json.dumps(value))
+    head, body = _png_parts(width, height, caption, index, count)
+    chunks = (struct.pack(">I", len(data)) + cid + data + struct.pack(">I", zlib.crc32(cid + data))
+              for cid, data, *_ in info.chunks)
+    path.write_bytes(head + b"".join(chunks) + body)
+
+
+@lru_cache(maxsize=32)
+def _png_parts(width: int, height: int, caption: str, index: int, count: int) -> tuple[bytes, bytes]:
+    """A frame as PNG without text, split after its header chunk (IHDR, 13 bytes of data)."""
     buf = io.BytesIO()
-    frame(width, height, caption, index, count).save(buf, format="PNG", pnginfo=info, compress_level=1)
-    path.write_bytes(buf.getvalue())
+    frame(width, height, caption, index, count).save(buf, format="PNG", compress_level=1)
+    data = buf.getvalue()
+    cut = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, data, crc
+    assert data[12:16] == b"IHDR"
+    return data[:cut], data[cut:]
 
 
 def write_mp4(path: Path, frames: int, width: int, height: int, fps: float, caption: str, *,

@@ -64,6 +64,7 @@ class SimServer(Execution):
         self._runner: web.AppRunner | None = None
         self._worker: asyncio.Task[None] | None = None
         self._catalog_cache: Catalog | None = None
+        self.upload_inputs: dict[str, tuple[str, ...]] = {}  # node class -> its file inputs (`_upload_inputs`)
 
     def _reset_state(self) -> None:
         self.pending: list[_Task] = []
@@ -162,7 +163,7 @@ class SimServer(Execution):
 
     # --------------------------------------------------------------------------------------------- app
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[self._check_auth])
+        app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[self._check_auth] if self.auth is not None else [])
         routes = [
             web.get("/ws", self.ws_handler),
             web.post("/prompt", self.post_prompt), web.get("/prompt", self.get_prompt),
@@ -319,8 +320,9 @@ class SimServer(Execution):
         if self.versions.has("jobs_api"):
             extra["create_time"] = _ms()
         self.submissions.append(prompt_id)
-        self.submission_log.append({"prompt_id": prompt_id, "graph": _graph_key(prompt), "t": time.time()})
-        self.pending.append(_Task(number, prompt_id, prompt, extra, result.good_outputs))
+        graph = _graph_key(prompt)
+        self.submission_log.append({"prompt_id": prompt_id, "graph": graph, "t": time.time()})
+        self.pending.append(_Task(number, prompt_id, prompt, extra, result.good_outputs, graph))
         self.pending.sort(key=lambda t: t.number)
         await self._status()
         assert self._wake is not None
