@@ -111,10 +111,10 @@ def _reals(*values: object) -> bool:
 class StateStore:
     """Only the supervisor's thread writes; one transaction per change, or per `batch`.
 
-    Step rows are read far more often than written (several looks per change), so each step read is
-    kept until a write touches that step: a write forgets the steps it changes before and after it
-    runs, and a failed or rolled-back write forgets them all, so a read never answers from a row the
-    file does not hold.
+    Step rows are read far more often than written (several looks per change), so each step row read
+    is kept: a write forgets the row of the step it changes, or, for the frequent changes (a new step,
+    submitted, done), keeps the row as the file now holds it; a failed or rolled-back write forgets
+    them all. So a read never answers from a row the file does not hold.
     """
 
     def __init__(self, path: Path) -> None:
@@ -123,7 +123,7 @@ class StateStore:
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._batched = False
         self._steps: dict[tuple[str, str, int, int], StepState] = {}
-        self._lock = threading.Lock()  # a step read and the forgetting of a write never interleave
+        self._lock = threading.Lock()  # a step read and a write's change of the kept rows never interleave
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -299,9 +299,10 @@ class StateStore:
         listed = None if server_outputs is None else json.dumps(server_outputs)
 
         def then(st: StepState | None) -> StepState | None:  # the row as the file now holds it
-            if st is None or not (_reals(started_at, finished_at) and _texts(clip) and (server_ms is None or type(server_ms) is int)
-                    and all(_texts(o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"])
-                            and type(o["size"]) is int for o in outputs)):
+            fits = _reals(started_at, finished_at) and _texts(clip) and (server_ms is None or type(server_ms) is int)
+            if st is None or not fits or not all(
+                    _texts(o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"]) and type(o["size"]) is int
+                    for o in outputs):
                 return None
             return replace(st, status=DONE, started_at=started_at, finished_at=finished_at, server_ms=server_ms,
                            cached_nodes=json.loads(nodes), clip=clip, error=None, error_kind=None,
