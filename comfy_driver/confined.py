@@ -34,6 +34,8 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_SEPARATORS = re.compile(r"[\\/]+")
 
 
 class UnsafePath(UserError):
@@ -60,11 +62,11 @@ def relative_parts(name: str, *, what: str = "path") -> tuple[str, ...]:
     """
     if not isinstance(name, str) or not name.strip():
         raise UnsafePath(f"{what} {name!r}: an empty name")
-    if any(ord(c) < 32 for c in name):
+    if _CONTROL.search(name):
         raise UnsafePath(f"{what} {name!r}: control characters (NUL, newline, ...) are not allowed in a file name")
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
         raise UnsafePath(f"{what} {name!r}: must be relative to its folder, not an absolute path")
-    parts = tuple(p for p in re.split(r"[\\/]+", name) if p not in ("", "."))
+    parts = tuple(p for p in _SEPARATORS.split(name) if p not in ("", "."))
     if ".." in parts:
         raise UnsafePath(f"{what} {name!r}: '..' would leave its folder")
     if not parts:
@@ -164,8 +166,12 @@ def folder(root: Path, name: str = "", *, create: bool = True) -> Path:
 def writer(root: Path, name: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Write root/name atomically, never through a link: yields a binary file; on success the file
     replaces root/name, on any error it is removed and root/name is left as it was."""
-    parts = relative_parts(name, what="file")
-    target = root.joinpath(*parts)
+    with _writer(root, relative_parts(name, what="file"), mode) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _writer(root: Path, parts: tuple[str, ...], mode: int) -> Iterator[BinaryIO]:
     tmp_name = f".{parts[-1][:80]}.{secrets.token_hex(4)}.part"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
     dir_fd: int | None = None
@@ -178,26 +184,27 @@ def writer(root: Path, name: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     except OSError as exc:
         if dir_fd is not None:
             os.close(dir_fd)
-        raise os_failure(exc, target) from None
-    tmp_path = target.with_name(tmp_name)
+        raise os_failure(exc, root.joinpath(*parts)) from None
+    target = root.joinpath(*parts) if not _DIR_FD else None  # (where names are enough, no path is built)
+    tmp_path = target.with_name(tmp_name) if target is not None else None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        if _DIR_FD:
+        if tmp_path is None:
             os.replace(tmp_name, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            os.replace(tmp_path, target)
+            os.replace(tmp_path, target)  # type: ignore[arg-type]
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            if _DIR_FD:
+            if tmp_path is None:
                 os.unlink(tmp_name, dir_fd=dir_fd)
             else:
                 tmp_path.unlink()
         if not isinstance(exc, OSError) or exc.errno is None:  # not the file's (e.g. a broken download)
             raise
         if exc.errno == errno.EISDIR:
-            raise UnsafePath(f"{target} is a folder; a file is needed there") from None
-        raise os_failure(exc, target) from None
+            raise UnsafePath(f"{root.joinpath(*parts)} is a folder; a file is needed there") from None
+        raise os_failure(exc, root.joinpath(*parts)) from None
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
@@ -205,9 +212,10 @@ def writer(root: Path, name: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
 
 def write_bytes(root: Path, name: str, data: bytes, *, mode: int = 0o644) -> Path:
     """root/name holds data (atomically, never through a link); the path written."""
-    with writer(root, name, mode=mode) as fh:
+    parts = relative_parts(name, what="file")
+    with _writer(root, parts, mode) as fh:
         fh.write(data)
-    return root.joinpath(*relative_parts(name))
+    return root.joinpath(*parts)
 
 
 def write_text(root: Path, name: str, text: str, *, mode: int = 0o644) -> Path:

@@ -23,13 +23,14 @@ def loads(text: str | bytes, *, finite: bool = True) -> Any:
         data = json.loads(text, parse_constant=_not_a_number if finite else None)
     except RecursionError:
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
-    stack = [(data, 0)]
+    opening = ("{", "[") if isinstance(text, str) else (b"{", b"[")
+    if text.count(opening[0]) + text.count(opening[1]) <= MAX_DEPTH:  # type: ignore[arg-type]
+        return data  # each level opens a bracket: too few brackets to be too deep (most messages)
+    stack = [(data, 0)] if isinstance(data, (dict, list)) else []
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth >= MAX_DEPTH and value:  # its items are deeper than MAX_DEPTH
             raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
     return data

@@ -92,7 +92,7 @@ def test_live_every_example_prompt_passes_the_servers_validation() -> None:
     sub, name = PLACEHOLDER_CLIP.split("/")
     with open(clip, "rb") as fh:  # a real clip under the placeholder's name, for the stages' inputs
         client._request("POST", "/upload/image", files={"image": (name, fh)},
-                        data={"subfolder": sub, "type": "input", "overwrite": "true"})
+                        form={"subfolder": sub, "type": "input", "overwrite": "true"})
     checked = set()
     for label, job in _every_example_prompt(client):
         for server_name, path in job.uploads.items():

@@ -23,6 +23,7 @@ import websocket
 from comfy_driver.comfy.address import CREDENTIALS_HINT, ServerAddress
 from comfy_driver.comfy.errors import AccessRefused, ServerUnreachable
 from comfy_driver.comfy.events import Disconnected, Event, Reconnected, parse_binary, parse_text, text_kind
+from comfy_driver.comfy.frames import BINARY, CLOSE, TEXT, FrameReader
 from comfy_driver.comfy.settings import Settings
 
 
@@ -118,23 +119,25 @@ class EventStream:
 
     def _read(self) -> None:
         ws = self._ws
-        assert ws is not None
+        if ws is None or ws.sock is None:
+            raise ConnectionError("the websocket is closed")
+        frames = FrameReader(ws.sock, ws)  # websocket-client connected and sends; frames are read here
         last_heard = time.monotonic()
         while not self._closed.is_set():
             try:
-                opcode, frame = ws.recv_data_frame(True)
-            except websocket.WebSocketTimeoutException:
+                opcode, data = frames.next()
+            except TimeoutError:  # (a socket timeout: nothing arrived for ping_interval)
                 if time.monotonic() - last_heard > self.dead_after:
                     raise ConnectionError(f"no answer for {self.dead_after:.0f} s") from None
                 ws.ping()
                 continue
             last_heard = time.monotonic()
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                if not self.skip or text_kind(frame.data) not in self.skip:
-                    self.events.put(parse_text(frame.data))
-            elif opcode == websocket.ABNF.OPCODE_BINARY:
-                self.events.put(parse_binary(frame.data))
-            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+            if opcode == TEXT:
+                if not self.skip or text_kind(data) not in self.skip:
+                    self.events.put(parse_text(data))
+            elif opcode == BINARY:
+                self.events.put(parse_binary(data))
+            elif opcode == CLOSE:
                 raise ConnectionError("the server closed the websocket")
 
     def _reconnect(self) -> bool:

@@ -11,7 +11,8 @@ cost. What a ComfyUI client needs of requests is here, and nothing else:
 - a few idle connections per server, each checked before reuse (one the server closed meanwhile is
   replaced, never written to); one whose answer was not read to its end is closed, not reused.
 Redirects are not followed (ComfyUI sends none; a credential never follows one to another origin),
-and cookies are not kept (ComfyUI sets none).
+and cookies are not kept (ComfyUI sets none). An answer's header block is read without the email
+parser http.client uses (`_Response`): that parser cost about as much as the rest of a request.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from comfy_driver.comfy.settings import Settings
 
 Timeout = float | tuple[float, float]
 _IDLE = 4  # idle connections kept per server: the lane's, the finishing pool's, a spare
+_MAX_LINE = 65536  # the limits http.client sets on a header block
+_MAX_HEADERS = 100
 
 
 class TransportError(Exception):
@@ -170,10 +173,82 @@ class Transport:
                 conn.set_tunnel(self.host, self.port, headers=self._proxy[1])
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.response_class = _Response
         with _failing(conn):
             conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         return conn
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's response, but its header block is read here, not by the email package.
+
+    As http.client does: a 100 Continue is skipped, headers are Latin-1, a folded line continues the
+    header before it, the first of repeated headers is the one that counts (and `headers` keeps them
+    all), a line or a block too long is an error; then the body is chunked, of a length, or up to
+    the close.
+    """
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()  # type: ignore[attr-defined]
+            if status != http.client.CONTINUE:
+                break
+            _header_lines(self.fp)
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        message = http.client.HTTPMessage()
+        first: dict[str, str] = {}
+        for name, value in _header_lines(self.fp):
+            message.set_raw(name, value)
+            first.setdefault(name.lower(), value)
+        self.headers = self.msg = message
+        self.chunked = first.get("transfer-encoding", "").lower() == "chunked"  # type: ignore[attr-defined]
+        self.chunk_left = None  # type: ignore[attr-defined]
+        connection = first.get("connection", "").lower()
+        if self.version == 11:
+            self.will_close = "close" in connection
+        else:  # HTTP/1.0 keeps the connection only when it says so
+            self.will_close = not (first.get("keep-alive") or "keep-alive" in connection
+                                   or "keep-alive" in first.get("proxy-connection", "").lower())
+        self.length = None
+        length = first.get("content-length")
+        if length and not self.chunked:  # type: ignore[attr-defined]
+            with contextlib.suppress(ValueError):
+                self.length = int(length) if int(length) >= 0 else None
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 \
+                or self._method == "HEAD":  # type: ignore[attr-defined]
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:  # type: ignore[attr-defined]
+            self.will_close = True  # the body ends when the connection does
+
+
+def _header_lines(fp: Any) -> list[tuple[str, str]]:
+    """A header block's (name, value) pairs, up to its empty line."""
+    fields: list[tuple[str, str]] = []
+    while True:
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return fields
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and fields:  # a folded line continues the header before it (kept as is)
+            fields[-1] = (fields[-1][0], f"{fields[-1][1]}\r\n{text}")
+        else:
+            name, colon, value = text.partition(":")
+            if colon:
+                fields.append((name.strip(), value.strip(" \t")))
+        if len(fields) > _MAX_HEADERS:
+            raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from comfy_driver.errors import UserError
 from comfy_driver.yamltext import load_yaml, validate
@@ -89,9 +89,15 @@ class Backends(BaseModel):
                         fallback_on=other.fallback_on if "fallback_on" in other.model_fields_set else self.fallback_on,
                         auto=other.auto if "auto" in other.model_fields_set else self.auto)
 
+    _workflows: dict[str, Backend] = PrivateAttr(default_factory=dict)  # one-workflow backends, made once
+
     def backend(self, name: str) -> Backend:
-        """A backend by name; a workflow name that is no declared backend is a one-workflow backend."""
-        return self.backends.get(name) or Backend(workflow=name)
+        """A backend by name; a workflow name that is no declared backend is a one-workflow backend (one
+        instance per name, as a declared one is: planning asks several times a scene)."""
+        found = self.backends.get(name) or self._workflows.get(name)
+        if found is None:
+            found = self._workflows[name] = Backend(workflow=name)
+        return found
 
     def parse(self, text: str) -> tuple[str, list[str]]:
         """'wan22_animate+denoise+upscale' -> ('wan22_animate', ['denoise', 'upscale'])."""

@@ -7,7 +7,7 @@ per-scene backend's) is converted to the episode's format, and the report names 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from comfy_driver import confined
 from comfy_driver.comfy.client import file_sha256
-from comfy_driver.pipeline.plan import EpisodePlan
+from comfy_driver.pipeline.plan import EpisodePlan, SceneKey
 
 if TYPE_CHECKING:
     from comfy_driver.pipeline.control import SceneRun
@@ -51,13 +51,14 @@ def stitch(root: Path, episode: EpisodePlan, clips: list[Path], digests: list[st
                     how + (f"; converted {', '.join(converted)}" if converted else ""), clips, backends)
 
 
-def joinable(root: Path, episode: EpisodePlan, runs: Sequence[SceneRun],
+def joinable(root: Path, episode: EpisodePlan, scenes: Mapping[SceneKey, SceneRun],
              state: StateStore) -> Callable[[], Stitched] | None:
-    """The join of an episode whose every scene is done (its runs in the episode's order), or None."""
-    # Before reading any state (a long episode is not read over at each scene's end); from its last
-    # scene, as scenes mostly end in order.
-    if any(run.status not in ("done", "skipped") for run in reversed(runs)):
+    """The join of an episode whose every scene is done (`scenes`: the run of each scene), or None."""
+    # Before reading any state, or even gathering the episode's runs (a long episode is not read over
+    # at each scene's end); from its last scene, as scenes mostly end in order.
+    if any(scenes[key].status not in ("done", "skipped") for key in reversed(episode.scenes)):
         return None
+    runs = [scenes[key] for key in episode.scenes]
     found = [run.clip(state) for run in runs]
     if any(f is None for f in found):
         return None

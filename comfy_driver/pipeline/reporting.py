@@ -17,16 +17,18 @@ from comfy_driver.pipeline.state import DONE, StateStore
 def run_report(plan: Plan, state: StateStore, runs: dict[SceneKey, SceneRun], lanes: list[LaneBase],
                stitched: dict[str, Stitched], *, started: str, stopped: str | None) -> RunReport:
     """The report of a run: its targets, every scene and every episode."""
+    histories = state.histories()
     return RunReport(series=plan.series, started=started, finished=now_iso(), servers=[lane.name for lane in lanes],
                      targets=target_records(state, lanes, runs.values()),
-                     scenes=[scene_record(plan, state, run) for run in runs.values()],
+                     scenes=[scene_record(plan, state, run, histories) for run in runs.values()],
                      episodes=[episode_record(plan, state, e, runs, stitched.get(e.id)) for e in plan.episodes],
                      stopped=stopped)
 
 
-def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
+def scene_record(plan: Plan, state: StateStore, run: SceneRun,
+                 histories: dict[tuple[str, str], list[tuple[float, str, str | None]]]) -> SceneRecord:
     """A scene as a whole: the route that made (or was making) its clip, its first step's start, its last
-    step's end, every attempt of every step, and its history."""
+    step's end, every attempt of every step, and its history (from `histories`: StateStore.histories)."""
     scene = run.plan
     route = scene.routes[run.route]
     states = [state.step(s.key) for s in route.steps]
@@ -53,7 +55,8 @@ def scene_record(plan: Plan, state: StateStore, run: SceneRun) -> SceneRecord:
         server_ms=sum(server_ms) if server_ms else None, cached_nodes=last.cached_nodes if last else [],
         attempts=sum(st.attempts for st in ran), outputs=outputs, clip=clip, error=run.error,
         error_kind=run.error_kind,
-        history=[f"{kind}: {detail}" if detail else kind for _, kind, detail in state.events(scene.key)],
+        history=[f"{kind}: {detail}" if detail else kind
+                 for _, kind, detail in histories.get((scene.key.episode, scene.key.scene), [])],
         steps=[StepRecord(label=step.label, status=st.status if st else "pending", server=st.server if st else None,
                           prompt_id=st.prompt_id if st else None,
                           attempts=st.attempts if st else 0, started_at=st.started_at if st else None,

@@ -43,13 +43,16 @@ def pick(ready: Sequence[Attempt], lanes: Sequence[LaneBase], *, affinity: bool)
     def home(attempt: Attempt) -> LaneBase | None:
         return homes.get(attempt.server or "") if attempt.attached else None
 
-    for i, attempt in enumerate(islice(ready, LOOKAHEAD)):  # re-attachments first: their prompts are running
-        own = home(attempt)
+    head = list(islice(ready, LOOKAHEAD))
+    waiting = [i for i, attempt in enumerate(head) if home(attempt) is not None] \
+        if any(attempt.attached for attempt in head) else []  # (re-attachments are rare: a rebuilt run's)
+    for i in waiting:  # re-attachments first: their prompts are running
+        own = home(head[i])
         if own is not None and own.inflight < own.capacity:
             return i, own
     if not free:
         return None
-    window = [(i, a) for i, a in enumerate(islice(ready, LOOKAHEAD)) if home(a) is None]
+    window = [(i, a) for i, a in enumerate(head) if i not in waiting] if waiting else list(enumerate(head))
     if affinity:
         least = min(_load(lane) for lane in free)
         free = [lane for lane in free if _load(lane) == least]  # an idle target before a busy one's queue

@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,10 @@ _STEP_COLUMNS = ("label, identity, status, graph_hash, prompt_id, server, attemp
                  "finished_at, server_ms, cached_nodes, clip, error, error_kind, server_outputs")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepState:
+    """A step's row as last written (frozen: the store hands out the instance it keeps)."""
+
     key: StepKey
     label: str
     identity: str
@@ -95,14 +98,32 @@ def _k(key: StepKey) -> tuple[str, str, int, int]:
     return (key.scene.episode, key.scene.scene, key.route, key.index)
 
 
+def _texts(*values: object) -> bool:
+    """Values a TEXT column gives back unchanged (else a kept row is forgotten, not guessed)."""
+    return all(v is None or type(v) is str for v in values)
+
+
+def _reals(*values: object) -> bool:
+    """Values a REAL column gives back unchanged."""
+    return all(v is None or type(v) is float for v in values)
+
+
 class StateStore:
-    """Only the supervisor's thread writes; one transaction per change, or per `batch`."""
+    """Only the supervisor's thread writes; one transaction per change, or per `batch`.
+
+    Step rows are read far more often than written (several looks per change), so each step read is
+    kept until a write touches that step: a write forgets the steps it changes before and after it
+    runs, and a failed or rolled-back write forgets them all, so a read never answers from a row the
+    file does not hold.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._batched = False
+        self._steps: dict[tuple[str, str, int, int], StepState] = {}
+        self._lock = threading.Lock()  # a step read and the forgetting of a write never interleave
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -117,21 +138,34 @@ class StateStore:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
-        try:
-            if self._batched:
-                for sql, args in statements:
-                    self.db.execute(sql, args)
-                return
-            self.db.execute("BEGIN IMMEDIATE")
-            for sql, args in statements:
-                self.db.execute(sql, args)
-            self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if self.db.in_transaction and not self._batched:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-            raise _write_failure(exc, self.path) from None
+    def _write(self, *statements: tuple[str, tuple[Any, ...]], step: StepKey | None = None,
+               then: Callable[[StepState], StepState | None] | None = None) -> None:
+        """Run `statements` in one transaction (or in the open batch). `step`: the step they change; its
+        kept row is forgotten, or, with `then`, replaced by `then(row)` once they ran (None: forgotten)."""
+        k = _k(step) if step is not None else None
+        with self._lock:
+            known = self._steps.pop(k, None) if k is not None else None
+            try:
+                if self._batched:
+                    for sql, args in statements:
+                        self.db.execute(sql, args)
+                else:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    for sql, args in statements:
+                        self.db.execute(sql, args)
+                    self.db.execute("COMMIT")
+            except sqlite3.Error as exc:  # (a constraint broken half-way is rolled back too, not left open)
+                self._steps.clear()
+                if self.db.in_transaction and not self._batched:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _write_failure(exc, self.path) from None
+                raise
+            if k is not None and known is not None and then is not None:
+                changed = then(known)
+                if changed is not None:
+                    self._steps[k] = changed
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -154,6 +188,8 @@ class StateStore:
                 if self.db.in_transaction:  # (a failed write may have ended it)
                     self.db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
+                with self._lock:
+                    self._steps.clear()  # what was read inside the batch may be rolled back
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
                 raise _write_failure(exc, self.path) from None
@@ -169,6 +205,17 @@ class StateStore:
 
     # --------------------------------------------------------------------------------------------- steps
     def step(self, key: StepKey) -> StepState | None:
+        k = _k(key)
+        known = self._steps.get(k)
+        if known is not None:
+            return known
+        with self._lock:
+            st = self._read_step(key)
+            if st is not None:
+                self._steps[k] = st
+        return st
+
+    def _read_step(self, key: StepKey) -> StepState | None:
         row = self.db.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE episode = ? AND scene = ? AND route = ? "
                               "AND idx = ?", _k(key)).fetchone()
         if row is None:
@@ -192,7 +239,7 @@ class StateStore:
                          (*_k(key), label, identity, PENDING, time.time())),
                         ("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key)),
                         *([self._event_sql(key, "changed", "what shapes this step's output changed: it is "
-                                           "rendered again")] if current is not None else []))
+                                           "rendered again")] if current is not None else []), step=key)
             current = self.step(key)
             assert current is not None
         return current
@@ -202,21 +249,30 @@ class StateStore:
                      "error_kind = NULL, server_outputs = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND "
                      "route = ? AND idx = ?", (PENDING, time.time(), *_k(key))),
                     ("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key)),
-                    self._event_sql(key, "reset", why))
+                    self._event_sql(key, "reset", why), step=key)
 
     def submitted(self, key: StepKey, prompt_id: str, server: str, attempt: int, graph_hash: str,
                   what: str = "submitted") -> None:
+        now = time.time()
+
+        def then(st: StepState) -> StepState | None:  # the row as the file now holds it
+            if not (_texts(prompt_id, server, graph_hash) and type(attempt) is int):
+                return None
+            return replace(st, status=SUBMITTED, prompt_id=prompt_id, server=server, attempts=attempt,
+                           graph_hash=graph_hash, queued_at=now, started_at=None, finished_at=None, error=None,
+                           error_kind=None, server_outputs=None)
+
         self._write(("UPDATE steps SET status = ?, prompt_id = ?, server = ?, attempts = ?, graph_hash = ?, "
                      "queued_at = ?, started_at = NULL, finished_at = NULL, error = NULL, error_kind = NULL, "
                      "server_outputs = NULL, updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
-                     (SUBMITTED, prompt_id, server, attempt, graph_hash, time.time(), time.time(), *_k(key))),
-                    self._event_sql(key, what, f"{prompt_id} on {server} (attempt {attempt})"))
+                     (SUBMITTED, prompt_id, server, attempt, graph_hash, now, now, *_k(key))),
+                    self._event_sql(key, what, f"{prompt_id} on {server} (attempt {attempt})"), step=key, then=then)
 
     def ended(self, key: StepKey, server_outputs: dict[str, Any], started_at: float | None) -> None:
         """The prompt finished on the server: what it made is known, even if its history is lost later."""
         self._write(("UPDATE steps SET server_outputs = ?, started_at = COALESCE(?, started_at), updated_at = ? "
                      "WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
-                     (json.dumps(server_outputs), started_at, time.time(), *_k(key))))
+                     (json.dumps(server_outputs), started_at, time.time(), *_k(key))), step=key)
 
     def done(self, key: StepKey, *, started_at: float | None, finished_at: float, server_ms: int | None,
              cached_nodes: list[str], clip: str | None, outputs: list[dict[str, Any]],
@@ -228,24 +284,37 @@ class StateStore:
                          "size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (*_k(key), o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"], o["size"]))
                        for o in outputs]
+        nodes = json.dumps(cached_nodes)
+        listed = None if server_outputs is None else json.dumps(server_outputs)
+
+        def then(st: StepState) -> StepState | None:  # the row as the file now holds it
+            if not (_reals(started_at, finished_at) and _texts(clip) and (server_ms is None or type(server_ms) is int)
+                    and all(_texts(o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"])
+                            and type(o["size"]) is int for o in outputs)):
+                return None
+            return replace(st, status=DONE, started_at=started_at, finished_at=finished_at, server_ms=server_ms,
+                           cached_nodes=json.loads(nodes), clip=clip, error=None, error_kind=None,
+                           server_outputs=st.server_outputs if listed is None else json.loads(listed),
+                           outputs=[{"file": o["file"], "sha256": o["sha256"], "size": o["size"], "node_id": o["node_id"],
+                                     "subfolder": o["subfolder"], "filename": o["filename"]} for o in outputs])
+
         self._write(("UPDATE steps SET status = ?, started_at = ?, finished_at = ?, server_ms = ?, cached_nodes = ?, "
                      "clip = ?, error = NULL, error_kind = NULL, server_outputs = COALESCE(?, server_outputs), "
                      "updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
-                     (DONE, started_at, finished_at, server_ms, json.dumps(cached_nodes), clip,
-                      None if server_outputs is None else json.dumps(server_outputs), time.time(), *_k(key))),
-                    *statements, self._event_sql(key, "done", clip))
+                     (DONE, started_at, finished_at, server_ms, nodes, clip, listed, time.time(), *_k(key))),
+                    *statements, self._event_sql(key, "done", clip), step=key, then=then)
 
     def failed(self, key: StepKey, error: str, kind: str, *, started_at: float | None = None) -> None:
         self._write(("UPDATE steps SET status = ?, error = ?, error_kind = ?, started_at = COALESCE(?, started_at), "
                      "finished_at = ?, updated_at = ? WHERE episode = ? AND scene = ? AND route = ? AND idx = ?",
                      (FAILED, error, kind, started_at, time.time(), time.time(), *_k(key))),
-                    self._event_sql(key, f"failed:{kind}", error))
+                    self._event_sql(key, f"failed:{kind}", error), step=key)
 
     def unsubmitted(self, key: StepKey, why: str) -> None:
         """A prompt taken off the server's queue (a clean stop): the step waits for the next run."""
         self._write(("UPDATE steps SET status = ?, prompt_id = NULL, updated_at = ? WHERE episode = ? AND scene = ? "
                      "AND route = ? AND idx = ?", (PENDING, time.time(), *_k(key))),
-                    self._event_sql(key, "unqueued", why))
+                    self._event_sql(key, "unqueued", why), step=key)
 
     @staticmethod
     def _event_sql(key: StepKey | SceneKey, kind: str, detail: str | None) -> tuple[str, tuple[Any, ...]]:
@@ -257,10 +326,14 @@ class StateStore:
     def event(self, key: StepKey | SceneKey, kind: str, detail: str | None = None) -> None:
         self._write(self._event_sql(key, kind, detail))
 
-    def events(self, key: SceneKey) -> list[tuple[float, str, str | None]]:
-        """A scene's events, those of each of its steps included, in order."""
-        return list(self.db.execute("SELECT at, kind, detail FROM events WHERE episode = ? AND scene = ? ORDER BY id",
-                                    (key.episode, key.scene)))
+    def histories(self) -> dict[tuple[str, str], list[tuple[float, str, str | None]]]:
+        """Every scene's events, those of each of its steps included, in order, by (episode, scene): one
+        read of the table for a whole report (a read per scene would read it once a scene)."""
+        found: dict[tuple[str, str], list[tuple[float, str, str | None]]] = {}
+        for episode, scene, at, kind, detail in self.db.execute(
+                "SELECT episode, scene, at, kind, detail FROM events ORDER BY id"):
+            found.setdefault((episode, scene), []).append((at, kind, detail))
+        return found
 
     # --------------------------------------------------------------------------------------------- episodes
     def episode(self, episode_id: str) -> tuple[str | None, str | None, str | None]:

@@ -498,7 +498,7 @@ class Supervisor:
         if not self.options.episodes:
             return
         episode = next(e for e in self.plan.episodes if e.id == episode_id)
-        join = joinable(self.plan.layout.root, episode, [self.scenes[k] for k in episode.scenes], self.state)
+        join = joinable(self.plan.layout.root, episode, self.scenes, self.state)
         if join is not None:
             self._spawn(f"episode {episode_id}: joining its clips", join, (), self._stitched)
 
