@@ -1,5 +1,5 @@
 """Reading JSON that may be hostile or careless: nesting is bounded, and NaN / Infinity are refused
-where numbers must be real (the user's files and arguments).
+where numbers must be real (the user's files and arguments). And copying what was read (`clone`).
 
 Errors are ValueError, as the json module's are, so callers keep one except clause; a document
 nested deeper than MAX_DEPTH is refused before any recursive code walks it.
@@ -7,6 +7,7 @@ nested deeper than MAX_DEPTH is refused before any recursive code walks it.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -34,3 +35,21 @@ def loads(text: str | bytes, *, finite: bool = True) -> Any:
         children = value.values() if isinstance(value, dict) else value
         stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
     return data
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, strings, numbers, booleans, None), several times faster
+    than copy.deepcopy, which keeps a memo and dispatches on every value; anything else in it is
+    deep-copied by copy.deepcopy. Each container is copied where it appears (data read from JSON
+    shares none)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) in _ATOMS else clone(item) for key, item in value.items()}
+    if kind is list:
+        return [item if type(item) in _ATOMS else clone(item) for item in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})

@@ -42,3 +42,18 @@ def test_scalars_and_non_finite_numbers() -> None:
     with pytest.raises(ValueError, match="not a number"):
         jsontext.loads("[NaN]")
     assert jsontext.loads("[Infinity]", finite=False) == [float("inf")]
+
+
+def test_clone_is_a_deep_copy_of_json_data() -> None:
+    graph = {"1": {"class_type": "KSampler", "inputs": {"seed": 5, "cfg": 1.5, "model": ["2", 0], "on": True,
+                                                         "note": None, "deep": [[{"x": [1]}]]}}}
+    copied = jsontext.clone(graph)
+    assert copied == graph
+    copied["1"]["inputs"]["model"][0] = "9"
+    copied["1"]["inputs"]["deep"][0][0]["x"].append(2)
+    copied["1"]["_meta"] = {}
+    assert graph == {"1": {"class_type": "KSampler", "inputs": {"seed": 5, "cfg": 1.5, "model": ["2", 0], "on": True,
+                                                                 "note": None, "deep": [[{"x": [1]}]]}}}
+    other = {"t": ([1], {2})}  # not JSON: deep-copied all the same
+    cloned = jsontext.clone(other)
+    assert cloned == other and cloned["t"][0] is not other["t"][0]

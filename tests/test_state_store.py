@@ -61,10 +61,11 @@ def test_every_change_is_read_back_as_the_file_holds_it(tmp_path: Path) -> None:
 
 def test_the_frequent_changes_are_read_back_without_reading_the_file(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.db")
-    store.ensure(KEY, "s1", "id-1")
-    store.step(KEY)
     reads: list[str] = []
     store.db.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
+    assert store.ensure(KEY, "s1", "id-1").status == PENDING
+    assert len(reads) == 1  # the one look that finds no such step: the new row is known without another
+    reads.clear()
     store.submitted(KEY, "p1", "http://a", 1, "g1")
     assert store.step(KEY).prompt_id == "p1"
     store.done(KEY, started_at=5.0, finished_at=6.0, server_ms=7, cached_nodes=["1"], clip="clip.mp4",

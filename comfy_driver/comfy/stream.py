@@ -43,7 +43,7 @@ class EventStream:
         self.dead_after = settings.dead_after
         self.connect_timeout = settings.connect_timeout
         self.sslopt = settings.websocket_sslopt()
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # (in C: a put and a get cost a tenth)
         self.connected = threading.Event()
         self.reconnects = 0
         self._closed = threading.Event()

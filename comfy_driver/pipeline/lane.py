@@ -65,7 +65,7 @@ class Lane(LaneBase):
         self.stream = EventStream(self.client.address, client_id, settings=settings,
                                   skip=frozenset() if on_event else frozenset({"status", "progress_state"}))
         self.follower = Follower(self.client, self.stream)
-        self._inbox: queue.Queue[Any] = self.stream.events  # the socket's events and our commands: one wait
+        self._inbox: queue.SimpleQueue[Any] = self.stream.events  # the socket's events and our commands: one wait
         self._attempts: dict[str, Attempt] = {}
         self._shown: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {}  # last Seen, per prompt
         self._unshown: dict[str, tuple[Attempt, tuple[str, tuple[float, float] | None, float | None]]] = {}

@@ -448,8 +448,10 @@ def build_plan(loaded: LoadedSeries, backend: str | None = None, catalog: Catalo
         hints = dict.fromkeys(e.hint for e in errors if e.hint)
         raise UserError("\n".join(e.message for e in errors), hint="; ".join(hints) or None)
     episodes: dict[str, EpisodePlan] = {}
-    for spec in loaded.scenes:
-        ep = episodes.setdefault(spec.episode_id, EpisodePlan(spec.episode_id, spec.episode_title, [],
-                                                              planner.layout.episode_file(spec.episode_id)))
-        ep.scenes.append(SceneKey(spec.episode_id, spec.scene_id))
+    for spec, scene in zip(loaded.scenes, scenes):
+        ep = episodes.get(spec.episode_id)
+        if ep is None:
+            ep = episodes[spec.episode_id] = EpisodePlan(spec.episode_id, spec.episode_title, [],
+                                                         planner.layout.episode_file(spec.episode_id))
+        ep.scenes.append(scene.key)  # (the scene's own key: a look-up by it finds it by identity)
     return Plan(loaded.series.title, loaded.path, planner.layout, scenes, list(episodes.values()))

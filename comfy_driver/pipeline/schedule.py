@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from itertools import islice
+from operator import attrgetter
 
 from comfy_driver.pipeline.messages import Attempt, LaneBase
 
 LOOKAHEAD = 64  # ready attempts considered for affinity
+_attached = attrgetter("attached")
 
 
 def workflow_of(attempt: Attempt) -> str:
@@ -45,7 +47,7 @@ def pick(ready: Sequence[Attempt], lanes: Sequence[LaneBase], *, affinity: bool)
 
     head = list(islice(ready, LOOKAHEAD))
     waiting = [i for i, attempt in enumerate(head) if home(attempt) is not None] \
-        if any(attempt.attached for attempt in head) else []  # (re-attachments are rare: a rebuilt run's)
+        if any(map(_attached, head)) else []  # (re-attachments are rare: a rebuilt run's)
     for i in waiting:  # re-attachments first: their prompts are running
         own = home(head[i])
         if own is not None and own.inflight < own.capacity:

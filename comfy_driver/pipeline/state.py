@@ -139,9 +139,10 @@ class StateStore:
         self.db.close()
 
     def _write(self, *statements: tuple[str, tuple[Any, ...]], step: StepKey | None = None,
-               then: Callable[[StepState], StepState | None] | None = None) -> None:
+               then: Callable[[StepState | None], StepState | None] | None = None) -> None:
         """Run `statements` in one transaction (or in the open batch). `step`: the step they change; its
-        kept row is forgotten, or, with `then`, replaced by `then(row)` once they ran (None: forgotten)."""
+        kept row is forgotten, or, with `then`, replaced by `then(kept row or None)` once they ran (None:
+        forgotten)."""
         k = _k(step) if step is not None else None
         with self._lock:
             known = self._steps.pop(k, None) if k is not None else None
@@ -162,7 +163,7 @@ class StateStore:
                 if isinstance(exc, sqlite3.OperationalError):
                     raise _write_failure(exc, self.path) from None
                 raise
-            if k is not None and known is not None and then is not None:
+            if k is not None and then is not None:
                 changed = then(known)
                 if changed is not None:
                     self._steps[k] = changed
@@ -231,6 +232,16 @@ class StateStore:
         """The step's state; a step new to the store, or whose identity changed, starts over as pending."""
         current = self.step(key)
         if current is None or current.identity != identity:
+            def then(_: StepState | None) -> StepState | None:  # the row as the file now holds it
+                if not _texts(label, identity):
+                    return None
+                if current is None:
+                    return StepState(key, label, identity, PENDING, None, None, None, 0, None, None, None, None, [],
+                                     None, None, None, None, [])
+                return replace(current, label=label, identity=identity, status=PENDING, graph_hash=None,
+                               prompt_id=None, server=None, attempts=0, error=None, error_kind=None, clip=None,
+                               server_outputs=None, outputs=[])
+
             self._write(("INSERT INTO steps (episode, scene, route, idx, label, identity, status, attempts, "
                          "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT(episode, scene, route, idx) "
                          "DO UPDATE SET label=excluded.label, identity=excluded.identity, status=excluded.status, "
@@ -239,7 +250,7 @@ class StateStore:
                          (*_k(key), label, identity, PENDING, time.time())),
                         ("DELETE FROM outputs WHERE episode = ? AND scene = ? AND route = ? AND idx = ?", _k(key)),
                         *([self._event_sql(key, "changed", "what shapes this step's output changed: it is "
-                                           "rendered again")] if current is not None else []), step=key)
+                                           "rendered again")] if current is not None else []), step=key, then=then)
             current = self.step(key)
             assert current is not None
         return current
@@ -255,8 +266,8 @@ class StateStore:
                   what: str = "submitted") -> None:
         now = time.time()
 
-        def then(st: StepState) -> StepState | None:  # the row as the file now holds it
-            if not (_texts(prompt_id, server, graph_hash) and type(attempt) is int):
+        def then(st: StepState | None) -> StepState | None:  # the row as the file now holds it
+            if st is None or not (_texts(prompt_id, server, graph_hash) and type(attempt) is int):
                 return None
             return replace(st, status=SUBMITTED, prompt_id=prompt_id, server=server, attempts=attempt,
                            graph_hash=graph_hash, queued_at=now, started_at=None, finished_at=None, error=None,
@@ -287,8 +298,8 @@ class StateStore:
         nodes = json.dumps(cached_nodes)
         listed = None if server_outputs is None else json.dumps(server_outputs)
 
-        def then(st: StepState) -> StepState | None:  # the row as the file now holds it
-            if not (_reals(started_at, finished_at) and _texts(clip) and (server_ms is None or type(server_ms) is int)
+        def then(st: StepState | None) -> StepState | None:  # the row as the file now holds it
+            if st is None or not (_reals(started_at, finished_at) and _texts(clip) and (server_ms is None or type(server_ms) is int)
                     and all(_texts(o["node_id"], o["subfolder"], o["filename"], o["file"], o["sha256"])
                             and type(o["size"]) is int for o in outputs)):
                 return None

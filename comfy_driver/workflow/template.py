@@ -6,7 +6,6 @@ survives being opened, edited and saved in the ComfyUI GUI as long as the titles
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from comfy_driver import jsontext
 from comfy_driver.errors import UserError
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.workflow.files import load_workflow
@@ -132,7 +132,7 @@ class Template:
                 errors.append(f"{at(name)}unknown parameter {name!r} for workflow {self.name!r}"
                               + (f"; did you mean {guess[0]!r}?" if guess else
                                  f" (it takes: {', '.join(sorted(self.params))})"))
-        graph = copy.deepcopy(self.graph)
+        graph = jsontext.clone(self.graph)  # (the template's own graph is never changed)
         for name, param in self.params.items():
             value = values.get(name, param.default)
             if value is None:
