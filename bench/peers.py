@@ -7,7 +7,10 @@ served from cache) and downloads every output, from a fresh process: interpreter
 - prompts/s: N over the wall time of that process;
 - CPU ms per prompt: the process's user + system CPU over N;
 - idle gap: the server's own timestamps, execution_success of one prompt to execution_start of the
-  next; the time the GPU would have waited for the client.
+  next; the time the GPU would have waited for the client;
+- start CPU ms: the CPU of a 1-prompt run of the same client (its process start, imports, for
+  comfy-drive the series load, planning and preflight), and CPU ms per prompt after start: the
+  N-prompt run's CPU less that, over N - 1.
 
 The peers are installed in the bench's own virtual environment (`--venv`, made on first use with
 pip), never as dependencies of comfy-drive: comfy-toolkit (its websocket tracker, `[ws]`) and
@@ -184,7 +187,18 @@ def measure(command: list[str], url: str, count: int, out: Path) -> dict[str, fl
         raise SystemExit(f"{command[:3]}: {len(new)} prompts ran and {len(files)} files arrived, not {count}")
     gaps = idle_gaps(new)
     return {"prompts_per_s": count / wall, "cpu_ms_per_prompt": 1000 * cpu / count,
-            "gap_ms_median": statistics.median(gaps)}
+            "gap_ms_median": statistics.median(gaps) if gaps else 0.0, "cpu_ms": 1000 * cpu}
+
+
+def command(client: str, python: Path, folder: Path, url: str, count: int, offset: int, depth: int) -> list[str]:
+    """The command line running `client` for `count` prompts (colours from `offset`) into folder/out."""
+    (folder / "out").mkdir(parents=True)
+    if client == "comfy-drive":
+        series = drive_series(folder, count, offset)
+        return [sys.executable, "-m", "comfy_driver.cli", "run", str(series), "--server", url, "--depth", str(depth)]
+    script = folder / "peer.py"
+    script.write_text(SCRIPTS[client].replace("{GRAPH}", repr(GRAPH)), encoding="utf-8")
+    return [str(python), str(script), url, str(count), str(offset), str(folder / "out")]
 
 
 def main() -> None:
@@ -203,22 +217,20 @@ def main() -> None:
         proc, url = start_sim(Path(tmp) / "sim") if args.server is None else (None, args.server.rstrip("/"))
         try:
             # colours never used before on this server, so no prompt is served from its cache
-            offset = 0 if proc is not None else random.randrange(16_000_000 - len(clients) * args.repeats * args.prompts)
+            offset = 0 if proc is not None else \
+                random.randrange(16_000_000 - len(clients) * args.repeats * (args.prompts + 1))
             for rep in range(args.repeats):
                 for client in clients:  # interleaved, so drift of the machine hits every client alike
+                    # one prompt first: the process's start (imports, series load, connecting) on its own
+                    folder = Path(tmp) / f"{client}-{rep}-1"
+                    one = measure(command(client, python, folder, url, 1, offset, args.depth), url, 1, folder / "out")
                     folder = Path(tmp) / f"{client}-{rep}"
-                    out = folder / "out"
-                    out.mkdir(parents=True)
-                    if client == "comfy-drive":
-                        series = drive_series(folder, args.prompts, offset)
-                        command = [sys.executable, "-m", "comfy_driver.cli", "run", str(series), "--server", url,
-                                   "--depth", str(args.depth)]
-                    else:
-                        script = folder / "peer.py"
-                        script.write_text(SCRIPTS[client].replace("{GRAPH}", repr(GRAPH)), encoding="utf-8")
-                        command = [str(python), str(script), url, str(args.prompts), str(offset), str(out)]
-                    results[client].append(measure(command, url, args.prompts, out))
-                    offset += args.prompts
+                    got = measure(command(client, python, folder, url, args.prompts, offset + 1, args.depth), url,
+                                  args.prompts, folder / "out")
+                    got["start_ms"] = one["cpu_ms"]
+                    got["after_ms"] = (got["cpu_ms"] - one["cpu_ms"]) / (args.prompts - 1)
+                    results[client].append(got)
+                    offset += args.prompts + 1
         finally:
             if proc is not None:
                 proc.terminate()
@@ -226,9 +238,11 @@ def main() -> None:
     where = "instant simulator" if args.server is None else f"the server at {args.server}"
     print(f"{args.prompts} prompts (EmptyImage 64x64 -> SaveImage, downloaded) per run, median of "
           f"{args.repeats} runs, {where}, each client a fresh process")
-    print(f"{'client':<22} {'prompts/s':>10} {'CPU ms/prompt':>14} {'idle gap ms (median)':>21}")
+    print(f"{'client':<22} {'prompts/s':>10} {'CPU ms/prompt':>14} {'idle gap ms (median)':>21} "
+          f"{'start CPU ms':>13} {'CPU ms/prompt after start':>26}")
     for client, m in med.items():
-        print(f"{client:<22} {m['prompts_per_s']:>10.1f} {m['cpu_ms_per_prompt']:>14.2f} {m['gap_ms_median']:>21.1f}")
+        print(f"{client:<22} {m['prompts_per_s']:>10.1f} {m['cpu_ms_per_prompt']:>14.2f} {m['gap_ms_median']:>21.1f} "
+              f"{m['start_ms']:>13.0f} {m['after_ms']:>26.2f}")
     for name, why in missing.items():
         print(f"{name:<22} not installable here: {why}")
     peers = [c for c in clients if c in PEERS]

@@ -120,3 +120,23 @@ def test_a_closed_connection_is_a_connection_error(pair: tuple[socket.socket, so
     assert reader.next() == (TEXT, b"whole")
     with pytest.raises(ConnectionError, match="closed the connection"):
         reader.next()
+
+
+@pytest.mark.parametrize("size", [2**64 - 1, 2**63 - 1, 1 << 40])
+def test_a_huge_declared_length_drops_the_connection(pair: tuple[socket.socket, socket.socket], size: int) -> None:
+    server, client = pair
+    send(server, bytes([0x82, 127]) + struct.pack(">Q", size) + b"x")
+    with pytest.raises(ProtocolError):  # not OverflowError / MemoryError, which would end the reader thread
+        FrameReader(client, Sender()).next()
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"\xff\xfe", b"[1, 2]", b'{"type": 5}', b'{"type": "status", "data": [1]}',
+                                 b'{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": "x"}}}}',
+                                 b'{"type": "executing", "data": "x"}', b'{"type": "progress", "data": {"value": "a"}}'])
+def test_any_text_a_server_sends_is_an_event(raw: bytes) -> None:
+    """A server's malformed message is an unknown (or emptier) event; parsing never raises, so the
+    reader thread never dies of it."""
+    from comfy_driver.comfy.events import Event, parse_binary, parse_text
+
+    assert isinstance(parse_text(raw), Event.__args__)  # type: ignore[attr-defined]
+    assert isinstance(parse_binary(struct.pack(">II", 4, len(raw)) + raw + b"img"), Event.__args__)  # type: ignore[attr-defined]

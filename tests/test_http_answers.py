@@ -115,3 +115,15 @@ def test_a_broken_header_block_is_a_transport_error(scripted, answer: bytes) -> 
     server = scripted([answer])
     with pytest.raises(TransportError):
         Transport(server.url, Settings()).request("GET", "/x", timeout=5)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nX-A: v\r\n" + b" folded\r\n" * 101 + b"Content-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"no colon here\r\n" * 101 + b"Content-Length: 0\r\n\r\n",
+])
+def test_a_header_block_of_more_than_100_lines_is_refused_whatever_the_lines(scripted, answer: bytes) -> None:
+    """http.client's limit counts lines: folded lines and lines without a colon count too (a hostile server
+    cannot hold the client with an endless header block)."""
+    server = scripted([answer])
+    with pytest.raises(TransportError):
+        Transport(server.url, Settings()).request("GET", "/x", timeout=5)

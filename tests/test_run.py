@@ -187,3 +187,20 @@ def test_a_run_imports_only_what_it_uses(sim: Any, tmp_path: Path) -> None:
     unused = ["comfy_driver.cli.compare", "comfy_driver.cli.graphs", "comfy_driver.cli.models",
               "comfy_driver.cli.servers", "comfy_driver.sim", "aiohttp", "PIL", "requests", "jinja2"]
     assert [name for name in unused if name in loaded] == []
+
+
+def test_every_command_is_in_the_table_the_group_loads_them_from() -> None:
+    """A command registered by a cli module but missing from COMMAND_MODULES would be neither listed nor
+    found; one listed there must be registered by the module named."""
+    import importlib
+    import pkgutil
+
+    import comfy_driver.cli as cli
+    from comfy_driver.cli.base import COMMAND_MODULES, main
+
+    for info in pkgutil.iter_modules(cli.__path__):
+        if info.name != "__main__":  # (it runs the command line)
+            importlib.import_module(f"comfy_driver.cli.{info.name}")
+    assert set(main.commands) == set(COMMAND_MODULES)
+    for name, module in COMMAND_MODULES.items():
+        assert main.commands[name].callback.__module__.startswith(f"comfy_driver.cli.{module}"), name

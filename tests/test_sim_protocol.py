@@ -247,3 +247,23 @@ def test_pngs_are_pillows_own_bytes_for_the_frame_and_its_text(tmp_path: Any) ->
             expected = io.BytesIO()
             render.frame(width, height, caption, 1, 3).save(expected, format="PNG", pnginfo=info, compress_level=1)
             assert (tmp_path / "a.png").read_bytes() == expected.getvalue()
+
+
+def test_view_answers_a_small_file_as_fileresponse_does(sim: SimServer) -> None:
+    """A plain GET of a small output is answered from memory: the same status, headers (in order) and bytes
+    as aiohttp's FileResponse, which answers the same request made conditional (If-Modified-Since)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(sim.url)
+    for name in ("a.png", "b.mp4", "c.webp"):
+        (sim.root / "output" / name).write_bytes(name.encode() * 1000)
+        answers = []
+        for extra in ({}, {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}):
+            conn = http.client.HTTPConnection(where.hostname, where.port)
+            conn.request("GET", f"/view?filename={name}&type=output", headers={"Accept-Encoding": "gzip", **extra})
+            reply = conn.getresponse()
+            answers.append((reply.status, [h for h in reply.getheaders() if h[0] != "Date"], reply.read()))
+            conn.close()
+        assert answers[0] == answers[1]
+        assert answers[0][0] == 200 and answers[0][2] == name.encode() * 1000

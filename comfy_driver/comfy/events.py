@@ -164,17 +164,27 @@ def text_kind(raw: str | bytes) -> str | None:
     return found.group(1).decode() if found else None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def parse_text(raw: str | bytes) -> Event:
     """One text frame `{"type", "data"}` -> a typed event (Unknown for anything unrecognised)."""
-    msg = jsontext.loads(raw, finite=False)
+    try:
+        msg = jsontext.loads(raw, finite=False)
+    except ValueError:  # (not JSON, or not text: a server's bug is an unknown message, not a dead reader)
+        return Unknown(type="invalid", data=None)
     kind = msg.get("type") if isinstance(msg, dict) else None
     data = msg.get("data") if isinstance(msg, dict) else None
     if not isinstance(kind, str):
         return Unknown(type="invalid", data=msg)
     if kind == "status":
-        data = data or {}
-        exec_info = (data.get("status") or {}).get("exec_info") or {}
-        return Status(queue_remaining=exec_info.get("queue_remaining"), sid=data.get("sid"))
+        status = _dict(_dict(data).get("status"))
+        exec_info = _dict(status.get("exec_info"))
+        queue_remaining = exec_info.get("queue_remaining")
+        sid = _dict(data).get("sid")
+        return Status(queue_remaining=queue_remaining if isinstance(queue_remaining, int) else None,
+                      sid=sid if isinstance(sid, str) else None)
     if kind == "feature_flags" and isinstance(data, dict):
         return FeatureFlags(flags=data)
     cls = _TEXT_TYPES.get(kind)
@@ -207,6 +217,7 @@ def parse_binary(raw: bytes) -> Event:
             meta = jsontext.loads(body[4:4 + n], finite=False)
         except ValueError:
             meta = {}
+        meta = _dict(meta)
         image_type = str(meta.get("image_type", "")).split("/")[-1] or "unknown"
         return PreviewImage(image_format=image_type, image=body[4 + n:], metadata=meta)
     return Unknown(type=f"binary:{kind}", data=body)

@@ -17,7 +17,9 @@ from typing import Protocol
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _CONTINUATION = 0x0
-_READ = 1 << 16  # bytes asked of the socket at a time (more when a frame needs more)
+_READ = 1 << 16  # bytes asked of the socket at a time (more when a frame needs more, up to _READ_MOST)
+_READ_MOST = 1 << 22  # (recv allocates what it is asked for, whatever arrives)
+MAX_FRAME = 1 << 28  # a frame announced larger drops the connection (ComfyUI's previews are a few MB)
 
 
 class _Socket(Protocol):
@@ -94,6 +96,8 @@ class FrameReader:
                         size = int.from_bytes(buf[pos + 2:pos + 4], "big")
                     elif size == 127:
                         size = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                    if size > MAX_FRAME:
+                        raise ProtocolError(f"the server announced a websocket frame of {size} bytes")
                     end = start + size
                     if len(buf) >= end:
                         head = buf[pos]
@@ -110,7 +114,7 @@ class FrameReader:
             if pos:
                 del buf[:pos]
                 self._pos = 0
-            chunk = self._sock.recv(max(_READ, need))
+            chunk = self._sock.recv(min(max(_READ, need), _READ_MOST))
             if not chunk:
                 raise ConnectionError("the server closed the connection")
             buf += chunk

@@ -106,7 +106,8 @@ class EventStream:
         while not self._closed.is_set():
             try:
                 self._read()
-            except (OSError, websocket.WebSocketException, ConnectionError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever ended the reading (a dropped connection, a
+                # server breaking the protocol) is a disconnect: the follower recovers from the server's history
                 if self._closed.is_set():
                     return
                 self.connected.clear()

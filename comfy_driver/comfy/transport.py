@@ -234,8 +234,10 @@ class _Response(http.client.HTTPResponse):
 def _header_lines(fp: Any) -> list[tuple[str, str]]:
     """A header block's (name, value) pairs, up to its empty line."""
     fields: list[tuple[str, str]] = []
+    lines = 0
     while True:
         line = fp.readline(_MAX_LINE + 1)
+        lines += 1  # every line counts, as http.client counts them (folded ones and ones without a colon)
         if len(line) > _MAX_LINE:
             raise http.client.LineTooLong("header line")
         if line in (b"\r\n", b"\n", b""):
@@ -247,7 +249,7 @@ def _header_lines(fp: Any) -> list[tuple[str, str]]:
             name, colon, value = text.partition(":")
             if colon:
                 fields.append((name.strip(), value.strip(" \t")))
-        if len(fields) > _MAX_HEADERS:
+        if lines > _MAX_HEADERS:
             raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
 
 

@@ -188,12 +188,14 @@ class StateStore:
             try:
                 if self.db.in_transaction:  # (a failed write may have ended it)
                     self.db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 with self._lock:
                     self._steps.clear()  # what was read inside the batch may be rolled back
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
-                raise _write_failure(exc, self.path) from None
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _write_failure(exc, self.path) from None
+                raise
 
     # --------------------------------------------------------------------------------------------- plan
     def save_plan(self, plan: dict[str, Any]) -> None:

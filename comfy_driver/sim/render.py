@@ -37,7 +37,8 @@ def _text_mask(text: str, size: int) -> tuple[Image.Image, int, int]:
     most of a small frame's cost, and a frame's lines repeat (every frame of a clip, every prompt of a scene),
     so each is rendered once; pasting the mask in a colour writes the pixels `ImageDraw.text` writes."""
     font = _font(size)
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    left, top, right, bottom = (int(v) for v in box)  # whole pixels, drawn at (0, 0)
     mask = Image.new("L", (max(1, right - left), max(1, bottom - top)))
     ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
     return mask, left, top

@@ -27,6 +27,7 @@ from comfy_driver.comfy.versions import RECORDED, ServerVersions
 from comfy_driver.models.folders import offered_models
 from comfy_driver.sim.execution import Execution, Faults, _graph_key, _ms, _Task
 from comfy_driver.sim.executor import Counters, Timing, Value
+from comfy_driver.sim.files import small_file
 from comfy_driver.sim.jobs import Jobs, is_canonical_uuid
 
 MAX_UPLOAD = 100 * 1024 * 1024
@@ -163,7 +164,8 @@ class SimServer(Execution):
 
     # --------------------------------------------------------------------------------------------- app
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[self._check_auth] if self.auth is not None else [])
+        middlewares = [self._check_auth] if self.auth is not None else []  # none: one call less per request
+        app = web.Application(client_max_size=MAX_UPLOAD, middlewares=middlewares)
         routes = [
             web.get("/ws", self.ws_handler),
             web.post("/prompt", self.post_prompt), web.get("/prompt", self.get_prompt),
@@ -444,7 +446,8 @@ class SimServer(Execution):
         path = os.path.join(folder, os.path.basename(filename))
         if not os.path.isfile(path):
             return web.Response(status=404)
-        return web.FileResponse(path, headers={"Content-Disposition": f'filename="{os.path.basename(path)}"'})
+        headers = {"Content-Disposition": f'filename="{os.path.basename(path)}"'}
+        return await small_file(request, path, headers) or web.FileResponse(path, headers=headers)
 
     async def get_object_info(self, request: web.Request) -> web.Response:
         return web.json_response(self.catalog().nodes)
