@@ -21,10 +21,18 @@ theirs compiled. The peers submit one prompt at a time, as their documentation s
 keeps the next prompt queued (`--depth`, queue-ahead). A last row, the bare protocol with queue-ahead
 and nothing else, is the yardstick: about what the simulator on this machine allows any client.
 
+`--baseline PYTHON` adds a row for the comfy-drive installed in another environment (an earlier
+release, or a checkout of an earlier commit installed there), driven exactly as this one.
+
+Every client's files (and the simulator's) go under one temporary folder, made where TMPDIR says: on
+a machine whose /tmp is slow to create files and folders in (a full, churned file system), point
+TMPDIR elsewhere, as creating them is part of what every client pays.
+
 With `--server URL` the clients drive that server instead (a real ComfyUI: the graph needs only core
 nodes), and the figures are those of the clients beside that server's own cost per prompt.
 
     python bench/peers.py [--prompts 200] [--repeats 5] [--venv bench/.peers-venv] [--server URL]
+                          [--baseline PYTHON]
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ PEERS = {"comfy-toolkit": "comfy-toolkit[ws]", "comfy-api-simplified": "comfy-ap
 # next prompt queued before the last one's download), no client library, no state, no files but the
 # outputs: about what this simulator on this machine allows a client that does nothing else.
 BARE = "bare protocol"
+BASELINE = "comfy-drive baseline"
 REQUIREMENTS = {**PEERS, BARE: "websocket-client"}
 
 # Each peer as its documentation shows it: submit, follow to the end, download the outputs.
@@ -190,12 +199,14 @@ def measure(command: list[str], url: str, count: int, out: Path) -> dict[str, fl
             "gap_ms_median": statistics.median(gaps) if gaps else 0.0, "cpu_ms": 1000 * cpu}
 
 
-def command(client: str, python: Path, folder: Path, url: str, count: int, offset: int, depth: int) -> list[str]:
+def command(client: str, python: Path, folder: Path, url: str, count: int, offset: int, depth: int,
+            baseline: Path | None = None) -> list[str]:
     """The command line running `client` for `count` prompts (colours from `offset`) into folder/out."""
     (folder / "out").mkdir(parents=True)
-    if client == "comfy-drive":
+    if client in ("comfy-drive", BASELINE):
         series = drive_series(folder, count, offset)
-        return [sys.executable, "-m", "comfy_driver.cli", "run", str(series), "--server", url, "--depth", str(depth)]
+        drive = sys.executable if client == "comfy-drive" else str(baseline)
+        return [drive, "-m", "comfy_driver.cli", "run", str(series), "--server", url, "--depth", str(depth)]
     script = folder / "peer.py"
     script.write_text(SCRIPTS[client].replace("{GRAPH}", repr(GRAPH)), encoding="utf-8")
     return [str(python), str(script), url, str(count), str(offset), str(folder / "out")]
@@ -208,10 +219,11 @@ def main() -> None:
     ap.add_argument("--venv", type=Path, default=HERE / ".peers-venv", help="the peers' own environment")
     ap.add_argument("--depth", type=int, default=2, help="comfy-drive's queue-ahead depth")
     ap.add_argument("--server", help="drive this ComfyUI instead of a simulator started for the bench")
+    ap.add_argument("--baseline", type=Path, help="a python with another comfy-drive installed: one row more")
     args = ap.parse_args()
     python, missing = peers_venv(args.venv)
     compileall.compile_dir(Path(comfy_driver.__file__).parent, quiet=1)  # as pip does for an installed package
-    clients = ["comfy-drive"] + [p for p in REQUIREMENTS if p not in missing]
+    clients = ["comfy-drive", *([BASELINE] if args.baseline else []), *(p for p in REQUIREMENTS if p not in missing)]
     results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_sim(Path(tmp) / "sim") if args.server is None else (None, args.server.rstrip("/"))
@@ -223,10 +235,11 @@ def main() -> None:
                 for client in clients:  # interleaved, so drift of the machine hits every client alike
                     # one prompt first: the process's start (imports, series load, connecting) on its own
                     folder = Path(tmp) / f"{client}-{rep}-1"
-                    one = measure(command(client, python, folder, url, 1, offset, args.depth), url, 1, folder / "out")
+                    one = measure(command(client, python, folder, url, 1, offset, args.depth, args.baseline), url, 1,
+                                  folder / "out")
                     folder = Path(tmp) / f"{client}-{rep}"
-                    got = measure(command(client, python, folder, url, args.prompts, offset + 1, args.depth), url,
-                                  args.prompts, folder / "out")
+                    got = measure(command(client, python, folder, url, args.prompts, offset + 1, args.depth,
+                                          args.baseline), url, args.prompts, folder / "out")
                     got["start_ms"] = one["cpu_ms"]
                     got["after_ms"] = (got["cpu_ms"] - one["cpu_ms"]) / (args.prompts - 1)
                     results[client].append(got)
@@ -256,6 +269,14 @@ def main() -> None:
         print(f"comfy-drive: {ours['prompts_per_s'] / med[best]['prompts_per_s']:.2f}x the prompts/s of the best peer "
               f"({best}); {ours['cpu_ms_per_prompt'] / med[lightest]['cpu_ms_per_prompt']:.2f}x the CPU per prompt "
               f"of the lightest ({lightest})")
+        after = min(peers, key=lambda c: med[c]["after_ms"])
+        print(f"after its start, comfy-drive uses {ours['after_ms'] / med[after]['after_ms']:.2f}x the CPU per prompt "
+              f"of the lightest peer after its own ({after})")
+    if BASELINE in med:
+        ours, base = med["comfy-drive"], med[BASELINE]
+        print(f"against the baseline: {ours['prompts_per_s'] / base['prompts_per_s']:.2f}x the prompts/s, "
+              f"{ours['cpu_ms_per_prompt'] / base['cpu_ms_per_prompt']:.2f}x the CPU per prompt, "
+              f"{ours['start_ms'] / base['start_ms']:.2f}x the start CPU")
 
 
 if __name__ == "__main__":
