@@ -123,3 +123,34 @@ def test_a_rolled_back_batch_forgets_what_was_read_inside_it(tmp_path: Path) -> 
     store.db = real
     assert store.step(KEY).status == PENDING == from_file(path, KEY).status
     store.close()
+
+
+def test_a_file_listed_twice_by_one_node_is_one_output(tmp_path: Path) -> None:
+    """A server listing one node's file twice made the step's record break the outputs table's key
+    (a raw IntegrityError stopped the run): it is downloaded and recorded once."""
+    from types import SimpleNamespace
+
+    from comfy_driver.comfy.client import Downloaded
+    from comfy_driver.comfy.outputs import OutputFile
+    from comfy_driver.pipeline.finish import download
+
+    folder = tmp_path / "step"
+    folder.mkdir()
+    fetched = []
+
+    def fetch(f: OutputFile, into: Path, name: str | None) -> Downloaded:
+        fetched.append(f.filename)
+        path = into / (name or f.filename)
+        path.write_bytes(b"clip")
+        return Downloaded(path, "cd" * 32, 4)
+
+    video = OutputFile(node_id="9", key="gifs", filename="x.mp4", format="video/h264-mp4")
+    attempt = SimpleNamespace(step=SimpleNamespace(folder=folder, identity="i"),
+                              rendered=SimpleNamespace(template=SimpleNamespace(clip_node="9")))
+    outputs, clip = download(fetch, attempt, [video, video.model_copy()], retries=1)  # type: ignore[arg-type]
+    assert (fetched, clip, len(outputs)) == (["x.mp4"], "clip.mp4", 1)
+    store = StateStore(tmp_path / "state.db")
+    store.ensure(KEY, "s1", "i")
+    store.done(KEY, started_at=1.0, finished_at=2.0, server_ms=None, cached_nodes=[], clip=clip, outputs=outputs)
+    assert from_file(tmp_path / "state.db", KEY).outputs == outputs
+    store.close()

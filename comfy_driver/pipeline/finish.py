@@ -84,6 +84,8 @@ def download(fetch: Fetch, attempt: Attempt, files: list[OutputFile], *,
     """Every file into the step's folder with `fetch` (which never follows a link out of the series
     folder), then the step's manifest."""
     folder = attempt.step.folder
+    # A file the server lists twice for one node is one output (the state's key; a custom node may repeat one)
+    files = list({(f.node_id, f.subfolder, f.filename): f for f in files}.values())
     clip = pick_clip(files, attempt.rendered.template.clip_node)
     outputs: list[dict[str, Any]] = []
     got_by_name: dict[tuple[str, str], tuple[Path, str, int]] = {}
