@@ -76,9 +76,9 @@ class Progress:
         line = " | ".join(parts)
         with self._lock:
             if self.tty:
-                room = self._room()
-                line = fit(line, room)  # one line, however narrow
-                pad = max(0, min(cells(self._last_line), room) - cells(line))
+                width = room(self.stream)
+                line = fit(line, width)  # one line, however narrow
+                pad = max(0, min(cells(self._last_line), width) - cells(line))
                 self.stream.write("\r" + line + " " * pad)
                 self.stream.flush()
                 self._last_line = line
@@ -87,12 +87,9 @@ class Progress:
                 self.stream.write(line + "\n")
                 self.stream.flush()
 
-    def _room(self) -> int:
-        return room(self.stream)
-
     def _clear(self) -> None:
         if self.tty and self._last_line:
-            self.stream.write("\r" + " " * min(cells(self._last_line), self._room()) + "\r")
+            self.stream.write("\r" + " " * min(cells(self._last_line), room(self.stream)) + "\r")
             self._last_line = ""
 
     def tick(self) -> None:
@@ -137,15 +134,15 @@ def cells(text: str) -> int:
     return sum(_cells(c) for c in text)
 
 
-def fit(text: str, room: int) -> str:
-    """text on one line (a control character in a node's title becomes a space), cut to `room` cells."""
+def fit(text: str, width: int) -> str:
+    """text on one line (a control character in a node's title becomes a space), cut to `width` cells."""
     text = "".join(c if c.isprintable() else " " for c in text)
-    if len(text) * 2 <= room:  # the common case: surely fits, whatever its characters
+    if len(text) * 2 <= width:  # the common case: surely fits, whatever its characters
         return text
     used = 0
     for i, c in enumerate(text):
         used += _cells(c)
-        if used > room:
+        if used > width:
             return text[:i]
     return text
 

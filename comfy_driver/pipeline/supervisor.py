@@ -164,10 +164,6 @@ class Supervisor:
                              report=report)
         return report
 
-    @property
-    def user_stopped(self) -> bool:
-        return self._user_stop
-
     def _busy(self) -> bool:
         if self._tasks or self._unqueueing:
             return True
