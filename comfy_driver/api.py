@@ -29,7 +29,7 @@ from comfy_driver.pipeline.progress import Progress
 # (what only `Client` needs, replaying and converting workflows, is imported by it: not on a run's path)
 from comfy_driver.pipeline.report import RunReport
 from comfy_driver.pipeline.choose import uses_auto
-from comfy_driver.pipeline.plan import build_plan
+from comfy_driver.pipeline.plan import Plan, build_plan
 from comfy_driver.pipeline.control import RunControl, RunOptions
 from comfy_driver.pipeline.supervisor import Supervisor
 
@@ -131,13 +131,7 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
     if not targets:
         raise UserError(f"{loaded.path}: no server to run on", hint="add server: http://host:8188 to the series")
     options = options or RunOptions()
-    natives = [t.url for t in targets if not t.is_v2]
-    facts = None
-    if uses_auto(loaded.scenes, backend):  # what the servers offer: asked for `backend: auto` only
-        from comfy_driver.models.needs import read_servers
-        facts = read_servers(natives, options.settings)
-    first = target_catalog(targets[0], options.settings)
-    plan = build_plan(loaded, backend, first, servers=facts)
+    plan, first = plan_series(loaded, targets, backend, options.settings)
     known = {targets[0]: first} if first is not None else None  # read once: the lane does not ask again
 
     if on_event is None:
@@ -152,6 +146,19 @@ def run_series(series: str | Path | LoadedSeries, *, servers: Sequence[str | Tar
 
     return Supervisor(plan, targets, options, progress=progress, on_event=forward, control=control,
                       catalogs=known).run()
+
+
+def plan_series(loaded: LoadedSeries, targets: Sequence[Target], backend: str | None,
+                settings: Settings) -> tuple[Plan, Catalog | None]:
+    """The plan of a series for these targets, and the first target's catalogue it was built with (GUI-saved
+    templates are converted with the catalogue of the target that will run them; no target, or a v2 one
+    with none: the one shipped). The servers are asked what they offer only for `backend: auto`."""
+    facts = None
+    if uses_auto(loaded.scenes, backend):
+        from comfy_driver.models.needs import read_servers
+        facts = read_servers([t.url for t in targets if not t.is_v2], settings)
+    first = target_catalog(targets[0], settings) if targets else None
+    return build_plan(loaded, backend, first, servers=facts), first
 
 
 def target_catalog(target: Target, settings: Settings) -> Catalog | None:

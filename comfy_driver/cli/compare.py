@@ -25,13 +25,14 @@ def _compare_and_write(loaded: Any, backends: list[str], servers: list[str], sim
     from comfy_driver.pipeline.compare import default_folder, plan
     from comfy_driver.pipeline.outlock import claim_output
 
-    from comfy_driver.comfy.target import native_only
+    from comfy_driver.api import target_catalog
+    from comfy_driver.comfy.target import native_only, parse_target
 
     urls = native_only(list(servers)) if servers else loaded.series.server_urls
     if not urls and not simulate and not from_report:
         raise UserError(f"{loaded.path}: no server to run on", hint="pass --server URL or --simulate")
     # GUI-saved templates are converted with the catalogue of the server that will run them.
-    catalog = _client(urls[0], settings).catalog() if urls and not simulate and not from_report else None
+    catalog = target_catalog(parse_target(urls[0]), settings) if urls and not simulate and not from_report else None
     auto = any(b.split("+")[0].strip() == AUTO for b in backends)  # chosen per server: planned once one is up
     chosen = None if auto else plan(loaded, backends, scenes, catalog)
     folder = folder or default_folder(loaded)

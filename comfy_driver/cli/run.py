@@ -114,20 +114,12 @@ def _dry_run(loaded: Any, backend: str | None, servers: list[str], settings: Any
     from comfy_driver.models.catalog import bundled_catalog
     from comfy_driver.models.lock import load_lock
     from comfy_driver.paths import models_lock
-    from comfy_driver.models.needs import read_servers
-    from comfy_driver.pipeline.choose import uses_auto
-    from comfy_driver.pipeline.plan import build_plan
     from comfy_driver.pipeline.preflight import preflight
 
-    from comfy_driver.api import target_catalog
+    from comfy_driver.api import plan_series
     from comfy_driver.comfy.target import parse_target
 
-    targets = [parse_target(s, where="--server") for s in servers]
-    # GUI-saved templates are converted with the catalogue of the target that will run them.
-    catalog = target_catalog(targets[0], settings) if targets else None
-    natives = [t.url for t in targets if not t.is_v2]
-    facts = read_servers(natives, settings) if uses_auto(loaded.scenes, backend) else None
-    plan = build_plan(loaded, backend, catalog, servers=facts)
+    plan, catalog = plan_series(loaded, [parse_target(s, where="--server") for s in servers], backend, settings)
     preflight(plan, catalog or bundled_catalog(load_lock(models_lock())))
     described = plan.to_json()
     if as_json:
