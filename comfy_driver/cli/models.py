@@ -272,30 +272,26 @@ def doctor(servers: tuple[str, ...], series_file: Path | None, models_dir: Path 
 
         targets += load_series(series_file).series.targets
     tree = ModelsTree.locate(models_dir, comfyui, None) if (models_dir or comfyui) else None
+    lock = read_lock(_lock_path(lock_file)).lock  # read once, for every target
+    config = load_backends(BACKENDS)
     failed = False
     for i, target in enumerate(targets or [None]):
-        if len(targets) > 1:
-            click.echo(("\n" if i else "") + f"== {target.display if target else ''}")
+        if target is not None and len(targets) > 1:
+            click.echo(("\n" if i else "") + f"== {target.display}")
         if target is not None and target.is_v2:
-            failed = _doctor_v2(target, settings) or failed
+            failed = _doctor_v2(target, settings, lock, config) or failed
             continue
         client = _client(target.url, settings) if target else None
-        failed = bool(diagnose(read_lock(_lock_path(lock_file)).lock, tree, client, click.echo,
-                               load_backends(BACKENDS))) or failed
+        failed = bool(diagnose(lock, tree, client, click.echo, config)) or failed
     if failed:
         sys.exit(1)
 
 
-def _doctor_v2(server: Any, settings: Any) -> bool:
+def _doctor_v2(server: Any, settings: Any, lock: Any, config: Any) -> bool:
     """doctor for a Comfy API v2 target: reachable with its key, node packs and workflows where a catalogue is."""
     from comfy_driver.api_v2 import V2Target
-    from comfy_driver.config.backends import load_backends
     from comfy_driver.models.doctor_v2 import diagnose_v2
-    from comfy_driver.models.lock import read_lock
-    from comfy_driver.paths import BACKENDS
 
-    config = load_backends(BACKENDS)
-    lock = read_lock(_lock_path(None)).lock
     backends = sorted({b for m in lock.models for b in m.backends} | set(config.backends) | set(config.stages))
     with V2Target(server, settings=settings, busy_budget=5.0) as target:
         return bool(diagnose_v2(target, click.echo, config, backends))
