@@ -27,18 +27,17 @@ class UploadBar:
         self.drawn = 0  # the cells of the line on screen
 
     def __call__(self, episode: str, sent: int, total: int) -> None:
-        from comfy_driver.pipeline.progress import cells, fit, room
+        from comfy_driver.pipeline.progress import redrawn
 
         start = self.started.setdefault(episode, time.monotonic())
         pct = int(100 * sent / total) if total else 100
         rate = sent / max(time.monotonic() - start, 1e-6) / 1e6
         line = f"episode {episode}: uploading {pct:3d}%  {sent / 1e6:.1f}/{total / 1e6:.1f} MB  {rate:.1f} MB/s"
         if self.tty:  # one line however narrow the terminal (a wrapped line would stay behind at each redraw)
-            width = room(sys.stderr)
-            line = fit(line, width)
-            pad = max(0, min(self.drawn, width) - cells(line))
-            self.drawn = 0 if sent >= total else cells(line)
-            click.echo("\r" + line + " " * pad + ("\n" if sent >= total else ""), nl=False, err=True)
+            text, self.drawn = redrawn(line, self.drawn, sys.stderr)
+            if sent >= total:  # the finished line stays; the next one starts below it
+                text, self.drawn = text + "\n", 0
+            click.echo(text, nl=False, err=True)
         elif pct // 25 > self.shown.get(episode, -1):
             self.shown[episode] = pct // 25
             click.echo(line, err=True)

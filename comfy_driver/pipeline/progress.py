@@ -35,7 +35,7 @@ class Progress:
         self.prompts_left = 0  # prompts still to render (every window, stage and step), when known
         self.prompt_seconds: list[float] = []  # sorted
         self._lock = threading.Lock()
-        self._last_line = ""
+        self._drawn = 0  # the cells of the status line on screen
         self._last_key: tuple[str, str] | None = None
         self._last_update: tuple[int, str, str, tuple[float, float] | None, float | None] | None = None
 
@@ -76,21 +76,18 @@ class Progress:
         line = " | ".join(parts)
         with self._lock:
             if self.tty:
-                width = room(self.stream)
-                line = fit(line, width)  # one line, however narrow
-                pad = max(0, min(cells(self._last_line), width) - cells(line))
-                self.stream.write("\r" + line + " " * pad)
+                text, self._drawn = redrawn(line, self._drawn, self.stream)  # one line, however narrow
+                self.stream.write(text)
                 self.stream.flush()
-                self._last_line = line
             elif (key, node) != self._last_key:
                 self._last_key = (key, node)
                 self.stream.write(line + "\n")
                 self.stream.flush()
 
     def _clear(self) -> None:
-        if self.tty and self._last_line:
-            self.stream.write("\r" + " " * min(cells(self._last_line), room(self.stream)) + "\r")
-            self._last_line = ""
+        if self.tty and self._drawn:
+            self.stream.write("\r" + " " * min(self._drawn, room(self.stream)) + "\r")
+            self._drawn = 0
 
     def tick(self) -> None:
         """Redraw the status line so the clock moves between server events (on a terminal)."""
@@ -127,6 +124,15 @@ def room(stream: TextIO) -> int:
     except (AttributeError, OSError, ValueError):  # no file descriptor (a wrapper), or not a terminal
         columns = shutil.get_terminal_size().columns
     return max(1, columns - 1)
+
+
+def redrawn(line: str, drawn: int, stream: TextIO) -> tuple[str, int]:
+    """What redraws the status line on `stream` as `line` (cut to its terminal's width, blanking what is
+    left of the `drawn` cells of the line before), and the cells the new line takes."""
+    width = room(stream)
+    line = fit(line, width)
+    now = cells(line)
+    return "\r" + line + " " * max(0, min(drawn, width) - now), now
 
 
 def cells(text: str) -> int:
