@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from importlib import resources
+from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.versions import Version
 from comfy_driver.errors import UserError
 from comfy_driver.models.folders import fill_model_inputs
 from comfy_driver.models.lock import ModelsLock
+from comfy_driver.paths import DATA
 
 # Release -> its bundled catalogue file. The first is the default of the simulator and dry runs.
 SIM_RELEASES: dict[str, str] = {"0.3.64": "catalog.json", "0.33.0": "catalog-0.33.0.json"}
@@ -25,7 +26,13 @@ DEFAULT_RELEASE = "0.3.64"
 @lru_cache(maxsize=4)
 def _bundled(release: str) -> dict:
     name = SIM_RELEASES[release]
-    return json.loads(resources.files("comfy_driver.data").joinpath(name).read_text(encoding="utf-8"))
+    return json.loads((DATA / name).read_text(encoding="utf-8"))
+
+
+def bundled_node(class_type: str) -> dict[str, Any] | None:
+    """A node class as the first shipped catalogue that has it defines it (read, not copied: not to be
+    changed), or None."""
+    return next((found for release in SIM_RELEASES if (found := _bundled(release).get(class_type))), None)
 
 
 def sim_release(text: str) -> str:

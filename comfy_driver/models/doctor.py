@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from comfy_driver.comfy.client import ComfyClient
 from comfy_driver.config.backends import Backends
-from comfy_driver.models.catalog import SIM_RELEASES, bundled_catalog
+from comfy_driver.models.catalog import bundled_catalog, bundled_node
 from comfy_driver.models.lock import ModelsLock
 from comfy_driver.models.needs import ServerFacts, needs_of, platform_unmet
 from comfy_driver.models.tree import ModelsTree
@@ -22,8 +21,7 @@ from comfy_driver.workflow.files import workflow_class_types
 def pack_of(class_type: str) -> str:
     """The custom node pack that provides a node class (from the catalogues comfy-drive ships: a node
     only a newer ComfyUI has is ComfyUI's own)."""
-    node: dict[str, Any] = next((found for release in SIM_RELEASES
-                                 if (found := bundled_catalog(release=release).nodes.get(class_type))), {})
+    node = bundled_node(class_type) or {}
     module = str(node.get("python_module") or "")
     if module.startswith("custom_nodes."):
         return module.split(".", 1)[1]

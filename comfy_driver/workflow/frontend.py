@@ -14,12 +14,12 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from comfy_driver.comfy.catalog import Catalog
 from comfy_driver.comfy.versions import frontend_for
 from comfy_driver.errors import UserError
+from comfy_driver.paths import DATA
 
 Version = tuple[int, int, int]
 
@@ -121,7 +121,7 @@ _NEW_WIDGET_TYPES: dict[str, Any] = {"COMFY_DYNAMICCOMBO_V3": None, "LOAD_3D": "
 
 @lru_cache(maxsize=1)
 def _titles() -> dict[Version, dict[str, str]]:
-    text = resources.files("comfy_driver.data").joinpath("frontend_titles.json").read_text("utf-8")
+    text = (DATA / "frontend_titles.json").read_text("utf-8")
     return {parse_version(v): titles for v, titles in json.loads(text)["versions"].items()}
 
 
