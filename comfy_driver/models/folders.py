@@ -6,10 +6,10 @@ this table is that missing fact, for the loaders the shipped workflows use.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
+from comfy_driver import jsontext
 from comfy_driver.comfy.catalog import combo_choices, option_specs, set_combo_choices
 
 MODEL_INPUTS: dict[tuple[str, str], str] = {
@@ -32,7 +32,7 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
 
 def mark_model_inputs(object_info: dict[str, Any]) -> dict[str, Any]:
     """A copy of object_info whose model-file inputs carry `model_folder` in their options."""
-    marked = copy.deepcopy(object_info)
+    marked = jsontext.clone(object_info)
     for (class_type, name), folder in MODEL_INPUTS.items():
         spec = marked.get(class_type, {}).get("input", {}).get("required", {}).get(name)
         if spec is None:
@@ -45,7 +45,7 @@ def mark_model_inputs(object_info: dict[str, Any]) -> dict[str, Any]:
 
 def fill_model_inputs(object_info: dict[str, Any], files: Mapping[str, list[str]]) -> dict[str, Any]:
     """A copy whose marked model inputs list `files[folder]` (what a server with these files shows)."""
-    filled = copy.deepcopy(object_info)
+    filled = jsontext.clone(object_info)
     for _, spec in option_specs(filled):
         if "model_folder" in spec[1]:
             set_combo_choices(spec, sorted(files.get(spec[1]["model_folder"], [])))
