@@ -185,21 +185,20 @@ def _writer(root: Path, parts: tuple[str, ...], mode: int) -> Iterator[BinaryIO]
         if dir_fd is not None:
             os.close(dir_fd)
         raise os_failure(exc, root.joinpath(*parts)) from None
-    target = root.joinpath(*parts) if not _DIR_FD else None  # (where names are enough, no path is built)
-    tmp_path = target.with_name(tmp_name) if target is not None else None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        if tmp_path is None:
+        if _DIR_FD:  # (names are enough: no path is built)
             os.replace(tmp_name, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            os.replace(tmp_path, target)  # type: ignore[arg-type]
+            target = root.joinpath(*parts)
+            os.replace(target.with_name(tmp_name), target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            if tmp_path is None:
+            if _DIR_FD:
                 os.unlink(tmp_name, dir_fd=dir_fd)
             else:
-                tmp_path.unlink()
+                root.joinpath(*parts).with_name(tmp_name).unlink()
         if not isinstance(exc, OSError) or exc.errno is None:  # not the file's (e.g. a broken download)
             raise
         if exc.errno == errno.EISDIR:

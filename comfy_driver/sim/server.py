@@ -204,7 +204,7 @@ class SimServer(Execution):
 
     @web.middleware
     async def _check_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self.auth is not None and request.headers.get("Authorization") != self.auth:
+        if request.headers.get("Authorization") != self.auth:  # (installed only when auth is set)
             return web.Response(status=401, text="401: Unauthorized")
         return await handler(request)
 
